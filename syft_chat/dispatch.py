@@ -1,0 +1,157 @@
+"""The only module that calls hooks, with one typed function per hook.
+
+The error policy lives here and nowhere else:
+
+* notifications and registries call every implementation, even after one
+  raised; each failure is logged and recorded;
+* decisions fail closed: a raising implementation becomes a refusal
+  (:class:`HookDecisionError`) that names the plugin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from .errors import SyftChatError
+from .manager import PluginFailure
+
+if TYPE_CHECKING:
+    from .client import SyftChatClient
+    from .interfaces import IncomingRequest, StoreFactory, TransportFactory
+    from .models import ChatMessage, ChatResponse, Envelope, MessageStatus
+
+__all__ = ["HookDecisionError", "Hooks"]
+
+log = logging.getLogger("syft_chat.plugins")
+
+
+class HookDecisionError(SyftChatError):
+    """A decision hook implementation raised; the decision fails closed."""
+
+    def __init__(self, plugin: str, hook: str, error: BaseException) -> None:
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {error}")
+        self.plugin = plugin
+        self.hook = hook
+
+
+class Hooks:
+    """Typed facade over one plugin manager's hooks."""
+
+    def __init__(self, pm: pluggy.PluginManager, record: Callable[[PluginFailure], None]) -> None:
+        self.pm = pm
+        self._record = record
+
+    # ------------------------------------------------------------------ machinery
+
+    def _plugin_name(self, impl: Any) -> str:
+        return str(impl.plugin_name)
+
+    def _impls(self, hook_name: str, plugin: object | None = None) -> list[Any]:
+        caller = getattr(self.pm.hook, hook_name)
+        impls = [i for i in caller.get_hookimpls() if plugin is None or i.plugin is plugin]
+        return list(reversed(impls))  # pluggy's call order: tryfirst first, LIFO
+
+    def _each(self, hook_name: str, plugin: object | None = None, **kwargs: Any) -> list[Any]:
+        """Call every implementation; a raising one is recorded and skipped."""
+        results = []
+        for impl in self._impls(hook_name, plugin):
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                name = self._plugin_name(impl)
+                log.exception("syft-chat plugin %r raised in %s", name, hook_name)
+                self._record(PluginFailure(name, hook_name, f"{type(exc).__name__}: {exc}"))
+                continue
+            if result is not None:
+                results.append(result)
+        return results
+
+    def _first(self, hook_name: str, **kwargs: Any) -> Any:
+        """First non-None result; a raising implementation fails the decision closed."""
+        for impl in self._impls(hook_name):
+            try:
+                result = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                name = self._plugin_name(impl)
+                log.warning("syft-chat plugin %r raised in %s: %s", name, hook_name, exc)
+                self._record(PluginFailure(name, hook_name, f"{type(exc).__name__}: {exc}"))
+                raise HookDecisionError(name, hook_name, exc) from exc
+            if result is not None:
+                return result
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def client_started(self, client: SyftChatClient, plugin: object | None = None) -> None:
+        self._each("chat_client_started", plugin, client=client)
+
+    def client_closing(self, client: SyftChatClient) -> None:
+        self._each("chat_client_closing", client=client)
+
+    # ------------------------------------------------------------------ registries
+
+    def _registry(self, hook_name: str) -> dict[str, list[tuple[Any, str]]]:
+        """Collect ``name -> [(factory, plugin), ...]``; more than one entry is a conflict."""
+        found: dict[str, list[tuple[Any, str]]] = {}
+        for impl in self._impls(hook_name):
+            plugin = self._plugin_name(impl)
+
+            def register(name: str, factory: Any, _plugin: str = plugin) -> None:
+                found.setdefault(str(name), []).append((factory, _plugin))
+
+            try:
+                impl.function(*[register for _ in impl.argnames])
+            except Exception as exc:
+                log.exception("syft-chat plugin %r raised in %s", plugin, hook_name)
+                self._record(PluginFailure(plugin, hook_name, f"{type(exc).__name__}: {exc}"))
+        return found
+
+    def register_transports(self) -> dict[str, list[tuple[TransportFactory, str]]]:
+        return self._registry("chat_register_transports")
+
+    def register_stores(self) -> dict[str, list[tuple[StoreFactory, str]]]:
+        return self._registry("chat_register_stores")
+
+    # ------------------------------------------------------------------ discovery
+
+    def discover_users(self, client: SyftChatClient) -> set[str]:
+        users: set[str] = set()
+        for result in self._each("chat_discover_users", client=client):
+            users.update(str(u) for u in result)
+        return users
+
+    # ------------------------------------------------------------------ decisions
+
+    def encode_body(self, envelope: Envelope, client: SyftChatClient) -> bytes | None:
+        result = self._first("chat_encode_body", envelope=envelope, client=client)
+        return None if result is None else bytes(result)
+
+    def decode_body(self, request: IncomingRequest, client: SyftChatClient) -> Envelope | None:
+        result: Envelope | None = self._first("chat_decode_body", request=request, client=client)
+        return result
+
+    def accept_message(self, message: ChatMessage, sender: str, client: SyftChatClient) -> str | None:
+        result = self._first("chat_accept_message", message=message, sender=sender, client=client)
+        return None if result is None else str(result)
+
+    # ------------------------------------------------------------------ notifications
+
+    def message_received(self, message: ChatMessage, client: SyftChatClient) -> None:
+        self._each("chat_message_received", message=message, client=client)
+
+    def message_sent(self, message: ChatMessage, response: ChatResponse, client: SyftChatClient) -> None:
+        self._each("chat_message_sent", message=message, response=response, client=client)
+
+    def message_status_changed(
+        self, msg_id: str, status: MessageStatus, error: str | None, client: SyftChatClient
+    ) -> None:
+        self._each(
+            "chat_message_status_changed", msg_id=msg_id, status=status, error=error, client=client
+        )
+
+    def message_rejected(self, sender: str, reason: str, raw: bytes, client: SyftChatClient) -> None:
+        self._each("chat_message_rejected", sender=sender, reason=reason, raw=raw, client=client)

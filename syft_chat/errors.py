@@ -1,0 +1,79 @@
+"""The exceptions syft-chat raises.
+
+Every error the library raises on purpose is a :class:`SyftChatError`, so
+``except syft_chat.SyftChatError`` catches them all. Where a builtin exception
+describes the same situation the error also derives from it (an invalid
+argument is a ``ValueError``, a timeout is a ``TimeoutError``), so code written
+against the builtins keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClientClosedError",
+    "ConfigError",
+    "DeliveryError",
+    "DeliveryTimeoutError",
+    "InvalidMessageError",
+    "MessageRejectedError",
+    "PluginError",
+    "StorageError",
+    "SyftChatError",
+    "UnknownRecipientError",
+]
+
+
+class SyftChatError(Exception):
+    """Base class of every error raised by syft-chat."""
+
+
+class ConfigError(SyftChatError):
+    """The SyftBox configuration could not be found or read."""
+
+
+class InvalidMessageError(SyftChatError, ValueError):
+    """An argument or a message is not acceptable (empty, too large, wrong type...)."""
+
+
+class UnknownRecipientError(SyftChatError, LookupError):
+    """The recipient is not a datasite in this workspace, or does not serve chat."""
+
+
+class DeliveryError(SyftChatError):
+    """A message was stored locally but could not be delivered.
+
+    ``msg_id`` names the stored message; its ``status`` column says where it is.
+    """
+
+    def __init__(self, message: str, *, msg_id: str | None = None) -> None:
+        super().__init__(message)
+        self.msg_id = msg_id
+
+
+class DeliveryTimeoutError(DeliveryError, TimeoutError):
+    """The recipient did not confirm the message within the timeout.
+
+    The message stays recorded (status ``sent``); a confirmation that arrives
+    later still updates it.
+    """
+
+
+class MessageRejectedError(DeliveryError):
+    """The recipient answered, refusing the message. ``reason`` says why."""
+
+    def __init__(self, message: str, *, msg_id: str | None = None, reason: str = "") -> None:
+        super().__init__(message, msg_id=msg_id)
+        self.reason = reason
+
+
+class StorageError(SyftChatError):
+    """The message database could not be opened, read or written."""
+
+
+class PluginError(SyftChatError):
+    """A plugin could not be loaded or registered (raised only where that is fatal:
+    strict mode, or two plugins claiming the same backend name)."""
+
+
+class ClientClosedError(SyftChatError, RuntimeError):
+    """The client was used after :meth:`SyftChatClient.close`."""

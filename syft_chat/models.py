@@ -1,0 +1,160 @@
+"""Data models: the messages users see and the envelope that travels between datasites."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ChatMessage",
+    "ChatResponse",
+    "Direction",
+    "Envelope",
+    "MessageStatus",
+    "new_msg_id",
+    "to_utc",
+    "utcnow",
+]
+
+#: Version of the wire envelope. A receiver refuses envelopes with a newer major version.
+PROTOCOL_VERSION = 1
+
+
+def utcnow() -> datetime:
+    """The current time as a timezone-aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime.
+
+    A naive datetime is taken to be in the machine's local time (what
+    ``datetime.now()`` returns), which is what a user passing ``since=datetime.now()
+    - timedelta(days=1)`` means.
+    """
+    if value.tzinfo is None:
+        value = value.astimezone()  # interpret as local time
+    return value.astimezone(timezone.utc)
+
+
+def new_msg_id() -> str:
+    """A fresh, globally unique message id."""
+    return str(uuid.uuid4())
+
+
+class MessageStatus(str, Enum):
+    """Where a message is. Stored in the ``status`` column of ``messages``."""
+
+    QUEUED = "queued"  #: stored locally, not yet handed to the transport
+    SENT = "sent"  #: request written for the recipient, no confirmation yet
+    DELIVERED = "delivered"  #: the recipient confirmed it stored the message
+    FAILED = "failed"  #: the recipient refused it, or it could not be sent; see ``error``
+    RECEIVED = "received"  #: an incoming message, stored
+
+
+class Direction(str, Enum):
+    """Whether a stored message was sent or received by this datasite."""
+
+    OUTGOING = "out"
+    INCOMING = "in"
+
+
+class ChatMessage(BaseModel):
+    """One chat message, as returned by ``get_chat_history`` and given to listeners.
+
+    The first seven fields are the seed's, and the column names of the
+    ``messages`` table. ``recipient`` and ``status`` are filled in for messages
+    read from the local database.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    msg_id: str = Field(default_factory=new_msg_id)
+    sender: str
+    content: str
+    timestamp: datetime = Field(default_factory=utcnow)
+    thread_id: str | None = None
+    reply_to: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    recipient: str | None = None
+    status: MessageStatus | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return to_utc(value)
+
+    def __str__(self) -> str:
+        return f"[{self.timestamp:%Y-%m-%d %H:%M:%S}] {self.sender}: {self.content}"
+
+
+class ChatResponse(BaseModel):
+    """What ``send_message`` returns: the recipient's confirmation."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    message_id: str
+    timestamp: datetime = Field(default_factory=utcnow)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return to_utc(value)
+
+
+class Envelope(BaseModel):
+    """The JSON body of a chat request on the wire (inside syft-rpc's request file).
+
+    ``kind`` leaves room for message kinds other than plain text; version 1
+    receivers accept only ``"message"``.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    v: int = PROTOCOL_VERSION
+    kind: Literal["message"] = "message"
+    msg_id: str = Field(min_length=1, max_length=128)
+    sender: str = Field(min_length=3, max_length=320)
+    recipient: str = Field(min_length=3, max_length=320)
+    content: str
+    timestamp: datetime
+    thread_id: str | None = Field(default=None, max_length=128)
+    reply_to: str | None = Field(default=None, max_length=128)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return to_utc(value)
+
+    @classmethod
+    def from_message(cls, message: ChatMessage, recipient: str) -> Envelope:
+        return cls(
+            msg_id=message.msg_id,
+            sender=message.sender,
+            recipient=recipient,
+            content=message.content,
+            timestamp=message.timestamp,
+            thread_id=message.thread_id,
+            reply_to=message.reply_to,
+            metadata=message.metadata,
+        )
+
+    def to_message(self, status: MessageStatus | None = None) -> ChatMessage:
+        return ChatMessage(
+            msg_id=self.msg_id,
+            sender=self.sender,
+            content=self.content,
+            timestamp=self.timestamp,
+            thread_id=self.thread_id,
+            reply_to=self.reply_to,
+            metadata=self.metadata,
+            recipient=self.recipient,
+            status=status,
+        )

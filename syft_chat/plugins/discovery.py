@@ -1,0 +1,23 @@
+"""The built-in discovery: datasites in the workspace that publish the chat endpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..hookspecs import hookimpl
+from .rpc_transport import endpoint_dir
+
+if TYPE_CHECKING:
+    from ..client import SyftChatClient
+
+
+@hookimpl(trylast=True)
+def chat_discover_users(client: SyftChatClient) -> list[str]:
+    datasites = client.syft.datasites
+    if not datasites.is_dir():
+        return []
+    return [
+        entry.name
+        for entry in datasites.iterdir()
+        if "@" in entry.name and endpoint_dir(client.syft, client.app_name, entry.name).is_dir()
+    ]

@@ -1,0 +1,359 @@
+"""The built-in "syft-rpc" transport: syft-rpc request files out, a syft-event endpoint in.
+
+Layout (syft-rpc's): alice sends to bob by writing
+``datasites/bob/app_data/<app>/rpc/chat/alice/<request-id>.request``; bob's
+server answers with ``<request-id>.response`` beside it.
+
+What this module does differently from calling ``syft_rpc.rpc.send`` and
+``SyftEvents.on_request`` directly, and why (see DESIGN.md):
+
+* every request and response file is written atomically (temp file + rename);
+  syft-rpc and syft-event write in place, and readers then see half files;
+* request ids are random, never syft-rpc's content hash (``cache=True`` makes
+  two identical messages collapse into one);
+* the sender is the folder the request sits in (which the SyftBox server
+  protects), never the ``sender`` field of the request;
+* responses are picked up by one watchdog observer (syft-event's own), with a
+  watch per peer folder, instead of a future polling every 0.1 s per message;
+* nothing ever raises into syft-event's dispatcher thread (an escaping
+  exception kills it and the endpoint silently stops answering).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from loguru import logger as _loguru
+from pydantic import ValidationError
+from syft_core import Client as SyftClient
+from syft_event import SyftEvents
+from syft_rpc.protocol import SyftMethod, SyftRequest, SyftResponse, SyftStatus
+from syft_rpc.rpc import make_url
+from watchdog.events import FileCreatedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+
+from ..fileio import atomic_write
+from ..hookspecs import hookimpl
+from ..interfaces import (
+    BackendContext,
+    IncomingHandler,
+    IncomingRequest,
+    Reply,
+    ReplyHandler,
+)
+from .rpc_permissions import write_permission_files
+
+__all__ = ["ENDPOINT", "RpcTransport", "endpoint_dir"]
+
+log = logging.getLogger("syft_chat.transport")
+
+# syft-event logs every request at DEBUG through loguru's default stderr sink.
+# A library must not reconfigure loguru for its host, but it may silence its
+# own dependencies: `logger.enable("syft_event")` turns them back on.
+_loguru.disable("syft_event")
+_loguru.disable("syft_rpc")
+
+#: Name of the chat endpoint (a folder under the app's ``rpc/``).
+ENDPOINT = "chat"
+_PARSE_ATTEMPTS = 4
+_PARSE_RETRY_DELAY = 0.05
+
+
+def endpoint_dir(syft: SyftClient, app_name: str, datasite: str) -> Path:
+    """``datasites/<datasite>/app_data/<app_name>/rpc/chat``."""
+    return Path(syft.app_data(app_name, datasite=datasite)) / "rpc" / ENDPOINT
+
+
+def _json_reply(status_code: int, **fields: Any) -> Reply:
+    return Reply(status_code, json.dumps(fields).encode())
+
+
+def _read_model(path: Path, model: type[Any], max_bytes: int) -> Any:
+    """Parse ``path`` as ``model``, retrying briefly: a file synced in place can be partial."""
+    last: Exception | None = None
+    for attempt in range(_PARSE_ATTEMPTS):
+        if attempt:
+            time.sleep(_PARSE_RETRY_DELAY * attempt)
+        try:
+            data = path.read_bytes()
+            if len(data) > max_bytes:
+                raise ValueError(f"file is {len(data)} bytes, over the {max_bytes}-byte limit")
+            return model.model_validate_json(data)
+        except FileNotFoundError:
+            raise
+        except (ValidationError, ValueError, OSError) as exc:
+            last = exc
+            if isinstance(exc, ValueError) and "limit" in str(exc):
+                break
+    assert last is not None
+    raise last
+
+
+class _ChatEvents(SyftEvents):  # type: ignore[misc]
+    """SyftEvents whose per-request step is ours (atomic, authenticated, never raising).
+
+    syft-event's ``__handle_rpc`` writes responses in place and lets
+    exceptions escape; it is the one method we replace. Everything else
+    (watchdog observer, start-up scan of pending requests, schema, cleanup) is
+    syft-event's own.
+    """
+
+    def __init__(self, transport: RpcTransport, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._chat_transport = transport
+
+    def init(self) -> None:
+        super().init()
+        # syft-event's init() writes a broad syft.pub.yaml; replace it with ours.
+        write_permission_files(self.app_rpc_dir, ENDPOINT)
+
+    def _SyftEvents__handle_rpc(self, path: Path, func: Any) -> None:  # noqa: N802
+        self._chat_transport._handle_request_file(Path(path))
+
+
+if not hasattr(SyftEvents, "_SyftEvents__handle_rpc"):  # pragma: no cover
+    raise ImportError(
+        "syft-chat's syft-rpc transport needs syft-event's SyftEvents.__handle_rpc; "
+        "install a supported syft-event (>=0.4.3,<0.5)"
+    )
+
+
+class _ReplyWatcher(FileSystemEventHandler):  # type: ignore[misc]
+    def __init__(self, transport: RpcTransport, peer: str) -> None:
+        self.transport = transport
+        self.peer = peer
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = getattr(event, "dest_path", "") or event.src_path
+        path = path.decode() if isinstance(path, bytes) else path
+        if str(path).endswith(".response"):
+            self.transport._handle_response_file(Path(path), self.peer)
+
+
+class RpcTransport:
+    """Chat over syft-rpc files, served by syft-event."""
+
+    name: ClassVar[str] = "syft-rpc"
+
+    def __init__(self, context: BackendContext) -> None:
+        self.context = context
+        self.syft = context.syft
+        self.email = context.email
+        self.app_name = context.app_name
+        self.settings = context.settings
+        self.my_endpoint = endpoint_dir(self.syft, self.app_name, self.email)
+        self._on_request: IncomingHandler | None = None
+        self._on_reply: ReplyHandler | None = None
+        self._events: _ChatEvents | None = None
+        self._lock = threading.Lock()
+        self._in_flight: set[Path] = set()
+        self._replies_seen: set[str] = set()
+        self._watched: set[str] = set()
+        self._started = False
+        self._stopped = False
+
+    @classmethod
+    def from_context(cls, context: BackendContext) -> RpcTransport:
+        return cls(context)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, on_request: IncomingHandler, on_reply: ReplyHandler) -> None:
+        self._on_request, self._on_reply = on_request, on_reply
+        events = _ChatEvents(
+            self,
+            app_name=self.app_name,
+            client=self.syft,
+            publish_schema=True,
+        )
+
+        def chat(request: dict) -> dict:  # type: ignore[type-arg]
+            """Deliver one chat message (body: a syft-chat envelope)."""
+            return request  # pragma: no cover - only its signature is used, for the schema
+
+        events.on_request("/" + ENDPOINT)(chat)
+        self._events = events
+        events.start()  # writes permissions, answers pending requests, starts the observer
+        self._started = True
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped or not self._started:
+                self._stopped = True
+                return
+            self._stopped = True
+        assert self._events is not None
+        try:
+            self._events.stop()
+        except Exception:  # pragma: no cover - stopping must not fail close()
+            log.exception("error while stopping the syft-event server")
+
+    # ------------------------------------------------------------------ sending
+
+    def can_reach(self, recipient: str) -> bool:
+        return endpoint_dir(self.syft, self.app_name, recipient).is_dir()
+
+    def outbox_dir(self, recipient: str) -> Path:
+        """Where our requests to ``recipient`` (and its answers) live."""
+        return endpoint_dir(self.syft, self.app_name, recipient) / self.email
+
+    def send(self, recipient: str, body: bytes, *, request_id: str, expires: datetime) -> None:
+        folder = self.outbox_dir(recipient)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._watch_replies(recipient, folder)
+        request = SyftRequest(
+            id=uuid.UUID(request_id),
+            sender=self.email,
+            method=SyftMethod.POST,
+            url=make_url(recipient, self.app_name, ENDPOINT),
+            headers={"content-type": "application/json"},
+            body=body,
+            expires=expires,
+        )
+        atomic_write(folder / f"{request_id}.request", request.model_dump_json().encode())
+
+    def _watch_replies(self, peer: str, folder: Path) -> None:
+        with self._lock:
+            if peer in self._watched or self._events is None or self._stopped:
+                return
+            self._watched.add(peer)
+        self._events.obs.schedule(
+            _ReplyWatcher(self, peer),
+            path=str(folder),
+            recursive=False,
+            event_filter=[FileCreatedEvent, FileMovedEvent],
+        )
+
+    def poll_reply(self, recipient: str, request_id: str) -> None:
+        """Check for a reply directly (a safety net for a missed file event)."""
+        path = self.outbox_dir(recipient) / f"{request_id}.response"
+        if path.exists():
+            self._handle_response_file(path, recipient)
+
+    def _handle_response_file(self, path: Path, peer: str) -> None:
+        """Runs on the observer thread: must never raise."""
+        request_id = path.stem
+        try:
+            with self._lock:
+                if request_id in self._replies_seen:
+                    return
+                self._replies_seen.add(request_id)
+            try:
+                response: SyftResponse = _read_model(
+                    path, SyftResponse, self.settings.max_request_bytes
+                )
+            except FileNotFoundError:
+                with self._lock:
+                    self._replies_seen.discard(request_id)
+                return
+            except Exception as exc:
+                log.warning("unreadable response %s: %s", path, exc)
+                reply = _json_reply(502, status="error", error=f"unreadable response: {exc}")
+            else:
+                if response.sender != peer:
+                    reply = _json_reply(
+                        502, status="error", error=f"response signed by {response.sender}, not {peer}"
+                    )
+                else:
+                    reply = Reply(int(response.status_code), response.body or b"")
+            if self._on_reply is not None:
+                self._on_reply(request_id, peer, reply)
+            path.with_suffix(".request").unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+        except Exception:
+            log.exception("error handling response %s", path)
+
+    # ------------------------------------------------------------------ serving
+
+    def _handle_request_file(self, path: Path) -> None:
+        """Runs on syft-event's dispatcher thread: must never raise."""
+        try:
+            if path.suffix != ".request" or path.parent.parent != self.my_endpoint:
+                return
+            response_path = path.with_suffix(".response")
+            with self._lock:
+                if path in self._in_flight or response_path.exists() or not path.exists():
+                    return
+                self._in_flight.add(path)
+            try:
+                self._serve(path, response_path)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(path)
+        except Exception:
+            log.exception("error handling request %s", path)
+
+    def _serve(self, path: Path, response_path: Path) -> None:
+        sender = path.parent.name
+        try:
+            request_uuid = uuid.UUID(path.stem)
+        except ValueError:
+            log.warning("ignoring %s: its name is not a request id", path)
+            path.rename(path.with_name(path.name + ".invalid"))
+            return
+        request: SyftRequest | None = None
+        try:
+            request = _read_model(path, SyftRequest, self.settings.max_request_bytes)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            reply = _json_reply(400, status="rejected", error=f"malformed request file: {exc}")
+        else:
+            reply = self._check_and_dispatch(request, request_uuid, sender)
+        self._write_response(path, response_path, request, request_uuid, reply)
+
+    def _check_and_dispatch(self, request: SyftRequest, request_uuid: uuid.UUID, sender: str) -> Reply:
+        if request.id != request_uuid:
+            return _json_reply(400, status="rejected", error="request id does not match its file name")
+        if request.sender != sender:
+            return _json_reply(
+                403,
+                status="rejected",
+                error=f"sender mismatch: request in {sender}'s folder claims to be from {request.sender}",
+            )
+        if request.is_expired:
+            return _json_reply(419, status="rejected", error="request expired")
+        if self._on_request is None:  # pragma: no cover - start() sets it first
+            return _json_reply(503, status="error", error="not serving")
+        try:
+            return self._on_request(IncomingRequest(sender, str(request.id), request.body or b""))
+        except Exception as exc:
+            log.exception("chat handler failed for a request from %s", sender)
+            return _json_reply(500, status="error", error=f"handler failed: {type(exc).__name__}")
+
+    def _write_response(
+        self,
+        path: Path,
+        response_path: Path,
+        request: SyftRequest | None,
+        request_uuid: uuid.UUID,
+        reply: Reply,
+    ) -> None:
+        try:
+            status = SyftStatus(reply.status_code)
+        except ValueError:
+            status = SyftStatus.SYFT_500_SERVER_ERROR
+        url = request.url if request is not None else make_url(self.email, self.app_name, ENDPOINT)
+        fields: dict[str, Any] = {
+            "id": request_uuid,
+            "sender": self.email,
+            "url": url,
+            "body": reply.body,
+            "status_code": status,
+        }
+        if request is not None:
+            fields["expires"] = request.expires
+        response = SyftResponse(**fields)
+        if path.exists():  # the sender may have withdrawn it meanwhile
+            atomic_write(response_path, response.model_dump_json().encode())
+
+
+@hookimpl
+def chat_register_transports(register: Any) -> None:
+    register(RpcTransport.name, RpcTransport.from_context)

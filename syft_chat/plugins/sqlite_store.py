@@ -1,0 +1,379 @@
+"""The built-in ``sqlite`` message store: one SQLite file per client, through peewee.
+
+The ``messages`` table keeps the seed's seven columns under their seed names
+(``msg_id, sender, content, timestamp, thread_id, reply_to, metadata``), so the
+raw SQL of the seed README keeps working, and adds what delivery tracking needs.
+``metadata`` is JSON text; ``timestamp`` is UTC text in one fixed format
+(``2024-05-01 12:00:00.000000+00:00``), so text order is time order and SQLite's
+``datetime()`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import peewee as pw
+
+from ..errors import InvalidMessageError, StorageError
+from ..hookspecs import hookimpl
+from ..interfaces import BackendContext, StoreFactory
+from ..models import ChatMessage, Direction, MessageStatus, to_utc, utcnow
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
+
+#: Version of the schema this code writes; ``schema_version.version`` in the file.
+SCHEMA_VERSION = 1
+_SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
+_READ_COLUMNS = (*_SEED_COLUMNS, "recipient", "status")
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_CREATE_MESSAGES = """
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    recipient TEXT,
+    peer TEXT,
+    content TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    thread_id TEXT,
+    reply_to TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    status TEXT NOT NULL,
+    error TEXT,
+    updated_at TEXT NOT NULL
+)"""
+_CREATE_INDEXES = (
+    "CREATE INDEX ix_messages_peer_ts ON messages (peer, timestamp)",
+    "CREATE INDEX ix_messages_thread_ts ON messages (thread_id, timestamp)",
+    "CREATE INDEX ix_messages_ts ON messages (timestamp)",
+    "CREATE INDEX ix_messages_direction_status ON messages (direction, status)",
+)
+
+
+def _fmt_ts(value: datetime) -> str:
+    """``value`` as fixed-format UTC text (naive means local time)."""
+    return to_utc(value).isoformat(sep=" ", timespec="microseconds")
+
+
+def _parse_ts(value: Any) -> datetime:
+    """Read a stored timestamp; legacy rows may hold naive ISO text or epoch seconds."""
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc)
+    try:
+        return to_utc(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
+    except ValueError:
+        try:
+            return datetime.fromtimestamp(float(value), timezone.utc)
+        except (TypeError, ValueError, OverflowError):
+            return datetime.fromtimestamp(0, timezone.utc)
+
+
+def _load_metadata(value: Any) -> dict[str, Any]:
+    try:
+        loaded = json.loads(value) if value else {}
+    except (TypeError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def _migrate_0_to_1(db: Any, owner: str) -> None:
+    """Create the v1 schema, adopting a seed ``messages`` table if there is one.
+
+    The seed's table has ``msg_id`` as primary key and no insertion-order column;
+    ``id INTEGER PRIMARY KEY AUTOINCREMENT`` cannot be added with ALTER TABLE, so
+    the table is rebuilt (the SQLite-documented way) keeping rowid order.
+    """
+    legacy = {row[1] for row in db.execute_sql("PRAGMA table_info(messages)").fetchall()}
+    if legacy:
+        missing = sorted(set(_SEED_COLUMNS) - legacy)
+        if missing:
+            raise StorageError(f"its 'messages' table lacks {missing}: not a chat database")
+        db.execute_sql("ALTER TABLE messages RENAME TO _messages_v0")
+    db.execute_sql(_CREATE_MESSAGES)
+    if legacy:
+        db.execute_sql(
+            "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp,"
+            " thread_id, reply_to, metadata, direction, status, updated_at)"
+            " SELECT msg_id, COALESCE(sender, ''), CASE WHEN sender = ?1 THEN NULL ELSE ?1 END,"
+            " CASE WHEN sender = ?1 THEN NULL ELSE sender END, COALESCE(content, ''),"
+            " COALESCE(timestamp, ''), thread_id, reply_to, COALESCE(metadata, '{}'),"
+            " CASE WHEN sender = ?1 THEN 'out' ELSE 'in' END,"
+            " CASE WHEN sender = ?1 THEN 'delivered' ELSE 'received' END, ?2"
+            " FROM _messages_v0 ORDER BY rowid",
+            (owner, _fmt_ts(utcnow())),
+        )
+        rows = db.execute_sql("SELECT id, timestamp FROM messages").fetchall()
+        for row_id, stamp in rows:  # normalize to the fixed UTC format
+            fixed = _fmt_ts(_parse_ts(stamp))
+            if fixed != stamp:
+                db.execute_sql("UPDATE messages SET timestamp = ? WHERE id = ?", (fixed, row_id))
+        db.execute_sql("DROP TABLE _messages_v0")
+    for statement in _CREATE_INDEXES:
+        db.execute_sql(statement)
+    db.execute_sql(
+        "CREATE TABLE schema_version"
+        " (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+    )
+
+
+#: ``_MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
+_MIGRATIONS: list[Callable[[Any, str], None]] = [_migrate_0_to_1]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        hint = (
+            "another process holds a lock on it; close other programs using it "
+            "or raise ChatSettings.db_busy_timeout_ms"
+        )
+    elif "readonly" in text or "read-only" in text:
+        hint = "the file or its directory is read-only; check their permissions"
+    elif "not a database" in text or "malformed" in text:
+        hint = "the file is not a valid SQLite database; move it aside to start a new one"
+    elif "unable to open" in text or isinstance(exc, OSError):
+        hint = "check that its directory exists and is writable"
+    else:
+        hint = "check the file's permissions and that the disk is not full"
+    return StorageError(f"could not {action} the message database {path}: {exc} ({hint})")
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class SQLiteStore:
+    """A :class:`~syft_chat.interfaces.MessageStore` in one SQLite file.
+
+    One connection is shared by every thread, serialized by a re-entrant lock.
+    """
+
+    name: ClassVar[str] = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        owner: str,
+        busy_timeout_ms: int = 5000,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        """Open (creating it and its directory if needed) and migrate the file at ``path``.
+
+        ``owner`` is this datasite's email. Raises :class:`StorageError` if the
+        file cannot be opened or was written by a newer syft-chat.
+        """
+        if synchronous.upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        self.path = Path(path).expanduser()
+        self.owner = owner
+        self._lock = threading.RLock()
+        db = pw.SqliteDatabase(
+            str(self.path),
+            pragmas=[  # busy_timeout first: the others may wait for a lock
+                ("busy_timeout", int(busy_timeout_ms)),
+                ("journal_mode", "wal"),
+                ("synchronous", synchronous.upper()),
+                ("foreign_keys", 1),
+            ],
+            timeout=busy_timeout_ms / 1000,
+            check_same_thread=False,
+            thread_safe=False,
+            autoconnect=False,
+        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db.connect()
+            self._migrate(db)
+        except (pw.PeeweeException, sqlite3.Error, OSError) as exc:
+            db.close()
+            raise _storage_error(self.path, "open", exc) from exc
+        except BaseException:
+            db.close()
+            raise
+        self._db: Any = db
+        self._messages = pw.Table("messages").bind(db)
+
+    @classmethod
+    def from_context(cls, ctx: BackendContext) -> SQLiteStore:
+        """The store factory: open ``ctx.db_path`` for ``ctx.email``."""
+        return cls(ctx.db_path, owner=ctx.email, busy_timeout_ms=ctx.settings.db_busy_timeout_ms)
+
+    def _migrate(self, db: Any) -> None:
+        if self._version(db) == SCHEMA_VERSION:
+            return
+        with db.atomic("IMMEDIATE"):  # re-read under the write lock: another process may migrate
+            version = self._version(db)
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the message database {self.path} was written by a newer syft-chat "
+                    f"(schema version {version}, this one knows {SCHEMA_VERSION}); "
+                    "upgrade syft-chat or use another db_path"
+                )
+            for migration in _MIGRATIONS[version:]:
+                try:
+                    migration(db, self.owner)
+                except StorageError as exc:
+                    raise StorageError(f"cannot migrate {self.path}: {exc}") from exc
+            db.execute_sql(
+                "INSERT INTO schema_version (id, version) VALUES (1, ?)"
+                " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+                (SCHEMA_VERSION,),
+            )
+
+    @staticmethod
+    def _version(db: Any) -> int:
+        if not db.table_exists("schema_version"):
+            return 0
+        row = db.execute_sql("SELECT version FROM schema_version").fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _select(t: Any) -> Any:
+        return t.select(*[getattr(t.c, c) for c in _READ_COLUMNS])
+
+    @contextmanager
+    def _op(self, action: str) -> Iterator[Any]:
+        """Hold the lock, refuse a closed store, turn database errors into StorageError."""
+        with self._lock:
+            if self._db is None:
+                raise StorageError(f"store is closed ({self.path})")
+            try:
+                yield self._messages
+            except (pw.PeeweeException, sqlite3.Error) as exc:
+                raise _storage_error(self.path, action, exc) from exc
+
+    @staticmethod
+    def _to_message(row: dict[str, Any]) -> ChatMessage:
+        known = row["status"] in {s.value for s in MessageStatus}
+        return ChatMessage(
+            msg_id=row["msg_id"],
+            sender=row["sender"],
+            content=row["content"],
+            timestamp=_parse_ts(row["timestamp"]),
+            thread_id=row["thread_id"],
+            reply_to=row["reply_to"],
+            metadata=_load_metadata(row["metadata"]),
+            recipient=row["recipient"],
+            status=MessageStatus(row["status"]) if known else None,
+        )
+
+    def add(
+        self,
+        message: ChatMessage,
+        *,
+        direction: Direction,
+        peer: str,
+        status: MessageStatus,
+    ) -> bool:
+        """Store ``message``; return ``False`` (and change nothing) if its msg_id exists."""
+        direction = Direction(direction)
+        recipient = message.recipient
+        if recipient is None:
+            recipient = peer if direction is Direction.OUTGOING else self.owner
+        try:
+            metadata = json.dumps(message.metadata, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessageError(f"metadata is not JSON-serializable: {exc}") from exc
+        with self._op("store a message in") as t:
+            query = t.insert(
+                msg_id=message.msg_id,
+                sender=message.sender,
+                recipient=recipient,
+                peer=peer,
+                content=message.content,
+                timestamp=_fmt_ts(message.timestamp),
+                thread_id=message.thread_id,
+                reply_to=message.reply_to,
+                metadata=metadata,
+                direction=direction.value,
+                status=MessageStatus(status).value,
+                updated_at=_fmt_ts(utcnow()),
+            ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
+            return bool(self._db.execute(query).rowcount == 1)
+
+    def get(self, msg_id: str) -> ChatMessage | None:
+        """The stored message with this id, or ``None``."""
+        with self._op("read") as t:
+            rows = list(self._select(t).where(t.c.msg_id == msg_id).dicts())
+        return self._to_message(rows[0]) if rows else None
+
+    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> None:
+        """Record a new delivery status (and the reason, for ``failed``).
+
+        An unknown ``msg_id`` changes nothing.
+        """
+        with self._op("update a message in") as t:
+            t.update(
+                status=MessageStatus(status).value, error=error, updated_at=_fmt_ts(utcnow())
+            ).where(t.c.msg_id == msg_id).execute()
+
+    def history(
+        self,
+        *,
+        peer: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        thread_id: str | None = None,
+    ) -> list[ChatMessage]:
+        """The newest ``limit`` matching messages, returned oldest first.
+
+        ``peer`` matches both directions of the conversation with that datasite;
+        ``since`` (naive means local time) is inclusive; equal timestamps keep
+        insertion order.
+        """
+        if limit <= 0:
+            return []
+        with self._op("read") as t:
+            query = self._select(t)
+            if peer is not None:
+                query = query.where(t.c.peer == peer)
+            if since is not None:
+                query = query.where(t.c.timestamp >= _fmt_ts(since))
+            if thread_id is not None:
+                query = query.where(t.c.thread_id == thread_id)
+            query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(limit)
+            rows = list(query.dicts())
+        return [self._to_message(row) for row in reversed(rows)]
+
+    def outbox(self) -> list[ChatMessage]:
+        """Outgoing messages still ``queued`` or ``sent``, oldest first."""
+        pending = [MessageStatus.QUEUED.value, MessageStatus.SENT.value]
+        with self._op("read") as t:
+            query = (
+                self._select(t)
+                .where((t.c.direction == Direction.OUTGOING.value) & t.c.status.in_(pending))
+                .order_by(t.c.timestamp, t.c.id)
+            )
+            rows = list(query.dicts())
+        return [self._to_message(row) for row in rows]
+
+    def count(self) -> int:
+        """How many messages are stored."""
+        with self._op("read") as t:
+            return int(t.select(pw.fn.COUNT(pw.SQL("*"))).scalar())
+
+    def close(self) -> None:
+        """Close the database. Idempotent; any later call raises :class:`StorageError`."""
+        with self._lock:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()
+
+
+@hookimpl
+def chat_register_stores(register: Callable[[str, StoreFactory], None]) -> None:
+    """Register the ``sqlite`` store."""
+    register(SQLiteStore.name, SQLiteStore.from_context)

@@ -1,0 +1,474 @@
+"""Tests of the built-in ``sqlite`` store, on real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syft_chat.errors import StorageError
+from syft_chat.interfaces import BackendContext, MessageStore
+from syft_chat.models import ChatMessage, Direction, MessageStatus
+from syft_chat.plugins import sqlite_store
+from syft_chat.plugins.sqlite_store import SCHEMA_VERSION, SQLiteStore
+from syft_chat.settings import ChatSettings
+
+ME = "alice@example.org"
+BOB = "bob@example.org"
+CAROL = "carol@example.org"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f+00:00"
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chat.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[SQLiteStore]:
+    s = SQLiteStore(db_path, owner=ME)
+    yield s
+    s.close()
+
+
+def raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on ``path`` through the stdlib sqlite3 module, as a user would."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def msg(content: str, *, sender: str = ME, minutes: float = 0, **kw: Any) -> ChatMessage:
+    return ChatMessage(
+        sender=sender, content=content, timestamp=T0 + timedelta(minutes=minutes), **kw
+    )
+
+
+def send(store: SQLiteStore, content: str, to: str = BOB, **kw: Any) -> ChatMessage:
+    m = msg(content, **kw)
+    assert store.add(m, direction=Direction.OUTGOING, peer=to, status=MessageStatus.QUEUED)
+    return m
+
+
+def receive(store: SQLiteStore, content: str, sender: str = BOB, **kw: Any) -> ChatMessage:
+    m = msg(content, sender=sender, **kw)
+    assert store.add(m, direction=Direction.INCOMING, peer=sender, status=MessageStatus.RECEIVED)
+    return m
+
+
+def contents(messages: list[ChatMessage]) -> list[str]:
+    return [m.content for m in messages]
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_satisfies_protocol_and_registers_through_hook(db_path: Path) -> None:
+    registered: dict[str, Callable[[BackendContext], MessageStore]] = {}
+    sqlite_store.chat_register_stores(register=registered.__setitem__)
+    assert list(registered) == ["sqlite"]
+    ctx = BackendContext(
+        email=ME,
+        syft=None,  # type: ignore[arg-type]  # the store never touches it
+        app_name="chat",
+        db_path=db_path,
+        settings=ChatSettings(db_busy_timeout_ms=1234),
+    )
+    store = registered["sqlite"](ctx)
+    try:
+        assert isinstance(store, MessageStore)
+        assert isinstance(store, SQLiteStore) and store.owner == ME
+        assert store.name == "sqlite"
+        assert store._db.pragma("busy_timeout") == 1234
+    finally:
+        store.close()
+
+
+def test_add_get_round_trip(store: SQLiteStore) -> None:
+    stamp = datetime(2024, 5, 1, 14, 30, 0, 250, tzinfo=timezone(timedelta(hours=2)))
+    m = ChatMessage(
+        sender=ME,
+        content="héllo ✓",
+        timestamp=stamp,
+        thread_id="t1",
+        reply_to="r0",
+        metadata={"n": 1, "nested": {"list": [1, "two", None]}, "ok": True},
+    )
+    assert store.add(m, direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.QUEUED)
+    got = store.get(m.msg_id)
+    assert got is not None
+    assert got.timestamp == stamp and got.timestamp.tzinfo == timezone.utc
+    assert got.metadata == m.metadata
+    assert got.recipient == BOB and got.status is MessageStatus.QUEUED
+    assert got.model_dump(exclude={"recipient", "status"}) == m.model_dump(
+        exclude={"recipient", "status"}
+    )
+    assert store.get("no-such-id") is None
+
+
+def test_incoming_recipient_is_owner(store: SQLiteStore) -> None:
+    m = receive(store, "hi")
+    got = store.get(m.msg_id)
+    assert got is not None and got.recipient == ME and got.status is MessageStatus.RECEIVED
+
+
+def test_duplicate_msg_id_is_ignored(store: SQLiteStore, db_path: Path) -> None:
+    m = receive(store, "first")
+    again = m.model_copy(update={"content": "changed"})
+    assert not store.add(
+        again, direction=Direction.INCOMING, peer=BOB, status=MessageStatus.RECEIVED
+    )
+    assert store.count() == 1
+    assert raw(db_path, "SELECT count(*), content FROM messages") == [(1, "first")]
+
+
+def test_history_filters_by_peer_in_both_directions(store: SQLiteStore) -> None:
+    send(store, "to bob", minutes=1)
+    receive(store, "from bob", minutes=2)
+    send(store, "to carol", to=CAROL, minutes=3)
+    receive(store, "from carol", sender=CAROL, minutes=4)
+    assert contents(store.history(peer=BOB)) == ["to bob", "from bob"]
+    assert contents(store.history(peer=CAROL)) == ["to carol", "from carol"]
+    assert len(store.history()) == 4
+
+
+def test_history_since_aware_and_naive(store: SQLiteStore) -> None:
+    for i in range(5):
+        receive(store, f"m{i}", minutes=60 * i)
+    cutoff = T0 + timedelta(hours=2)
+    assert contents(store.history(since=cutoff)) == ["m2", "m3", "m4"]
+    # the same instant as naive local time, and in another zone
+    naive_local = cutoff.astimezone().replace(tzinfo=None)
+    assert contents(store.history(since=naive_local)) == ["m2", "m3", "m4"]
+    other_zone = cutoff.astimezone(timezone(timedelta(hours=-7)))
+    assert contents(store.history(since=other_zone)) == ["m2", "m3", "m4"]
+
+
+def test_history_thread_and_combined_filters(store: SQLiteStore) -> None:
+    send(store, "a", thread_id="t1", minutes=1)
+    receive(store, "b", thread_id="t1", minutes=2)
+    receive(store, "c", thread_id="t2", minutes=3)
+    receive(store, "d", sender=CAROL, thread_id="t1", minutes=4)
+    assert contents(store.history(thread_id="t1")) == ["a", "b", "d"]
+    assert contents(store.history(thread_id="t1", peer=BOB)) == ["a", "b"]
+    assert contents(store.history(thread_id="t1", since=T0 + timedelta(minutes=2))) == ["b", "d"]
+    assert store.history(thread_id="none") == []
+
+
+def test_history_limit_returns_newest_oldest_first(store: SQLiteStore) -> None:
+    # inserted out of time order: order must follow the timestamps
+    for minute in (5, 1, 4, 2, 3):
+        receive(store, f"m{minute}", minutes=minute)
+    assert contents(store.history(limit=3)) == ["m3", "m4", "m5"]
+    assert contents(store.history(limit=50)) == ["m1", "m2", "m3", "m4", "m5"]
+    assert store.history(limit=0) == []
+
+
+def test_history_ties_keep_insertion_order(store: SQLiteStore) -> None:
+    for i in range(6):
+        receive(store, f"same{i}", minutes=10)
+    receive(store, "earlier", minutes=1)
+    assert contents(store.history()) == ["earlier"] + [f"same{i}" for i in range(6)]
+    assert contents(store.history(limit=2)) == ["same4", "same5"]
+
+
+def test_set_status_and_error(store: SQLiteStore, db_path: Path) -> None:
+    m = send(store, "x")
+    store.set_status(m.msg_id, MessageStatus.SENT)
+    assert store.get(m.msg_id).status is MessageStatus.SENT  # type: ignore[union-attr]
+    store.set_status(m.msg_id, MessageStatus.FAILED, error="recipient refused: too large")
+    assert store.get(m.msg_id).status is MessageStatus.FAILED  # type: ignore[union-attr]
+    assert raw(db_path, "SELECT status, error FROM messages WHERE msg_id = ?", (m.msg_id,)) == [
+        ("failed", "recipient refused: too large")
+    ]
+    store.set_status("unknown", MessageStatus.DELIVERED)  # no-op, no error
+    assert store.count() == 1
+
+
+def test_outbox(store: SQLiteStore) -> None:
+    queued = send(store, "queued", minutes=3)
+    sent = send(store, "sent", minutes=1)
+    store.set_status(sent.msg_id, MessageStatus.SENT)
+    done = send(store, "delivered", minutes=2)
+    store.set_status(done.msg_id, MessageStatus.DELIVERED)
+    failed = send(store, "failed", minutes=4)
+    store.set_status(failed.msg_id, MessageStatus.FAILED, error="no")
+    receive(store, "incoming", minutes=0)
+    assert [m.msg_id for m in store.outbox()] == [sent.msg_id, queued.msg_id]
+
+
+def test_reopen_persists(db_path: Path) -> None:
+    first = SQLiteStore(db_path, owner=ME)
+    m = send(first, "kept", metadata={"k": "v"})
+    first.close()
+    second = SQLiteStore(db_path, owner=ME)
+    try:
+        assert second.get(m.msg_id) == m.model_copy(
+            update={"recipient": BOB, "status": MessageStatus.QUEUED}
+        )
+        assert second.count() == 1
+    finally:
+        second.close()
+
+
+def test_creates_parent_dirs_and_expands_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    store = SQLiteStore("~/deep/er/chat.db", owner=ME)
+    try:
+        assert store.path == tmp_path / "deep" / "er" / "chat.db"
+        assert store.path.is_file()
+    finally:
+        store.close()
+
+
+# ------------------------------------------------------------ the file, seen from outside
+
+
+def test_seed_step4_raw_sql_while_store_open(store: SQLiteStore, db_path: Path) -> None:
+    root = send(store, "root", thread_id="th", minutes=1)
+    reply = receive(store, "reply", thread_id="th", reply_to=root.msg_id, minutes=2)
+    send(store, "elsewhere", thread_id="other", minutes=3)
+    with closing(sqlite3.connect(db_path)) as conn:
+        cursor = conn.cursor()
+        cursor.execute(
+            "SELECT msg_id, sender, content, thread_id, reply_to FROM messages WHERE thread_id = ?",
+            ("th",),
+        )
+        rows = cursor.fetchall()
+    assert sorted(rows) == sorted(
+        [
+            (root.msg_id, ME, "root", "th", None),
+            (reply.msg_id, BOB, "reply", "th", root.msg_id),
+        ]
+    )
+    store.add(msg("after"), direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.QUEUED)
+
+
+def test_columns_metadata_json_and_timestamp_text(store: SQLiteStore, db_path: Path) -> None:
+    m = send(store, "x", metadata={"a": [1, 2], "b": "é"})
+    columns = [row[1] for row in raw(db_path, "PRAGMA table_info(messages)")]
+    assert set(columns) >= {
+        "id", "msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata",
+        "recipient", "peer", "direction", "status", "error", "updated_at",
+    }  # fmt: skip
+    ((meta, stamp, as_dt, direction, peer),) = raw(
+        db_path,
+        "SELECT metadata, timestamp, datetime(timestamp), direction, peer FROM messages"
+        " WHERE msg_id = ?",
+        (m.msg_id,),
+    )
+    assert json.loads(meta) == {"a": [1, 2], "b": "é"}
+    assert stamp == T0.strftime(TS_FORMAT) == "2024-05-01 12:00:00.000000+00:00"
+    assert as_dt == "2024-05-01 12:00:00"
+    assert (direction, peer) == ("out", BOB)
+
+
+def test_invalid_metadata_reads_as_empty(store: SQLiteStore, db_path: Path) -> None:
+    a, b = receive(store, "a", minutes=1), receive(store, "b", minutes=2)
+    raw(db_path, "UPDATE messages SET metadata = ? WHERE msg_id = ?", ("{'repr': 1}", a.msg_id))
+    raw(db_path, "UPDATE messages SET metadata = ? WHERE msg_id = ?", ("[1, 2]", b.msg_id))
+    assert [m.metadata for m in store.history()] == [{}, {}]
+
+
+def test_pragmas_and_indexes(store: SQLiteStore, db_path: Path) -> None:
+    assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    assert store._db.pragma("synchronous") == 1  # NORMAL
+    assert store._db.pragma("foreign_keys") == 1
+    indexed = {
+        tuple(col[2] for col in raw(db_path, f"PRAGMA index_info({name!r})"))
+        for _, name, *_ in raw(db_path, "PRAGMA index_list(messages)")
+    }
+    assert {("peer", "timestamp"), ("thread_id", "timestamp"), ("timestamp",)} <= indexed
+    assert {("direction", "status"), ("msg_id",)} <= indexed
+
+
+def test_schema_version_is_current(store: SQLiteStore, db_path: Path) -> None:
+    assert SCHEMA_VERSION == 1
+    assert raw(db_path, "SELECT version FROM schema_version") == [(1,)]
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def test_adopts_seed_table(db_path: Path) -> None:
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(
+            "CREATE TABLE messages (msg_id TEXT PRIMARY KEY, sender TEXT, content TEXT,"
+            " timestamp TEXT, thread_id TEXT, reply_to TEXT, metadata TEXT)"
+        )
+        conn.executemany(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("z-old", BOB, "hello alice", "2024-05-01T12:00:00+00:00", "t", None, "{}"),
+                ("a-mine", ME, "hi bob", "2024-05-01 12:00:00.000000+00:00", "t", "z-old", None),
+                ("m-naive", BOB, "naive", str(datetime(2024, 5, 1, 13, 0)), None, None, "{'x': 1}"),
+            ],
+        )
+    store = SQLiteStore(db_path, owner=ME)
+    try:
+        assert raw(db_path, "SELECT version FROM schema_version") == [(1,)]
+        history = store.history()
+        # equal timestamps keep the legacy insertion (rowid) order, not msg_id order
+        assert [m.msg_id for m in history] == ["z-old", "a-mine", "m-naive"]
+        old, mine, naive = history
+        assert (old.recipient, old.status) == (ME, MessageStatus.RECEIVED)
+        assert (mine.recipient, mine.status, mine.reply_to) == (
+            None,
+            MessageStatus.DELIVERED,
+            "z-old",
+        )
+        assert naive.timestamp == datetime(2024, 5, 1, 13, 0).astimezone(timezone.utc)
+        assert naive.metadata == {}  # a repr()'d dict is not JSON and is never eval'd
+        assert contents(store.history(peer=BOB)) == ["hello alice", "naive"]
+        assert store.outbox() == []
+        assert raw(db_path, "SELECT direction FROM messages ORDER BY id") == [
+            ("in",),
+            ("out",),
+            ("in",),
+        ]
+        m = send(store, "new one", minutes=120)
+        assert store.history(limit=1) == [store.get(m.msg_id)]
+    finally:
+        store.close()
+    names = {row[0] for row in raw(db_path, "SELECT name FROM sqlite_master")}
+    assert "_messages_v0" not in names
+    SQLiteStore(db_path, owner=ME).close()  # reopening is a no-op migration
+
+
+def test_foreign_messages_table_is_refused(db_path: Path) -> None:
+    raw(db_path, "CREATE TABLE messages (body TEXT)")
+    with pytest.raises(StorageError, match="not a chat database") as info:
+        SQLiteStore(db_path, owner=ME)
+    assert str(db_path) in str(info.value)
+    assert raw(db_path, "SELECT name FROM sqlite_master") == [("messages",)]  # rolled back
+
+
+def test_newer_schema_version_is_refused(db_path: Path) -> None:
+    SQLiteStore(db_path, owner=ME).close()
+    raw(db_path, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StorageError, match="newer syft-chat") as info:
+        SQLiteStore(db_path, owner=ME)
+    assert str(db_path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_locked_database_raises_then_recovers(db_path: Path) -> None:
+    store = SQLiteStore(db_path, owner=ME, busy_timeout_ms=100)
+    try:
+        with closing(sqlite3.connect(db_path, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(StorageError, match="locked") as info:
+                send(store, "blocked")
+            assert str(db_path) in str(info.value)
+            assert "db_busy_timeout_ms" in str(info.value)
+            other.execute("COMMIT")
+        send(store, "after the lock")
+        assert contents(store.history()) == ["after the lock"]
+    finally:
+        store.close()
+
+
+def test_corrupt_file_raises(db_path: Path) -> None:
+    db_path.write_bytes(os.urandom(8192))
+    with pytest.raises(StorageError, match="not a database") as info:
+        SQLiteStore(db_path, owner=ME)
+    assert str(db_path) in str(info.value) and "move it aside" in str(info.value)
+
+
+def test_unwritable_directory_raises(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="a-file"):
+        SQLiteStore(blocker / "chat.db", owner=ME)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores file permissions"
+)
+def test_read_only_file_raises(db_path: Path) -> None:
+    store = SQLiteStore(db_path, owner=ME)
+    send(store, "before")
+    store.close()
+    db_path.chmod(0o444)
+    try:
+        with pytest.raises(StorageError, match="read"):
+            s = SQLiteStore(db_path, owner=ME)
+            try:
+                send(s, "after")
+            finally:
+                s.close()
+    finally:
+        db_path.chmod(0o644)
+
+
+def test_bad_synchronous_value_is_refused(db_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStore(db_path, owner=ME, synchronous="NORMAL; DROP TABLE messages")
+
+
+# --------------------------------------------------------------------------- threads and lifecycle
+
+
+def test_concurrent_adds(store: SQLiteStore) -> None:
+    threads, per_thread = 8, 200
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+    ids = [[f"t{t}-m{i}" for i in range(per_thread)] for t in range(threads)]
+
+    def worker(my_ids: list[str]) -> None:
+        try:
+            barrier.wait()
+            for i, msg_id in enumerate(my_ids):
+                m = ChatMessage(msg_id=msg_id, sender=BOB, content=msg_id)
+                assert store.add(
+                    m, direction=Direction.INCOMING, peer=BOB, status=MessageStatus.RECEIVED
+                )
+                assert not store.add(
+                    m, direction=Direction.INCOMING, peer=BOB, status=MessageStatus.RECEIVED
+                )
+                if i % 50 == 0:
+                    store.history(peer=BOB, limit=10)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker, args=(chunk,)) for chunk in ids]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert store.count() == threads * per_thread
+    stored = {m.msg_id for m in store.history(limit=threads * per_thread)}
+    assert stored == {msg_id for chunk in ids for msg_id in chunk}
+
+
+def test_close_is_idempotent_and_use_after_close_raises(db_path: Path) -> None:
+    store = SQLiteStore(db_path, owner=ME)
+    m = send(store, "x")
+    store.close()
+    store.close()
+    calls: list[Callable[[], object]] = [
+        lambda: store.add(
+            msg("y"), direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.QUEUED
+        ),
+        lambda: store.get(m.msg_id),
+        lambda: store.set_status(m.msg_id, MessageStatus.SENT),
+        lambda: store.history(),
+        store.outbox,
+        store.count,
+    ]
+    for call in calls:
+        with pytest.raises(StorageError, match="store is closed"):
+            call()
