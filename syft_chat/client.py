@@ -283,15 +283,15 @@ class SyftChatClient:
     def _validate_recipient(self, to_email: Any) -> str:
         if not isinstance(to_email, str) or not _EMAIL.match(to_email.strip()):
             raise InvalidMessageError(f"to_email must be a datasite email, got {to_email!r}")
-        to_email = to_email.strip()
-        if to_email == self.email:
+        recipient: str = to_email.strip()
+        if recipient == self.email:
             raise InvalidMessageError("cannot send a message to yourself")
-        if not self.transport.can_reach(to_email):
+        if not self.transport.can_reach(recipient):
             raise UnknownRecipientError(
-                f"{to_email} does not serve syft-chat (app {self.app_name!r}) in this workspace; "
+                f"{recipient} does not serve syft-chat (app {self.app_name!r}) in this workspace; "
                 "see list_available_users()"
             )
-        return to_email
+        return recipient
 
     def _resolve_thread(
         self, thread_id: str | None, reply_to: str | None
@@ -343,7 +343,9 @@ class SyftChatClient:
         message = draft.model_copy(
             update={"thread_id": thread_id or draft.msg_id, "recipient": to_email}
         )
-        self.store.add(message, direction=Direction.OUTGOING, peer=to_email, status=MessageStatus.QUEUED)
+        self.store.add(
+            message, direction=Direction.OUTGOING, peer=to_email, status=MessageStatus.QUEUED
+        )
 
         envelope = Envelope.from_message(message, to_email)
         try:
@@ -370,7 +372,9 @@ class SyftChatClient:
             with self._pending_lock:
                 self._pending.pop(request_id, None)
             self._set_status(message.msg_id, MessageStatus.FAILED, f"transport error: {exc}")
-            raise DeliveryError(f"could not write the request: {exc}", msg_id=message.msg_id) from exc
+            raise DeliveryError(
+                f"could not write the request: {exc}", msg_id=message.msg_id
+            ) from exc
         return self._await_reply(request_id, pending, wait)
 
     def _await_reply(self, request_id: str, pending: _Pending, wait: float) -> ChatResponse:
@@ -428,12 +432,16 @@ class SyftChatClient:
 
     # ------------------------------------------------------------------ receiving
 
-    def _reject(self, request: IncomingRequest, code: int, reason: str, msg_id: str | None) -> Reply:
+    def _reject(
+        self, request: IncomingRequest, code: int, reason: str, msg_id: str | None
+    ) -> Reply:
         log.info("refused a message from %s: %s", request.sender, reason)
         self.hooks.message_rejected(
             request.sender, reason, request.body[: self.settings.max_request_bytes], self
         )
-        return Reply(code, json.dumps({"status": "rejected", "message_id": msg_id, "error": reason}).encode())
+        return Reply(
+            code, json.dumps({"status": "rejected", "message_id": msg_id, "error": reason}).encode()
+        )
 
     def _on_request(self, request: IncomingRequest) -> Reply:
         """An authenticated request arrived (transport's serving thread)."""
@@ -452,15 +460,21 @@ class SyftChatClient:
             return self._reject(
                 request,
                 403,
-                f"sender mismatch: message from {request.sender} claims to be from {envelope.sender}",
+                f"sender mismatch: message from {request.sender} "
+                f"claims to be from {envelope.sender}",
                 msg_id,
             )
         if envelope.recipient != self.email:
-            return self._reject(request, 400, f"addressed to {envelope.recipient}, not {self.email}", msg_id)
+            return self._reject(
+                request, 400, f"addressed to {envelope.recipient}, not {self.email}", msg_id
+            )
         size = len(envelope.content.encode("utf-8", "surrogatepass"))
         if size > self.settings.max_content_bytes:
             return self._reject(
-                request, 413, f"content is {size} bytes, over the {self.settings.max_content_bytes}-byte limit", msg_id
+                request,
+                413,
+                f"content is {size} bytes, over the {self.settings.max_content_bytes}-byte limit",
+                msg_id,
             )
         if _json_size(envelope.metadata) > self.settings.max_metadata_bytes:
             return self._reject(request, 413, "metadata over the size limit", msg_id)
@@ -473,18 +487,27 @@ class SyftChatClient:
             return self._reject(request, 403, f"refused: {refusal}", msg_id)
         try:
             inserted = self.store.add(
-                message, direction=Direction.INCOMING, peer=request.sender, status=MessageStatus.RECEIVED
+                message,
+                direction=Direction.INCOMING,
+                peer=request.sender,
+                status=MessageStatus.RECEIVED,
             )
             if not inserted:
                 existing = self.store.get(msg_id)
                 if existing is None or existing.sender != request.sender:
-                    return self._reject(request, 409, "msg_id already used by another message", msg_id)
+                    return self._reject(
+                        request, 409, "msg_id already used by another message", msg_id
+                    )
         except StorageError as exc:
             log.error("could not store a message from %s: %s", request.sender, exc)
             return Reply(
                 503,
                 json.dumps(
-                    {"status": "error", "message_id": msg_id, "error": "receiver could not store the message"}
+                    {
+                        "status": "error",
+                        "message_id": msg_id,
+                        "error": "receiver could not store the message",
+                    }
                 ).encode(),
             )
         if inserted:
@@ -566,7 +589,9 @@ class SyftChatClient:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<SyftChatClient {self.email} app={self.app_name!r} db={str(self.db_path)!r} {state}>"
+        return (
+            f"<SyftChatClient {self.email} app={self.app_name!r} db={str(self.db_path)!r} {state}>"
+        )
 
 
 def _short(exc: Exception) -> str:

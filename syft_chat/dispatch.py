@@ -134,7 +134,9 @@ class Hooks:
         result: Envelope | None = self._first("chat_decode_body", request=request, client=client)
         return result
 
-    def accept_message(self, message: ChatMessage, sender: str, client: SyftChatClient) -> str | None:
+    def accept_message(
+        self, message: ChatMessage, sender: str, client: SyftChatClient
+    ) -> str | None:
         result = self._first("chat_accept_message", message=message, sender=sender, client=client)
         return None if result is None else str(result)
 
@@ -143,7 +145,9 @@ class Hooks:
     def message_received(self, message: ChatMessage, client: SyftChatClient) -> None:
         self._each("chat_message_received", message=message, client=client)
 
-    def message_sent(self, message: ChatMessage, response: ChatResponse, client: SyftChatClient) -> None:
+    def message_sent(
+        self, message: ChatMessage, response: ChatResponse, client: SyftChatClient
+    ) -> None:
         self._each("chat_message_sent", message=message, response=response, client=client)
 
     def message_status_changed(
@@ -153,5 +157,7 @@ class Hooks:
             "chat_message_status_changed", msg_id=msg_id, status=status, error=error, client=client
         )
 
-    def message_rejected(self, sender: str, reason: str, raw: bytes, client: SyftChatClient) -> None:
+    def message_rejected(
+        self, sender: str, reason: str, raw: bytes, client: SyftChatClient
+    ) -> None:
         self._each("chat_message_rejected", sender=sender, reason=reason, raw=raw, client=client)

@@ -244,5 +244,3 @@ def chat_message_rejected(sender: str, reason: str, raw: bytes, client: SyftChat
 def _all_hook_names() -> list[str]:
     """Names of every hookspec in this module (used by the docs meta-tests)."""
     return sorted(n for n, v in globals().items() if n.startswith("chat_") and callable(v))
-
-

@@ -53,7 +53,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 )
 
 _ESCAPE = (
-    "set SYFT_CHAT_DISABLE_PLUGINS={name} to skip it, or SYFT_CHAT_LOAD_PLUGINS='' to load no plugins"
+    "set SYFT_CHAT_DISABLE_PLUGINS={name} to skip it, "
+    "or SYFT_CHAT_LOAD_PLUGINS='' to load no plugins"
 )
 
 

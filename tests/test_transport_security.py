@@ -108,7 +108,9 @@ def test_oversized_content_is_rejected_by_the_receiver(trio):
 
 def test_huge_request_file_is_refused_unread(trio):
     ws, bob, got, _ = trio
-    path = write_raw_request(ws, to=BOB, folder=ALICE, raw=b" " * (bob.settings.max_request_bytes + 10))
+    path = write_raw_request(
+        ws, to=BOB, folder=ALICE, raw=b" " * (bob.settings.max_request_bytes + 10)
+    )
     status, body = read_response(path)
     assert status == 400 and "limit" in body["error"]
 
@@ -118,7 +120,10 @@ def test_reused_msg_id_from_another_sender_is_rejected(trio):
     alice = ws.client(ALICE)
     sent = alice.send_message(BOB, "original")
     path = write_raw_request(
-        ws, to=BOB, folder=MALLORY, body=envelope_body(MALLORY, BOB, "hijack", msg_id=sent.message_id)
+        ws,
+        to=BOB,
+        folder=MALLORY,
+        body=envelope_body(MALLORY, BOB, "hijack", msg_id=sent.message_id),
     )
     status, body = read_response(path)
     assert status == 409

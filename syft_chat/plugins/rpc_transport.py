@@ -36,7 +36,12 @@ from syft_core import Client as SyftClient
 from syft_event import SyftEvents
 from syft_rpc.protocol import SyftMethod, SyftRequest, SyftResponse, SyftStatus
 from syft_rpc.rpc import make_url
-from watchdog.events import FileCreatedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 
 from ..fileio import atomic_write
 from ..hookspecs import hookimpl
@@ -95,7 +100,7 @@ def _read_model(path: Path, model: type[Any], max_bytes: int) -> Any:
     raise last
 
 
-class _ChatEvents(SyftEvents):  # type: ignore[misc]
+class _ChatEvents(SyftEvents):
     """SyftEvents whose per-request step is ours (atomic, authenticated, never raising).
 
     syft-event's ``__handle_rpc`` writes responses in place and lets
@@ -113,7 +118,7 @@ class _ChatEvents(SyftEvents):  # type: ignore[misc]
         # syft-event's init() writes a broad syft.pub.yaml; replace it with ours.
         write_permission_files(self.app_rpc_dir, ENDPOINT)
 
-    def _SyftEvents__handle_rpc(self, path: Path, func: Any) -> None:  # noqa: N802
+    def _SyftEvents__handle_rpc(self, path: Path, func: Any) -> None:
         self._chat_transport._handle_request_file(Path(path))
 
 
@@ -124,7 +129,7 @@ if not hasattr(SyftEvents, "_SyftEvents__handle_rpc"):  # pragma: no cover
     )
 
 
-class _ReplyWatcher(FileSystemEventHandler):  # type: ignore[misc]
+class _ReplyWatcher(FileSystemEventHandler):
     def __init__(self, transport: RpcTransport, peer: str) -> None:
         self.transport = transport
         self.peer = peer
@@ -258,7 +263,9 @@ class RpcTransport:
             else:
                 if response.sender != peer:
                     reply = _json_reply(
-                        502, status="error", error=f"response signed by {response.sender}, not {peer}"
+                        502,
+                        status="error",
+                        error=f"response signed by {response.sender}, not {peer}",
                     )
                 else:
                     reply = Reply(int(response.status_code), response.body or b"")
@@ -308,14 +315,19 @@ class RpcTransport:
             reply = self._check_and_dispatch(request, request_uuid, sender)
         self._write_response(path, response_path, request, request_uuid, reply)
 
-    def _check_and_dispatch(self, request: SyftRequest, request_uuid: uuid.UUID, sender: str) -> Reply:
+    def _check_and_dispatch(
+        self, request: SyftRequest, request_uuid: uuid.UUID, sender: str
+    ) -> Reply:
         if request.id != request_uuid:
-            return _json_reply(400, status="rejected", error="request id does not match its file name")
+            return _json_reply(
+                400, status="rejected", error="request id does not match its file name"
+            )
         if request.sender != sender:
             return _json_reply(
                 403,
                 status="rejected",
-                error=f"sender mismatch: request in {sender}'s folder claims to be from {request.sender}",
+                error=f"sender mismatch: request in {sender}'s folder "
+                f"claims to be from {request.sender}",
             )
         if request.is_expired:
             return _json_reply(419, status="rejected", error="request expired")
@@ -338,7 +350,7 @@ class RpcTransport:
         try:
             status = SyftStatus(reply.status_code)
         except ValueError:
-            status = SyftStatus.SYFT_500_SERVER_ERROR
+            status = SyftStatus(500)
         url = request.url if request is not None else make_url(self.email, self.app_name, ENDPOINT)
         fields: dict[str, Any] = {
             "id": request_uuid,

@@ -1,0 +1,3 @@
+"""A plugin that fails to import (test data)."""
+
+raise ImportError("this plugin needs a module that is not installed")
