@@ -31,7 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run a conversation on a temporary local workspace")
     demo.add_argument("--keep", action="store_true", help="keep the workspace folder")
     sub.add_parser("plugins", help="list the plugins that load, and those that failed")
+    sub.add_parser("hooks", help="print the hook reference (Markdown)")
     args = parser.parse_args(argv)
+    if args.command == "hooks":
+        from .docs import hook_reference
+
+        print(hook_reference(), end="")
+        return 0
     if args.command == "demo":
         from .demo import run_demo
 

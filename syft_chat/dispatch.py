@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from .errors import SyftChatError
-from .manager import PluginFailure
+from .manager import PluginFailure, trace_enabled
 
 if TYPE_CHECKING:
     from .client import SyftChatClient
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["HookDecisionError", "Hooks"]
 
 log = logging.getLogger("syft_chat.plugins")
+trace_log = logging.getLogger("syft_chat.trace")
 
 
 class HookDecisionError(SyftChatError):
@@ -44,11 +45,18 @@ class Hooks:
     def __init__(self, pm: pluggy.PluginManager, record: Callable[[PluginFailure], None]) -> None:
         self.pm = pm
         self._record = record
+        self._trace = trace_enabled()
 
     # ------------------------------------------------------------------ machinery
 
     def _plugin_name(self, impl: Any) -> str:
         return str(impl.plugin_name)
+
+    def _call(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
+        result = impl.function(*[kwargs[a] for a in impl.argnames])
+        if self._trace:
+            trace_log.info("%s [%s] -> %r", hook_name, self._plugin_name(impl), result)
+        return result
 
     def _impls(self, hook_name: str, plugin: object | None = None) -> list[Any]:
         caller = getattr(self.pm.hook, hook_name)
@@ -60,7 +68,7 @@ class Hooks:
         results = []
         for impl in self._impls(hook_name, plugin):
             try:
-                result = impl.function(*[kwargs[a] for a in impl.argnames])
+                result = self._call(impl, hook_name, kwargs)
             except Exception as exc:
                 name = self._plugin_name(impl)
                 log.exception("syft-chat plugin %r raised in %s", name, hook_name)
@@ -74,7 +82,7 @@ class Hooks:
         """First non-None result; a raising implementation fails the decision closed."""
         for impl in self._impls(hook_name):
             try:
-                result = impl.function(*[kwargs[a] for a in impl.argnames])
+                result = self._call(impl, hook_name, kwargs)
             except Exception as exc:
                 name = self._plugin_name(impl)
                 log.warning("syft-chat plugin %r raised in %s: %s", name, hook_name, exc)

@@ -103,7 +103,11 @@ def chat_register_stores(register: Callable[[str, StoreFactory], None]) -> None:
         ``factory(context)`` receives a :class:`~syft_chat.interfaces.BackendContext`
         and returns an object satisfying :class:`~syft_chat.interfaces.MessageStore`.
 
-    Same rules as :func:`chat_register_transports`.
+    Called once per client, on the thread creating it, before the database
+    is opened. Two plugins registering the same name is an error naming both
+    (installing a plugin never silently swaps the database behind someone's
+    history). Return value ignored. A raising implementation is recorded; the
+    others still register.
     """
 
 
@@ -204,9 +208,10 @@ def chat_message_sent(message: ChatMessage, response: ChatResponse, client: Syft
     :param response: the recipient's :class:`~syft_chat.ChatResponse`.
     :param client: the sending client.
 
-    Called on the thread that observed the confirmation (the caller of
-    ``send_message``, or the transport thread for a late confirmation).
-    Notification: raising implementations are recorded and skipped.
+    Called once per confirmed message, after ``delivered`` is committed, on
+    the client's listener thread (also for a confirmation that arrives after
+    ``send_message`` timed out). Notification: raising implementations are
+    recorded and skipped.
     """
 
 
@@ -221,8 +226,9 @@ def chat_message_status_changed(
     :param error: the reason, when ``status`` is ``failed``; else ``None``.
     :param client: the sending client.
 
-    Called after the change is committed to the database, on the thread that
-    made it. Notification: raising implementations are recorded and skipped.
+    Called after the change is committed to the database, in order, on the
+    client's listener thread; use it to show delivery ticks. Notification:
+    raising implementations are recorded and skipped.
     """
 
 

@@ -215,8 +215,9 @@ def make_plugin_manager(
         for f in entry_point_failures():
             if f not in failures:
                 failures.append(f)
-    if os.environ.get("SYFT_CHAT_TRACE_PLUGINS", "").lower() in {"1", "true", "yes"}:
-        trace_log = logging.getLogger("syft_chat.trace")
-        pm.trace.root.setwriter(lambda msg: trace_log.info("%s", msg.rstrip()))
-        pm.enable_tracing()
     return pm, failures
+
+
+def trace_enabled() -> bool:
+    """Whether ``SYFT_CHAT_TRACE_PLUGINS`` asks for every hook call to be logged."""
+    return os.environ.get("SYFT_CHAT_TRACE_PLUGINS", "").lower() in {"1", "true", "yes"}

@@ -315,3 +315,35 @@ def test_entry_points_are_imported_once_per_process(fake_dists, monkeypatch):
     pm2, _ = make_plugin_manager()
     assert pm1 is not pm2
     assert sys.modules["fake_good_plugin"].marker == "kept"
+
+
+def test_message_sent_is_announced_once_per_confirmation(pair):
+    _, alice, bob = pair
+    sent: list[str] = []
+
+    class Receipts:
+        @hookimpl
+        def chat_message_sent(self, message, response):
+            assert response.message_id == message.msg_id
+            sent.append(message.msg_id)
+
+    alice.register_plugin(Receipts())
+    r1 = alice.send_message(BOB, "one")
+    r2 = alice.send_message(BOB, "two")
+    wait_for(lambda: sent == [r1.message_id, r2.message_id])
+
+
+def test_custom_store_and_transport_names(pair):
+    _, alice, _ = pair
+    with pytest.raises(syft_chat.PluginError, match="no store named 'redis'"):
+        syft_chat.SyftChatClient(alice.syft.config_path, store="redis")
+
+    class ChattyRegistrar:
+        @hookimpl
+        def chat_register_transports(self, register):
+            raise RuntimeError("cannot register")
+
+    with pytest.raises(syft_chat.PluginError, match="no transport named 'carrier-pigeon'"):
+        syft_chat.SyftChatClient(
+            alice.syft.config_path, transport="carrier-pigeon", plugins=[ChattyRegistrar()]
+        )
