@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..hookspecs import hookimpl
-from .rpc_transport import endpoint_dir
+from .rpc_transport import serves_chat
 
 if TYPE_CHECKING:
     from ..client import SyftChatClient
@@ -19,5 +19,5 @@ def chat_discover_users(client: SyftChatClient) -> list[str]:
     return [
         entry.name
         for entry in datasites.iterdir()
-        if "@" in entry.name and endpoint_dir(client.syft, client.app_name, entry.name).is_dir()
+        if "@" in entry.name and serves_chat(client.syft, client.app_name, entry.name)
     ]

@@ -54,7 +54,7 @@ from ..interfaces import (
 )
 from .rpc_permissions import write_permission_files
 
-__all__ = ["ENDPOINT", "RpcTransport", "endpoint_dir"]
+__all__ = ["ENDPOINT", "RpcTransport", "endpoint_dir", "serves_chat"]
 
 log = logging.getLogger("syft_chat.transport")
 
@@ -73,6 +73,23 @@ _PARSE_RETRY_DELAY = 0.05
 def endpoint_dir(syft: SyftClient, app_name: str, datasite: str) -> Path:
     """``datasites/<datasite>/app_data/<app_name>/rpc/chat``."""
     return Path(syft.app_data(app_name, datasite=datasite)) / "rpc" / ENDPOINT
+
+
+def serves_chat(syft: SyftClient, app_name: str, datasite: str) -> bool:
+    """Whether ``datasite`` publishes the chat endpoint of ``app_name``.
+
+    Over a real SyftBox network only world-readable files sync, so the sign
+    is the published ``rpc.schema.json`` naming the endpoint; on a shared
+    folder the endpoint folder itself is visible too.
+    """
+    endpoint = endpoint_dir(syft, app_name, datasite)
+    if endpoint.is_dir():
+        return True
+    try:
+        schema = (endpoint.parent / "rpc.schema.json").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return f'"/{ENDPOINT}"' in schema
 
 
 def _json_reply(status_code: int, **fields: Any) -> Reply:
@@ -202,7 +219,7 @@ class RpcTransport:
     # ------------------------------------------------------------------ sending
 
     def can_reach(self, recipient: str) -> bool:
-        return endpoint_dir(self.syft, self.app_name, recipient).is_dir()
+        return serves_chat(self.syft, self.app_name, recipient)
 
     def outbox_dir(self, recipient: str) -> Path:
         """Where our requests to ``recipient`` (and its answers) live."""
