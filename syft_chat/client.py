@@ -40,6 +40,7 @@ from .models import (
     Direction,
     Envelope,
     MessageStatus,
+    describe_error,
     to_utc,
     utcnow,
 )
@@ -452,7 +453,7 @@ class SyftChatClient:
         except HookDecisionError as exc:
             return self._reject(request, 400, f"could not decode: {exc}", None)
         except (ValidationError, ValueError) as exc:
-            return self._reject(request, 400, f"malformed message: {_short(exc)}", None)
+            return self._reject(request, 400, f"malformed message: {describe_error(exc)}", None)
         msg_id = envelope.msg_id
         if envelope.v > PROTOCOL_VERSION:
             return self._reject(request, 400, f"unsupported envelope version {envelope.v}", msg_id)
@@ -468,7 +469,10 @@ class SyftChatClient:
             return self._reject(
                 request, 400, f"addressed to {envelope.recipient}, not {self.email}", msg_id
             )
-        size = len(envelope.content.encode("utf-8", "surrogatepass"))
+        try:
+            size = len(envelope.content.encode("utf-8"))
+        except UnicodeEncodeError:
+            return self._reject(request, 400, "content is not valid Unicode text", msg_id)
         if size > self.settings.max_content_bytes:
             return self._reject(
                 request,
@@ -592,11 +596,6 @@ class SyftChatClient:
         return (
             f"<SyftChatClient {self.email} app={self.app_name!r} db={str(self.db_path)!r} {state}>"
         )
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def _parse_json(data: bytes) -> dict[str, Any]:

@@ -16,6 +16,7 @@ __all__ = [
     "Direction",
     "Envelope",
     "MessageStatus",
+    "describe_error",
     "new_msg_id",
     "to_utc",
     "utcnow",
@@ -158,3 +159,23 @@ class Envelope(BaseModel):
             recipient=self.recipient,
             status=status,
         )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short description of a parse error that never echoes the input back.
+
+    Error replies go to whoever wrote the request; pydantic's default message
+    quotes the input, which would let a crafted file read back local data.
+    """
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_input=False, include_url=False)[:3]:
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "body"
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+        return "; ".join(parts) or "invalid"
+    if isinstance(exc, UnicodeError):
+        return "not valid UTF-8"
+    text = str(exc).splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -199,3 +200,40 @@ def test_response_files_are_written_atomically(pair, monkeypatch):
     # and no temporary files are left behind
     leftovers = list(ws.endpoint(BOB).rglob("*.tmp"))
     assert leftovers == []
+
+
+def test_error_replies_never_echo_the_request_back(trio):
+    ws, bob, got, _ = trio
+    secret = b"SECRET-TOKEN-1234 not json at all"
+    path = write_raw_request(ws, to=BOB, folder=MALLORY, raw=secret)
+    status, body = read_response(path)
+    assert status == 400
+    assert "SECRET" not in json.dumps(body)
+    path = write_raw_request(
+        ws, to=BOB, folder=MALLORY, body=b'{"content": "SECRET-TOKEN-1234", "msg_id": 7}'
+    )
+    status, body = read_response(path)
+    assert status == 400 and "SECRET" not in json.dumps(body)
+
+
+def test_symlinked_request_is_never_read(trio, tmp_path):
+    ws, bob, got, _ = trio
+    target = tmp_path / "private.txt"
+    target.write_text("root:x:0:0:private")
+    folder = ws.endpoint(BOB) / MALLORY
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "0b1e7b55-9a36-4d77-9d70-4c1b3e1f7e11.request"
+    link.symlink_to(target)
+    wait_for(lambda: link.with_name(link.name + ".invalid").is_symlink())
+    assert not link.with_suffix(".response").exists()
+    assert got == []
+
+
+def test_lone_surrogate_content_is_rejected_not_crashing(trio):
+    ws, bob, got, _ = trio
+    body = envelope_body(ALICE, BOB, "x").replace(b'"content": "x"', b'"content": "\\ud800"')
+    path = write_raw_request(ws, to=BOB, folder=ALICE, body=body)
+    status, answer = read_response(path)
+    assert status == 400 and ("Unicode" in answer["error"] or "malformed" in answer["error"])
+    alice = ws.client(ALICE)
+    assert alice.send_message(BOB, "fine").status == "delivered"

@@ -52,6 +52,7 @@ from ..interfaces import (
     Reply,
     ReplyHandler,
 )
+from ..models import describe_error
 from .rpc_permissions import write_permission_files
 
 __all__ = ["ENDPOINT", "RpcTransport", "endpoint_dir", "serves_chat"]
@@ -203,6 +204,9 @@ class RpcTransport:
         self._events = events
         events.start()  # writes permissions, answers pending requests, starts the observer
         self._started = True
+        # a request written between syft-event's scan and its observer starting
+        # would otherwise wait for the next restart: scan once more
+        events.process_pending_requests()
 
     def stop(self) -> None:
         with self._lock:
@@ -290,6 +294,8 @@ class RpcTransport:
                 self._on_reply(request_id, peer, reply)
             path.with_suffix(".request").unlink(missing_ok=True)
             path.unlink(missing_ok=True)
+            with self._lock:  # the files are gone: a late duplicate event finds nothing
+                self._replies_seen.discard(request_id)
         except Exception:
             log.exception("error handling response %s", path)
 
@@ -315,6 +321,10 @@ class RpcTransport:
 
     def _serve(self, path: Path, response_path: Path) -> None:
         sender = path.parent.name
+        if path.is_symlink() or path.parent.is_symlink():
+            log.warning("ignoring %s: request files must not be symlinks", path)
+            path.rename(path.with_name(path.name + ".invalid"))
+            return
         try:
             request_uuid = uuid.UUID(path.stem)
         except ValueError:
@@ -327,7 +337,9 @@ class RpcTransport:
         except FileNotFoundError:
             return
         except Exception as exc:
-            reply = _json_reply(400, status="rejected", error=f"malformed request file: {exc}")
+            reply = _json_reply(
+                400, status="rejected", error=f"malformed request file: {describe_error(exc)}"
+            )
         else:
             reply = self._check_and_dispatch(request, request_uuid, sender)
         self._write_response(path, response_path, request, request_uuid, reply)
