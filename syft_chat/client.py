@@ -28,12 +28,14 @@ from .errors import (
     MessageRejectedError,
     PluginError,
     StorageError,
+    SyftChatError,
     UnknownRecipientError,
 )
 from .hookspecs import hookimpl
 from .interfaces import BackendContext, IncomingRequest, MessageStore, Reply, Transport
 from .manager import PluginFailure, make_plugin_manager, register_plugin
 from .models import (
+    AUTO_REPLY_KEY,
     PROTOCOL_VERSION,
     ChatMessage,
     ChatResponse,
@@ -41,6 +43,7 @@ from .models import (
     Envelope,
     MessageStatus,
     describe_error,
+    is_auto_reply,
     to_utc,
     utcnow,
 )
@@ -515,9 +518,34 @@ class SyftChatClient:
                 ).encode(),
             )
         if inserted:
-            self._notifier.submit(self.hooks.message_received, message, self)
+            self._notifier.submit(self._announce, message)
         response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
         return Reply(200, response.model_dump_json().encode())
+
+    def _announce(self, message: ChatMessage) -> None:
+        """Tell listeners and plugins about a new message, then let bots answer.
+
+        Runs on the listener thread.
+        """
+        self.hooks.message_received(message, self)
+        if is_auto_reply(message) or self._closed:
+            return  # bots never answer automatic replies: no bot-to-bot loops
+        for plugin, answer in self.hooks.reply_to(message, self):
+            if isinstance(answer, str):
+                content, extra = answer, {}
+            elif isinstance(answer, dict) and isinstance(answer.get("content"), str):
+                content, extra = answer["content"], dict(answer.get("metadata") or {})
+            else:
+                self._record_failure(
+                    PluginFailure(plugin, "chat_reply_to", f"unusable answer {answer!r}")
+                )
+                continue
+            extra.update({AUTO_REPLY_KEY: True, "syft_chat.bot": plugin})
+            try:
+                self.send_message(message.sender, content, reply_to=message.msg_id, metadata=extra)
+            except SyftChatError as exc:
+                log.warning("bot %s could not answer %s: %s", plugin, message.msg_id, exc)
+                self._record_failure(PluginFailure(plugin, "chat_reply_to", str(exc)))
 
     # ------------------------------------------------------------------ reading
 

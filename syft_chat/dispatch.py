@@ -65,6 +65,12 @@ class Hooks:
 
     def _each(self, hook_name: str, plugin: object | None = None, **kwargs: Any) -> list[Any]:
         """Call every implementation; a raising one is recorded and skipped."""
+        return [result for _, result in self._each_named(hook_name, plugin, **kwargs)]
+
+    def _each_named(
+        self, hook_name: str, plugin: object | None = None, **kwargs: Any
+    ) -> list[tuple[str, Any]]:
+        """Like :meth:`_each`, pairing each non-None result with its plugin's name."""
         results = []
         for impl in self._impls(hook_name, plugin):
             try:
@@ -75,7 +81,7 @@ class Hooks:
                 self._record(PluginFailure(name, hook_name, f"{type(exc).__name__}: {exc}"))
                 continue
             if result is not None:
-                results.append(result)
+                results.append((self._plugin_name(impl), result))
         return results
 
     def _first(self, hook_name: str, **kwargs: Any) -> Any:
@@ -152,6 +158,10 @@ class Hooks:
 
     def message_received(self, message: ChatMessage, client: SyftChatClient) -> None:
         self._each("chat_message_received", message=message, client=client)
+
+    def reply_to(self, message: ChatMessage, client: SyftChatClient) -> list[tuple[str, Any]]:
+        """Every bot's answer to ``message``, as ``(plugin name, answer)``."""
+        return self._each_named("chat_reply_to", message=message, client=client)
 
     def message_sent(
         self, message: ChatMessage, response: ChatResponse, client: SyftChatClient

@@ -30,7 +30,7 @@ receive path, which must therefore be quick.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -244,6 +244,29 @@ def chat_message_rejected(sender: str, reason: str, raw: bytes, client: SyftChat
 
     Called on the transport's serving thread, after the error reply is
     decided. Notification: raising implementations are recorded and skipped.
+    """
+
+
+# --------------------------------------------------------------------------- bots
+
+
+@hookspec
+def chat_reply_to(message: ChatMessage, client: SyftChatClient) -> str | dict[str, Any] | None:
+    """Answer an incoming message automatically (the bot hook).
+
+    :param message: the new incoming message (never an automatic reply:
+        messages whose metadata carries ``"syft_chat.auto_reply": true`` are
+        not offered to bots, so bots never answer bots in a loop).
+    :param client: the receiving client.
+    :return: ``None`` for no reply; a string, sent as the reply's content;
+        or a dict with ``content`` and optionally ``metadata``.
+
+    Called once per stored incoming message, after ``chat_message_received``,
+    on the client's listener thread for that conversation (a slow bot delays
+    its own conversation only). Every implementation may answer; each answer
+    is sent back to the sender, in the same thread, as a reply to
+    ``message``, marked as automatic. A raising implementation is recorded
+    and sends nothing; the other bots still answer.
     """
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
+    "AUTO_REPLY_KEY",
     "PROTOCOL_VERSION",
     "ChatMessage",
     "ChatResponse",
@@ -17,6 +18,7 @@ __all__ = [
     "Envelope",
     "MessageStatus",
     "describe_error",
+    "is_auto_reply",
     "new_msg_id",
     "to_utc",
     "utcnow",
@@ -24,6 +26,14 @@ __all__ = [
 
 #: Version of the wire envelope. A receiver refuses envelopes with a newer major version.
 PROTOCOL_VERSION = 1
+
+#: Metadata key marking a message sent automatically (by a bot); bots never answer those.
+AUTO_REPLY_KEY = "syft_chat.auto_reply"
+
+
+def is_auto_reply(message: ChatMessage) -> bool:
+    """Whether ``message`` was sent automatically by a bot."""
+    return bool(message.metadata.get(AUTO_REPLY_KEY))
 
 
 def utcnow() -> datetime:

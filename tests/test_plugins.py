@@ -347,3 +347,41 @@ def test_custom_store_and_transport_names(pair):
         syft_chat.SyftChatClient(
             alice.syft.config_path, transport="carrier-pigeon", plugins=[ChattyRegistrar()]
         )
+
+
+def test_bot_replies_in_thread_and_bots_never_answer_bots(pair):
+    _, alice, bob = pair
+
+    class Echo:
+        @hookimpl
+        def chat_reply_to(self, message):
+            return f"echo: {message.content}"
+
+    class Fancy:
+        @hookimpl
+        def chat_reply_to(self, message):
+            return {"content": "fancy", "metadata": {"kind": "card"}}
+
+    class Broken:
+        @hookimpl
+        def chat_reply_to(self, message):
+            raise RuntimeError("bot bug")
+
+    bob.register_plugin(Echo(), name="echo-bot")
+    bob.register_plugin(Fancy(), name="fancy-bot")
+    bob.register_plugin(Broken(), name="broken-bot")
+    alice.register_plugin(Echo(), name="alice-echo")  # would loop if fed automatic replies
+    got: list = []
+    alice.add_message_listener(got.append)
+    sent = alice.send_message(BOB, "hello bot", thread_id="support")
+    wait_for(lambda: len(got) == 2)
+    by_content = {m.content: m for m in got}
+    echo = by_content["echo: hello bot"]
+    assert echo.reply_to == sent.message_id and echo.thread_id == "support"
+    assert echo.metadata["syft_chat.auto_reply"] is True
+    assert echo.metadata["syft_chat.bot"] == "echo-bot"
+    assert by_content["fancy"].metadata["kind"] == "card"
+    assert any(f.plugin == "broken-bot" for f in bob.plugin_failures)
+    bob.close()  # drains bob's listener queue: any answer to an answer would be sent by now
+    history = alice.get_chat_history(limit=10)
+    assert sorted(m.content for m in history) == ["echo: hello bot", "fancy", "hello bot"]
