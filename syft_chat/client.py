@@ -7,45 +7,35 @@ import logging
 import os
 import re
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from syft_core import Client as SyftClient
 
-from .dispatch import HookDecisionError, Hooks
+from .delivery import Incoming, Outgoing
+from .dispatch import Hooks
 from .errors import (
     ClientClosedError,
     ConfigError,
-    DeliveryError,
     DeliveryTimeoutError,
     InvalidMessageError,
     MessageRejectedError,
     PluginError,
-    StorageError,
     SyftChatError,
     UnknownRecipientError,
 )
 from .hookspecs import hookimpl
-from .interfaces import BackendContext, IncomingRequest, MessageStore, Reply, Transport
+from .interfaces import BackendContext, MessageStore, Transport
 from .manager import PluginFailure, make_plugin_manager, register_plugin
 from .models import (
     AUTO_REPLY_KEY,
-    PROTOCOL_VERSION,
     ChatMessage,
     ChatResponse,
-    Direction,
-    Envelope,
     MessageStatus,
-    describe_error,
     is_auto_reply,
     to_utc,
-    utcnow,
 )
 from .notifier import Notifier
 from .settings import ChatSettings
@@ -55,6 +45,7 @@ __all__ = ["SyftChatClient", "client"]
 log = logging.getLogger("syft_chat")
 
 MessageListener = Callable[[ChatMessage], Any]
+StatusListener = Callable[[str, MessageStatus, "str | None"], Any]
 _EMAIL = re.compile(r"^[^@\s/\\]+@[^@\s/\\]+$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -70,12 +61,17 @@ class _ListenerPlugin:
         self.fn(message)
 
 
-@dataclass
-class _Pending:
-    msg_id: str
-    peer: str
-    event: threading.Event = field(default_factory=threading.Event)
-    reply: Reply | None = None
+class _StatusPlugin:
+    """``add_status_listener(fn)``: a tiny plugin implementing ``chat_message_status_changed``."""
+
+    def __init__(self, fn: StatusListener) -> None:
+        self.fn = fn
+
+    @hookimpl
+    def chat_message_status_changed(
+        self, msg_id: str, status: MessageStatus, error: str | None
+    ) -> None:
+        self.fn(msg_id, status, error)
 
 
 def _load_syft_client(config_path: str | os.PathLike[str] | None) -> SyftClient:
@@ -149,8 +145,7 @@ class SyftChatClient:
         self._pm = pm
         self.hooks = Hooks(pm, self._record_failure)
         self._listeners: dict[int, _ListenerPlugin] = {}
-        self._pending: dict[str, _Pending] = {}
-        self._pending_lock = threading.Lock()
+        self._status_listeners: dict[int, _StatusPlugin] = {}
         self._started = False
         for plugin in plugins:
             self.register_plugin(plugin)
@@ -165,20 +160,27 @@ class SyftChatClient:
         self.store: MessageStore = self._make_backend(
             "store", store, self.hooks.register_stores(), context
         )
-        self._notifier = Notifier(name=f"syft-chat-listeners[{self.email}]")
+        self._notifier = Notifier(name=f"syft-chat-notify[{self.email}]")
         try:
             self.transport: Transport = self._make_backend(
                 "transport", transport, self.hooks.register_transports(), context
             )
             self._closed = False
-            self.transport.start(self._on_request, self._on_reply)
+            self._outgoing = Outgoing(self)
+            self._incoming = Incoming(self)
+            self._incoming.resume()  # announce what a crash left unannounced
+            self.transport.start(
+                self._incoming.on_request, self._outgoing.on_reply, self._incoming.reject
+            )
+            self._outgoing.resume()  # collect answers that came meanwhile; resend the rest
         except BaseException:
-            self._closed = True
-            self._notifier.close()
-            self.store.close()
+            self._shutdown()
             raise
         self._started = True
         self.hooks.client_started(self)
+        # messages that waited for us are announced once a listener is added,
+        # or after a moment (the seed adds its listener right after client())
+        self._incoming.conversations.start(after=self.settings.startup_hold)
 
     # ------------------------------------------------------------------ plugins
 
@@ -212,6 +214,7 @@ class SyftChatClient:
             raise PluginError(f"invalid plugin {failure.plugin}: {failure.error}")
         if self._started:
             self.hooks.client_started(self, plugin=plugin)
+            self._incoming.conversations.start()
 
     def unregister_plugin(self, plugin: object) -> None:
         """Remove a plugin registered with :meth:`register_plugin`."""
@@ -239,6 +242,7 @@ class SyftChatClient:
         self._listeners[id(listener)] = plugin
         name = getattr(listener, "__qualname__", type(listener).__name__)
         self._pm.register(plugin, name=f"listener:{name}:{id(listener):x}")
+        self._incoming.conversations.start()
 
     def remove_message_listener(self, listener: MessageListener) -> None:
         """Stop calling ``listener``. Unknown listeners are ignored."""
@@ -320,207 +324,137 @@ class SyftChatClient:
         metadata: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> ChatResponse:
-        """Send ``content`` to ``to_email`` and return the recipient's confirmation.
+        """Send ``content`` to ``to_email``; return where the message is.
 
-        The message is stored locally (status ``queued``) before anything is
-        written for the transport. A reply inherits the thread of the message
-        it answers; a message starting a conversation starts a thread named
-        by its own ``msg_id``.
+        The message is stored (status ``queued``) before anything is written
+        for the transport, then delivered; ``send_message`` waits up to
+        ``timeout`` seconds (default ``settings.send_timeout``; ``0`` returns
+        at once) for the recipient's confirmation. The returned
+        :class:`ChatResponse` has ``status`` ``"delivered"`` (the recipient
+        stored it) or ``"sent"`` (not confirmed yet: an offline recipient
+        gets it later, across restarts of either side, with the same
+        ``msg_id``). A reply inherits the thread of the message it answers; a
+        message starting a conversation starts a thread named by its own
+        ``msg_id``.
 
         :raises InvalidMessageError: bad arguments (nothing is stored).
         :raises UnknownRecipientError: the recipient does not serve chat here.
-        :raises DeliveryTimeoutError: no confirmation within ``timeout``
-            seconds (default ``settings.send_timeout``); the message stays
-            stored with status ``sent``.
         :raises MessageRejectedError: the recipient refused it (status ``failed``).
+        :raises DeliveryError: a plugin refused to encode it (``failed``), or the
+            request could not be written (it stays queued and is retried).
         """
         self._check_open()
-        to_email = self._validate_recipient(to_email)
+        recipient = self._validate_recipient(to_email)
         content = self._validate_content(content)
         meta = self._validate_metadata(metadata)
         thread_id, reply_to = self._resolve_thread(thread_id, reply_to)
-        wait = self.settings.send_timeout if timeout is None else float(timeout)
-        if wait <= 0:
-            raise InvalidMessageError("timeout must be positive")
+        wait = self.settings.send_timeout if timeout is None else timeout
+        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
+            raise InvalidMessageError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
 
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
-        message = draft.model_copy(
-            update={"thread_id": thread_id or draft.msg_id, "recipient": to_email}
+        threaded = {"thread_id": thread_id or draft.msg_id, "recipient": recipient}
+        message = self._outgoing.queue(draft.model_copy(update=threaded), recipient)
+        self._outgoing.attempt(message.msg_id, recipient)
+        stored = (
+            self._outgoing.wait(message.msg_id, float(wait))
+            if wait
+            else self.get_message(message.msg_id)
         )
-        self.store.add(
-            message, direction=Direction.OUTGOING, peer=to_email, status=MessageStatus.QUEUED
-        )
+        return self._outcome(message.msg_id, recipient, stored)
 
-        envelope = Envelope.from_message(message, to_email)
-        try:
-            body = self.hooks.encode_body(envelope, self) or envelope.model_dump_json().encode()
-        except HookDecisionError as exc:
-            self._set_status(message.msg_id, MessageStatus.FAILED, str(exc))
-            raise DeliveryError(f"not sent: {exc}", msg_id=message.msg_id) from exc
-
-        request_id = str(uuid.uuid4())
-        pending = _Pending(message.msg_id, to_email)
-        with self._pending_lock:
-            self._pending[request_id] = pending
-        # `sent` is recorded before the write: the answer can arrive (and record
-        # `delivered`) before transport.send() even returns.
-        self._set_status(message.msg_id, MessageStatus.SENT)
-        try:
-            self.transport.send(
-                to_email,
-                body,
-                request_id=request_id,
-                expires=utcnow() + timedelta(seconds=self.settings.request_expiry),
+    def _outcome(self, msg_id: str, peer: str, stored: ChatMessage | None) -> ChatResponse:
+        if stored is not None and stored.status == MessageStatus.FAILED:
+            reason = stored.error or "refused"
+            raise MessageRejectedError(
+                f"{peer} refused message {msg_id}: {reason}", msg_id=msg_id, reason=reason
             )
-        except Exception as exc:
-            with self._pending_lock:
-                self._pending.pop(request_id, None)
-            self._set_status(message.msg_id, MessageStatus.FAILED, f"transport error: {exc}")
-            raise DeliveryError(
-                f"could not write the request: {exc}", msg_id=message.msg_id
-            ) from exc
-        return self._await_reply(request_id, pending, wait)
+        status = stored.status.value if stored is not None and stored.status else "sent"
+        return ChatResponse(status=status, message_id=msg_id)
 
-    def _await_reply(self, request_id: str, pending: _Pending, wait: float) -> ChatResponse:
-        end = time.monotonic() + wait
-        while not pending.event.wait(min(1.0, max(end - time.monotonic(), 0.0))):
-            if self._closed:
-                break
-            # safety net for a missed file event: look for the answer directly
-            poll = getattr(self.transport, "poll_reply", None)
-            if poll is not None:
-                poll(pending.peer, request_id)
-            if pending.event.is_set() or time.monotonic() >= end:
-                break
-        if self._closed and not pending.event.is_set():
-            raise ClientClosedError("the client was closed while waiting for a confirmation")
-        reply = pending.reply
-        if reply is None:
+    def wait_for_delivery(self, msg_id: str, timeout: float | None = None) -> ChatResponse:
+        """Wait until an outgoing message is confirmed (or refused), up to ``timeout`` s.
+
+        Returns a :class:`ChatResponse` whose ``status`` says where it is;
+        raises :class:`MessageRejectedError` if it was refused and
+        :class:`DeliveryTimeoutError` if it is still unconfirmed at the end.
+        """
+        self._check_open()
+        message = self.store.get(msg_id)
+        if message is None or message.sender != self.email:
+            raise InvalidMessageError(f"no outgoing message {msg_id!r}")
+        wait = self.settings.send_timeout if timeout is None else float(timeout)
+        response = self._outcome(msg_id, message.recipient or "", self._outgoing.wait(msg_id, wait))
+        if response.status in (MessageStatus.QUEUED.value, MessageStatus.SENT.value):
             raise DeliveryTimeoutError(
-                f"{pending.peer} did not confirm message {pending.msg_id} within {wait:g}s; it "
-                "stays stored with status 'sent' and a late confirmation will still be recorded",
-                msg_id=pending.msg_id,
+                f"message {msg_id} is not confirmed after {wait:g}s (status {response.status}); "
+                "it stays in the outbox and is retried",
+                msg_id=msg_id,
             )
-        body = _parse_json(reply.body)
-        if reply.ok:
-            return _response_from(body, pending.msg_id)
-        reason = str(body.get("error") or reply.body[:300].decode("utf-8", "replace"))
-        raise MessageRejectedError(
-            f"{pending.peer} refused message {pending.msg_id} ({reply.status_code}): {reason}",
-            msg_id=pending.msg_id,
-            reason=reason,
-        )
+        return response
 
-    def _on_reply(self, request_id: str, peer: str, reply: Reply) -> None:
-        """A reply to one of our requests arrived (transport thread)."""
-        with self._pending_lock:
-            pending = self._pending.pop(request_id, None)
-        body = _parse_json(reply.body)
-        msg_id = pending.msg_id if pending is not None else str(body.get("message_id") or "")
-        stored = self.store.get(msg_id) if msg_id else None
-        if stored is not None and stored.recipient == peer and not self._closed:
-            if reply.ok:
-                self._set_status(msg_id, MessageStatus.DELIVERED)
-                response = _response_from(body, msg_id)
-                self._notifier.submit(self.hooks.message_sent, stored, response, self)
-            else:
-                error = str(body.get("error") or f"refused with status {reply.status_code}")
-                self._set_status(msg_id, MessageStatus.FAILED, error)
-        if pending is not None:
-            pending.reply = reply
-            pending.event.set()
+    def _set_status(self, msg_id: str, status: MessageStatus, error: str | None = None) -> bool:
+        """Record a status change; announce it if something changed."""
+        changed = self.store.set_status(msg_id, status, error=error)
+        if changed:
+            self._notify(self.hooks.message_status_changed, msg_id, status, error, self)
+        return changed
 
-    def _set_status(self, msg_id: str, status: MessageStatus, error: str | None = None) -> None:
-        self.store.set_status(msg_id, status, error=error)
-        self._notifier.submit(self.hooks.message_status_changed, msg_id, status, error, self)
+    def _notify(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._notifier.submit(fn, *args)
 
-    # ------------------------------------------------------------------ receiving
+    def add_status_listener(self, listener: StatusListener) -> None:
+        """Call ``listener(msg_id, status, error)`` after each status change of a sent message.
 
-    def _reject(
-        self, request: IncomingRequest, code: int, reason: str, msg_id: str | None
-    ) -> Reply:
-        log.info("refused a message from %s: %s", request.sender, reason)
-        self.hooks.message_rejected(
-            request.sender, reason, request.body[: self.settings.max_request_bytes], self
-        )
-        return Reply(
-            code, json.dumps({"status": "rejected", "message_id": msg_id, "error": reason}).encode()
-        )
+        Runs on the client's notification thread, in order; use it to show ticks.
+        """
+        if not callable(listener):
+            raise InvalidMessageError(f"listener must be callable, got {type(listener).__name__}")
+        if id(listener) in self._status_listeners:
+            return
+        plugin = _StatusPlugin(listener)
+        self._status_listeners[id(listener)] = plugin
+        self._pm.register(plugin, name=f"status-listener:{id(listener):x}")
 
-    def _on_request(self, request: IncomingRequest) -> Reply:
-        """An authenticated request arrived (transport's serving thread)."""
-        try:
-            envelope = self.hooks.decode_body(request, self) or Envelope.model_validate_json(
-                request.body
-            )
-        except HookDecisionError as exc:
-            return self._reject(request, 400, f"could not decode: {exc}", None)
-        except (ValidationError, ValueError) as exc:
-            return self._reject(request, 400, f"malformed message: {describe_error(exc)}", None)
-        msg_id = envelope.msg_id
-        if envelope.v > PROTOCOL_VERSION:
-            return self._reject(request, 400, f"unsupported envelope version {envelope.v}", msg_id)
-        if envelope.sender != request.sender:
-            return self._reject(
-                request,
-                403,
-                f"sender mismatch: message from {request.sender} "
-                f"claims to be from {envelope.sender}",
-                msg_id,
-            )
-        if envelope.recipient != self.email:
-            return self._reject(
-                request, 400, f"addressed to {envelope.recipient}, not {self.email}", msg_id
-            )
-        try:
-            size = len(envelope.content.encode("utf-8"))
-        except UnicodeEncodeError:
-            return self._reject(request, 400, "content is not valid Unicode text", msg_id)
-        if size > self.settings.max_content_bytes:
-            return self._reject(
-                request,
-                413,
-                f"content is {size} bytes, over the {self.settings.max_content_bytes}-byte limit",
-                msg_id,
-            )
-        if _json_size(envelope.metadata) > self.settings.max_metadata_bytes:
-            return self._reject(request, 413, "metadata over the size limit", msg_id)
-        message = envelope.to_message(status=MessageStatus.RECEIVED)
-        try:
-            refusal = self.hooks.accept_message(message, request.sender, self)
-        except HookDecisionError as exc:
-            refusal = str(exc)
-        if refusal:
-            return self._reject(request, 403, f"refused: {refusal}", msg_id)
-        try:
-            inserted = self.store.add(
-                message,
-                direction=Direction.INCOMING,
-                peer=request.sender,
-                status=MessageStatus.RECEIVED,
-            )
-            if not inserted:
-                existing = self.store.get(msg_id)
-                if existing is None or existing.sender != request.sender:
-                    return self._reject(
-                        request, 409, "msg_id already used by another message", msg_id
-                    )
-        except StorageError as exc:
-            log.error("could not store a message from %s: %s", request.sender, exc)
-            return Reply(
-                503,
-                json.dumps(
-                    {
-                        "status": "error",
-                        "message_id": msg_id,
-                        "error": "receiver could not store the message",
-                    }
-                ).encode(),
-            )
-        if inserted:
-            self._notifier.submit(self._announce, message)
-        response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
-        return Reply(200, response.model_dump_json().encode())
+    def remove_status_listener(self, listener: StatusListener) -> None:
+        """Stop calling a status listener. Unknown listeners are ignored."""
+        plugin = self._status_listeners.pop(id(listener), None)
+        if plugin is not None:
+            self._pm.unregister(plugin)
+
+    def mark_read(self, msg_id: str) -> bool:
+        """Mark an incoming message read (locally); plugins hear ``chat_message_read``.
+
+        Returns whether it was unread. A read-receipt plugin can send the
+        receipt from that hook; the sender's side records it with
+        :meth:`record_read`.
+        """
+        self._check_open()
+        message = self.store.get(msg_id)
+        if message is None or message.sender == self.email:
+            raise InvalidMessageError(f"no incoming message {msg_id!r}")
+        if not self.store.mark_read(msg_id):
+            return False
+        self._notify(self.hooks.message_read, message, self)
+        return True
+
+    def record_read(self, msg_id: str) -> bool:
+        """Record that the recipient read a delivered outgoing message (status ``read``)."""
+        self._check_open()
+        message = self.store.get(msg_id)
+        if message is None or message.sender != self.email:
+            raise InvalidMessageError(f"no outgoing message {msg_id!r}")
+        return self._set_status(msg_id, MessageStatus.READ)
+
+    def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Incoming requests that were refused (newest first): sender, reason, raw body."""
+        self._check_open()
+        return self.store.failed_messages(limit)
+
+    def pending_messages(self) -> list[ChatMessage]:
+        """Outgoing messages not yet confirmed (the outbox), oldest first."""
+        self._check_open()
+        return [message for message, _, _ in self.store.outbox_requests()]
 
     def _announce(self, message: ChatMessage) -> None:
         """Tell listeners and plugins about a new message, then let bots answer.
@@ -599,13 +533,18 @@ class SyftChatClient:
             if self._closed:
                 return
             self.hooks.client_closing(self)
-            self._closed = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._closed = True
         try:
-            self.transport.stop()
+            transport = getattr(self, "transport", None)
+            if transport is not None:
+                transport.stop()
         finally:
-            with self._pending_lock:
-                for pending in self._pending.values():
-                    pending.event.set()
+            for part in (getattr(self, "_outgoing", None), getattr(self, "_incoming", None)):
+                if part is not None:
+                    part.close()
             self._notifier.close()
             self.store.close()
 
@@ -624,24 +563,6 @@ class SyftChatClient:
         return (
             f"<SyftChatClient {self.email} app={self.app_name!r} db={str(self.db_path)!r} {state}>"
         )
-
-
-def _parse_json(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data) if data else {}
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _response_from(body: dict[str, Any], msg_id: str) -> ChatResponse:
-    try:
-        response = ChatResponse.model_validate(body)
-    except ValidationError:
-        return ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
-    if response.message_id != msg_id:
-        return ChatResponse(status=response.status, message_id=msg_id, timestamp=response.timestamp)
-    return response
 
 
 def client(

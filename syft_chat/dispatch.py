@@ -175,6 +175,9 @@ class Hooks:
             "chat_message_status_changed", msg_id=msg_id, status=status, error=error, client=client
         )
 
+    def message_read(self, message: ChatMessage, client: SyftChatClient) -> None:
+        self._each("chat_message_read", message=message, client=client)
+
     def message_rejected(
         self, sender: str, reason: str, raw: bytes, client: SyftChatClient
     ) -> None:

@@ -233,6 +233,20 @@ def chat_message_status_changed(
 
 
 @hookspec
+def chat_message_read(message: ChatMessage, client: SyftChatClient) -> None:
+    """The user marked an incoming message read (``client.mark_read``).
+
+    :param message: the message that was read.
+    :param client: the reading client.
+
+    Called once per message, on the client's notification thread. A
+    read-receipt plugin sends the receipt from here; the sender records it
+    with ``client.record_read(msg_id)`` (status ``read``). Notification:
+    raising implementations are recorded and skipped.
+    """
+
+
+@hookspec
 def chat_message_rejected(sender: str, reason: str, raw: bytes, client: SyftChatClient) -> None:
     """An incoming request was refused and not stored.
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from .models import ChatMessage, Direction, MessageStatus
 from .settings import ChatSettings
@@ -24,6 +24,7 @@ __all__ = [
     "IncomingHandler",
     "IncomingRequest",
     "MessageStore",
+    "RejectHandler",
     "Reply",
     "ReplyHandler",
     "StoreFactory",
@@ -74,6 +75,9 @@ IncomingHandler = Callable[[IncomingRequest], Reply]
 #: Called by a transport when the answer to one of our requests arrives:
 #: ``(request_id, peer, reply)``.
 ReplyHandler = Callable[[str, str, Reply], None]
+#: Called by a transport for a request it refused before decoding it:
+#: ``(authenticated sender, reason, raw bytes)``.
+RejectHandler = Callable[[str, str, bytes], None]
 
 
 @runtime_checkable
@@ -82,8 +86,10 @@ class Transport(Protocol):
 
     name: ClassVar[str]
 
-    def start(self, on_request: IncomingHandler, on_reply: ReplyHandler) -> None:
-        """Begin serving; ``on_request``/``on_reply`` may be called from a background thread."""
+    def start(
+        self, on_request: IncomingHandler, on_reply: ReplyHandler, on_reject: RejectHandler
+    ) -> None:
+        """Begin serving; the handlers may be called from a background thread."""
 
     def stop(self) -> None:
         """Stop serving and release every thread and watch. Idempotent."""
@@ -93,6 +99,15 @@ class Transport(Protocol):
 
     def send(self, recipient: str, body: bytes, *, request_id: str, expires: datetime) -> None:
         """Write one request for ``recipient``. Returns once it is durably handed over."""
+
+    def poll_reply(self, recipient: str, request_id: str) -> None:
+        """Look for the answer to a request now (safety net for a missed event)."""
+
+    def withdraw(self, recipient: str, request_id: str) -> None:
+        """Remove an unanswered request that is about to be replaced."""
+
+    def resume(self, recipients: list[str]) -> None:
+        """After a restart: collect answers that arrived meanwhile and watch for more."""
 
 
 @runtime_checkable
@@ -114,8 +129,10 @@ class MessageStore(Protocol):
     def get(self, msg_id: str) -> ChatMessage | None:
         """The stored message with this id, or ``None``."""
 
-    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> None:
-        """Record a new delivery status (and the reason, for ``failed``)."""
+    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> bool:
+        """Record a new delivery status (and the reason, for ``failed``); never backwards.
+
+        Returns whether anything changed."""
 
     def history(
         self,
@@ -126,6 +143,38 @@ class MessageStore(Protocol):
         thread_id: str | None = None,
     ) -> list[ChatMessage]:
         """The newest ``limit`` matching messages, returned oldest first."""
+
+    # reliable delivery
+
+    def next_seq(self, peer: str) -> int:
+        """The next sequence number of an outgoing message to ``peer``."""
+
+    def floor_seq(self, peer: str) -> int | None:
+        """The lowest sequence number to ``peer`` not yet confirmed, or ``None``."""
+
+    def set_request(self, msg_id: str, request_id: str) -> None:
+        """Record the transport request last written for an outgoing message."""
+
+    def outbox_requests(self) -> list[tuple[ChatMessage, str, str | None]]:
+        """``(message, peer, last request id)`` for every unconfirmed outgoing message."""
+
+    def unnotified(self) -> list[tuple[ChatMessage, str]]:
+        """Incoming ``(message, peer)`` not yet announced, per peer in sequence order."""
+
+    def mark_notified(self, msg_id: str) -> None:
+        """Record that an incoming message was announced."""
+
+    def last_notified_seq(self, peer: str) -> int | None:
+        """The highest sequence number from ``peer`` already announced."""
+
+    def mark_read(self, msg_id: str) -> bool:
+        """Mark an incoming message read; whether it was unread."""
+
+    def record_failed(self, *, sender: str, reason: str, raw: bytes, msg_id: str | None) -> None:
+        """Keep a refused incoming request, with the reason and its raw body."""
+
+    def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest refused incoming requests."""
 
     def close(self) -> None:
         """Close the database. Idempotent."""

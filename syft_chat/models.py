@@ -65,6 +65,7 @@ class MessageStatus(str, Enum):
     SENT = "sent"  #: request written for the recipient, no confirmation yet
     DELIVERED = "delivered"  #: the recipient confirmed it stored the message
     FAILED = "failed"  #: the recipient refused it, or it could not be sent; see ``error``
+    READ = "read"  #: the recipient said it was read (needs a read-receipt plugin)
     RECEIVED = "received"  #: an incoming message, stored
 
 
@@ -94,6 +95,8 @@ class ChatMessage(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     recipient: str | None = None
     status: MessageStatus | None = None
+    seq: int | None = None
+    error: str | None = None
 
     @field_validator("timestamp")
     @classmethod
@@ -138,6 +141,11 @@ class Envelope(BaseModel):
     thread_id: str | None = Field(default=None, max_length=128)
     reply_to: str | None = Field(default=None, max_length=128)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: sender-side sequence number within the one-to-one conversation
+    seq: int | None = Field(default=None, ge=1)
+    #: the sender's lowest unconfirmed ``seq`` to this recipient: nothing below
+    #: it will ever be (re)sent, so a receiver need not wait for it
+    floor: int | None = Field(default=None, ge=1)
 
     @field_validator("timestamp")
     @classmethod
@@ -145,7 +153,9 @@ class Envelope(BaseModel):
         return to_utc(value)
 
     @classmethod
-    def from_message(cls, message: ChatMessage, recipient: str) -> Envelope:
+    def from_message(
+        cls, message: ChatMessage, recipient: str, floor: int | None = None
+    ) -> Envelope:
         return cls(
             msg_id=message.msg_id,
             sender=message.sender,
@@ -155,6 +165,8 @@ class Envelope(BaseModel):
             thread_id=message.thread_id,
             reply_to=message.reply_to,
             metadata=message.metadata,
+            seq=message.seq,
+            floor=floor,
         )
 
     def to_message(self, status: MessageStatus | None = None) -> ChatMessage:
@@ -168,6 +180,7 @@ class Envelope(BaseModel):
             metadata=self.metadata,
             recipient=self.recipient,
             status=status,
+            seq=self.seq,
         )
 
 

@@ -21,8 +21,22 @@ class ChatSettings(BaseModel):
     max_metadata_bytes: int = Field(default=16 * 1024, gt=0)
     #: Largest request file a receiver reads at all; bigger files are refused unread.
     max_request_bytes: int = Field(default=512 * 1024, gt=0)
-    #: Seconds ``send_message`` waits for the recipient's confirmation by default.
-    send_timeout: float = Field(default=15.0, gt=0)
+    #: Seconds ``send_message`` waits for the recipient's confirmation by default;
+    #: delivery goes on in the background after that.
+    send_timeout: float = Field(default=5.0, ge=0)
+    #: Seconds before an unconfirmed message is sent again; doubles each time...
+    retry_initial: float = Field(default=10.0, gt=0)
+    #: ...up to this many seconds (keep it well below ``request_expiry``).
+    retry_max: float = Field(default=300.0, gt=0)
+    #: Threads announcing incoming messages (one conversation at a time each).
+    listener_threads: int = Field(default=4, ge=1, le=64)
+    #: Seconds a message waits for an earlier one of its conversation before
+    #: it is announced anyway.
+    order_gap_timeout: float = Field(default=60.0, gt=0)
+    #: Seconds messages found waiting at start-up are held back so that a
+    #: listener added right after ``client()`` still hears them (adding a
+    #: listener or plugin ends the wait at once).
+    startup_hold: float = Field(default=1.0, ge=0)
     #: Lifetime of a request file, in seconds, written into the syft-rpc envelope.
     request_expiry: int = Field(default=24 * 60 * 60, gt=0)
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).

@@ -135,7 +135,10 @@ def test_restart_keeps_history_and_keeps_serving(workspace):
     got: list[ChatMessage] = []
     bob2.add_message_listener(got.append)
     alice2.send_message(BOB, "after restart")
-    wait_for(lambda: len(got) == 1)
+    wait_for(lambda: "after restart" in [m.content for m in got])
+    # bob's first run closed before it announced anything (no listener was added):
+    # the second run announces it instead; each message once
+    assert [m.content for m in got] in (["after restart"], ["before restart", "after restart"])
     assert [m.content for m in bob2.get_chat_history()] == ["before restart", "after restart"]
 
 
@@ -144,9 +147,9 @@ def test_request_waiting_while_receiver_down_is_served_on_start(workspace):
     bob = ws.client(BOB)
     alice = ws.client(ALICE)
     bob.close()  # endpoint stays published, nobody serves it
-    with pytest.raises(syft_chat.DeliveryTimeoutError) as info:
-        alice.send_message(BOB, "are you there?", timeout=0.3)
-    msg_id = info.value.msg_id
+    response = alice.send_message(BOB, "are you there?", timeout=0.3)
+    msg_id = response.message_id
+    assert response.status == "sent"
     assert alice.get_message(msg_id).status == MessageStatus.SENT
     got: list[ChatMessage] = []
     bob2 = ws.client(BOB, plugins=[])

@@ -293,8 +293,8 @@ def test_pragmas_and_indexes(store: SQLiteStore, db_path: Path) -> None:
 
 
 def test_schema_version_is_current(store: SQLiteStore, db_path: Path) -> None:
-    assert SCHEMA_VERSION == 1
-    assert raw(db_path, "SELECT version FROM schema_version") == [(1,)]
+    assert SCHEMA_VERSION == 2
+    assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
 # --------------------------------------------------------------------------- migrations
@@ -316,7 +316,7 @@ def test_adopts_seed_table(db_path: Path) -> None:
         )
     store = SQLiteStore(db_path, owner=ME)
     try:
-        assert raw(db_path, "SELECT version FROM schema_version") == [(1,)]
+        assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
         history = store.history()
         # equal timestamps keep the legacy insertion (rowid) order, not msg_id order
         assert [m.msg_id for m in history] == ["z-old", "a-mine", "m-naive"]
@@ -472,3 +472,65 @@ def test_close_is_idempotent_and_use_after_close_raises(db_path: Path) -> None:
     for call in calls:
         with pytest.raises(StorageError, match="store is closed"):
             call()
+
+
+def test_migrates_a_version_1_file(db_path: Path) -> None:
+    """A file written by the first release (schema 1) gains the delivery columns in place."""
+    from syft_chat.plugins import sqlite_store as mod
+
+    conn = sqlite3.connect(db_path)
+    conn.close()
+    db = mod.pw.SqliteDatabase(str(db_path))
+    db.connect()
+    mod._migrate_0_to_1(db, ME)
+    db.execute_sql("INSERT INTO schema_version (id, version) VALUES (1, 1)")
+    db.execute_sql(
+        "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp, metadata,"
+        " direction, status, updated_at) VALUES ('m1', ?, ?, ?, 'old', "
+        "'2024-01-01 00:00:00.000000+00:00', '{}', 'in', 'received', 'x')",
+        (BOB, ME, BOB),
+    )
+    db.close()
+    store = SQLiteStore(db_path, owner=ME)
+    try:
+        assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        assert store.get("m1").content == "old"
+        assert store.unnotified() == []  # old rows count as already announced
+        assert raw(db_path, "SELECT count(*) FROM failed_messages") == [(0,)]
+    finally:
+        store.close()
+
+
+def test_status_never_moves_backwards(store: SQLiteStore) -> None:
+    msg = ChatMessage(sender=ME, content="x", recipient=BOB)
+    store.add(msg, direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.QUEUED)
+    assert store.set_status(msg.msg_id, MessageStatus.DELIVERED)
+    assert not store.set_status(msg.msg_id, MessageStatus.SENT)
+    assert not store.set_status(msg.msg_id, MessageStatus.FAILED, error="late")
+    assert store.get(msg.msg_id).status == MessageStatus.DELIVERED
+    assert store.set_status(msg.msg_id, MessageStatus.READ)
+    assert store.get(msg.msg_id).status == MessageStatus.READ
+
+
+def test_sequence_numbers_and_floor(store: SQLiteStore) -> None:
+    assert store.next_seq(BOB) == 1
+    ids = []
+    for i in range(3):
+        m = ChatMessage(sender=ME, content=f"m{i}", recipient=BOB, seq=store.next_seq(BOB))
+        store.add(m, direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.SENT)
+        ids.append(m.msg_id)
+    assert store.next_seq(BOB) == 4 and store.next_seq("other@x.org") == 1
+    assert store.floor_seq(BOB) == 1
+    store.set_status(ids[0], MessageStatus.DELIVERED)
+    store.set_status(ids[1], MessageStatus.FAILED, error="refused")
+    assert store.floor_seq(BOB) == 3
+    store.set_request(ids[2], "req-1")
+    [(msg, peer, request_id)] = store.outbox_requests()
+    assert (msg.msg_id, peer, request_id) == (ids[2], BOB, "req-1")
+
+
+def test_failed_messages_keep_reason_and_raw(store: SQLiteStore, db_path: Path) -> None:
+    store.record_failed(sender=BOB, reason="sender mismatch", raw=b"\x00raw", msg_id="m9")
+    [row] = store.failed_messages()
+    assert row["reason"] == "sender mismatch" and row["raw"] == b"\x00raw"
+    assert raw(db_path, "SELECT sender, msg_id FROM failed_messages") == [(BOB, "m9")]

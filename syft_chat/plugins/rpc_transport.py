@@ -49,6 +49,7 @@ from ..interfaces import (
     BackendContext,
     IncomingHandler,
     IncomingRequest,
+    RejectHandler,
     Reply,
     ReplyHandler,
 )
@@ -173,6 +174,7 @@ class RpcTransport:
         self.my_endpoint = endpoint_dir(self.syft, self.app_name, self.email)
         self._on_request: IncomingHandler | None = None
         self._on_reply: ReplyHandler | None = None
+        self._on_reject: RejectHandler | None = None
         self._events: _ChatEvents | None = None
         self._lock = threading.Lock()
         self._in_flight: set[Path] = set()
@@ -187,8 +189,10 @@ class RpcTransport:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, on_request: IncomingHandler, on_reply: ReplyHandler) -> None:
-        self._on_request, self._on_reply = on_request, on_reply
+    def start(
+        self, on_request: IncomingHandler, on_reply: ReplyHandler, on_reject: RejectHandler
+    ) -> None:
+        self._on_request, self._on_reply, self._on_reject = on_request, on_reply, on_reject
         events = _ChatEvents(
             self,
             app_name=self.app_name,
@@ -262,6 +266,22 @@ class RpcTransport:
         if path.exists():
             self._handle_response_file(path, recipient)
 
+    def withdraw(self, recipient: str, request_id: str) -> None:
+        """Remove an unanswered request before writing its replacement."""
+        request = self.outbox_dir(recipient) / f"{request_id}.request"
+        if not request.with_suffix(".response").exists():
+            request.unlink(missing_ok=True)
+
+    def resume(self, recipients: list[str]) -> None:
+        """After a restart: watch these peers' answers again and collect those that arrived."""
+        for peer in recipients:
+            folder = self.outbox_dir(peer)
+            if not folder.is_dir():
+                continue
+            self._watch_replies(peer, folder)
+            for path in sorted(folder.glob("*.response")):
+                self._handle_response_file(path, peer)
+
     def _handle_response_file(self, path: Path, peer: str) -> None:
         """Runs on the observer thread: must never raise."""
         request_id = path.stem
@@ -274,18 +294,20 @@ class RpcTransport:
                 response: SyftResponse = _read_model(
                     path, SyftResponse, self.settings.max_request_bytes
                 )
-            except FileNotFoundError:
+            except Exception as exc:
+                # gone, or still being written in place by a sync client: the
+                # waiting sender's poll or the outbox's next retry reads it again
                 with self._lock:
                     self._replies_seen.discard(request_id)
+                if not isinstance(exc, FileNotFoundError):
+                    log.info("response %s not readable yet: %s", path, describe_error(exc))
                 return
-            except Exception as exc:
-                log.warning("unreadable response %s: %s", path, exc)
-                reply = _json_reply(502, status="error", error=f"unreadable response: {exc}")
             else:
                 if response.sender != peer:
                     reply = _json_reply(
                         502,
                         status="error",
+                        retry=True,
                         error=f"response signed by {response.sender}, not {peer}",
                     )
                 else:
@@ -337,36 +359,49 @@ class RpcTransport:
         except FileNotFoundError:
             return
         except Exception as exc:
-            reply = _json_reply(
-                400, status="rejected", error=f"malformed request file: {describe_error(exc)}"
-            )
+            # a correct sender writes whole files: this one is probably still
+            # being synced in place, so the sender is told to send it again
+            reason = f"malformed request file: {describe_error(exc)}"
+            reply = _json_reply(400, status="rejected", retry=True, error=reason)
+            self._reject(sender, reason, path)
         else:
-            reply = self._check_and_dispatch(request, request_uuid, sender)
+            reply = self._check_and_dispatch(request, request_uuid, sender, path)
         self._write_response(path, response_path, request, request_uuid, reply)
 
+    def _reject(self, sender: str, reason: str, path: Path) -> None:
+        if self._on_reject is None:  # pragma: no cover - start() sets it first
+            return
+        try:
+            raw = path.read_bytes()[: self.settings.max_request_bytes]
+        except OSError:
+            raw = b""
+        self._on_reject(sender, reason, raw)
+
     def _check_and_dispatch(
-        self, request: SyftRequest, request_uuid: uuid.UUID, sender: str
+        self, request: SyftRequest, request_uuid: uuid.UUID, sender: str, path: Path
     ) -> Reply:
         if request.id != request_uuid:
-            return _json_reply(
-                400, status="rejected", error="request id does not match its file name"
-            )
+            reason = "request id does not match its file name"
+            self._reject(sender, reason, path)
+            return _json_reply(400, status="rejected", error=reason)
         if request.sender != sender:
-            return _json_reply(
-                403,
-                status="rejected",
-                error=f"sender mismatch: request in {sender}'s folder "
-                f"claims to be from {request.sender}",
+            reason = (
+                f"sender mismatch: request in {sender}'s folder claims to be from {request.sender}"
             )
+            self._reject(sender, reason, path)
+            return _json_reply(403, status="rejected", error=reason)
         if request.is_expired:
-            return _json_reply(419, status="rejected", error="request expired")
+            # not a fault of the message: the sender renews it by sending again
+            return _json_reply(419, status="rejected", retry=True, error="request expired")
         if self._on_request is None:  # pragma: no cover - start() sets it first
             return _json_reply(503, status="error", error="not serving")
         try:
             return self._on_request(IncomingRequest(sender, str(request.id), request.body or b""))
         except Exception as exc:
             log.exception("chat handler failed for a request from %s", sender)
-            return _json_reply(500, status="error", error=f"handler failed: {type(exc).__name__}")
+            return _json_reply(
+                500, status="error", retry=True, error=f"handler failed: {type(exc).__name__}"
+            )
 
     def _write_response(
         self,

@@ -29,9 +29,11 @@ from ..models import ChatMessage, Direction, MessageStatus, to_utc, utcnow
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
-_READ_COLUMNS = (*_SEED_COLUMNS, "recipient", "status")
+_READ_COLUMNS = (*_SEED_COLUMNS, "recipient", "status", "seq", "peer", "error")
+_PENDING = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
+_FINAL = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _CREATE_MESSAGES = """
@@ -128,8 +130,33 @@ def _migrate_0_to_1(db: Any, owner: str) -> None:
     )
 
 
+def _migrate_1_to_2(db: Any, owner: str) -> None:
+    """Reliable delivery: sequence numbers, request tracking, notification state, failures."""
+    del owner
+    for column in (
+        "seq INTEGER",  # sender-side sequence within the one-to-one conversation
+        "request_id TEXT",  # the transport request last written for an outgoing message
+        "attempts INTEGER NOT NULL DEFAULT 0",  # how many requests were written
+        "notified INTEGER NOT NULL DEFAULT 1",  # incoming: listeners and bots were told
+        "read_at TEXT",  # incoming: when the user marked it read
+    ):
+        db.execute_sql(f"ALTER TABLE messages ADD COLUMN {column}")
+    db.execute_sql("CREATE INDEX ix_messages_peer_dir_seq ON messages (peer, direction, seq)")
+    db.execute_sql("CREATE INDEX ix_messages_notified ON messages (notified)")
+    db.execute_sql(
+        "CREATE TABLE failed_messages ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " received_at TEXT NOT NULL,"
+        " sender TEXT NOT NULL,"
+        " msg_id TEXT,"
+        " reason TEXT NOT NULL,"
+        " raw BLOB)"
+    )
+    db.execute_sql("CREATE INDEX ix_failed_sender ON failed_messages (sender, received_at)")
+
+
 #: ``_MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
-_MIGRATIONS: list[Callable[[Any, str], None]] = [_migrate_0_to_1]
+_MIGRATIONS: list[Callable[[Any, str], None]] = [_migrate_0_to_1, _migrate_1_to_2]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -268,6 +295,8 @@ class SQLiteStore:
             metadata=_load_metadata(row["metadata"]),
             recipient=row["recipient"],
             status=MessageStatus(row["status"]) if known else None,
+            seq=row["seq"],
+            error=row["error"],
         )
 
     def add(
@@ -301,6 +330,8 @@ class SQLiteStore:
                 direction=direction.value,
                 status=MessageStatus(status).value,
                 updated_at=_fmt_ts(utcnow()),
+                seq=message.seq,
+                notified=0 if direction is Direction.INCOMING else 1,
             ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
             return bool(self._db.execute(query).rowcount == 1)
 
@@ -310,15 +341,132 @@ class SQLiteStore:
             rows = list(self._select(t).where(t.c.msg_id == msg_id).dicts())
         return self._to_message(rows[0]) if rows else None
 
-    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> None:
+    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> bool:
         """Record a new delivery status (and the reason, for ``failed``).
 
-        An unknown ``msg_id`` changes nothing.
+        Returns whether anything changed. Status never moves backwards: a
+        ``delivered`` or ``read`` message stays so whatever arrives later, and
+        ``read`` is only recorded over ``delivered``. An unknown ``msg_id``
+        changes nothing.
         """
+        new = MessageStatus(status).value
         with self._op("update a message in") as t:
-            t.update(
-                status=MessageStatus(status).value, error=error, updated_at=_fmt_ts(utcnow())
-            ).where(t.c.msg_id == msg_id).execute()
+            where = (t.c.msg_id == msg_id) & (t.c.status != new)
+            if new == MessageStatus.READ.value:
+                where &= t.c.status == MessageStatus.DELIVERED.value
+            elif new != MessageStatus.DELIVERED.value:
+                where &= t.c.status.not_in(_FINAL)
+            query = t.update(status=new, error=error, updated_at=_fmt_ts(utcnow())).where(where)
+            return bool(self._db.execute(query).rowcount)
+
+    # ------------------------------------------------------------------ reliable delivery
+
+    def next_seq(self, peer: str) -> int:
+        """The next sequence number for an outgoing message to ``peer`` (1, 2, ...)."""
+        with self._op("read") as t:
+            last = (
+                t.select(pw.fn.MAX(t.c.seq))
+                .where((t.c.peer == peer) & (t.c.direction == Direction.OUTGOING.value))
+                .scalar()
+            )
+        return int(last or 0) + 1
+
+    def floor_seq(self, peer: str) -> int | None:
+        """The lowest sequence number of a message to ``peer`` not yet confirmed.
+
+        Everything below it is delivered or failed for good, so a receiver
+        need not wait for it. ``None`` when nothing is pending.
+        """
+        with self._op("read") as t:
+            value = (
+                t.select(pw.fn.MIN(t.c.seq))
+                .where(
+                    (t.c.peer == peer)
+                    & (t.c.direction == Direction.OUTGOING.value)
+                    & t.c.status.in_(_PENDING)
+                )
+                .scalar()
+            )
+        return None if value is None else int(value)
+
+    def set_request(self, msg_id: str, request_id: str) -> None:
+        """Record the transport request just written for an outgoing message."""
+        with self._op("update a message in") as t:
+            t.update(request_id=request_id, attempts=t.c.attempts + 1).where(
+                t.c.msg_id == msg_id
+            ).execute()
+
+    def outbox_requests(self) -> list[tuple[ChatMessage, str, str | None]]:
+        """``(message, peer, last request id)`` of every outgoing message not yet confirmed,
+        in send order."""
+        with self._op("read") as t:
+            query = (
+                t.select(*[getattr(t.c, c) for c in (*_READ_COLUMNS, "request_id")])
+                .where((t.c.direction == Direction.OUTGOING.value) & t.c.status.in_(_PENDING))
+                .order_by(t.c.id)
+            )
+            rows = list(query.dicts())
+        return [(self._to_message(r), r["peer"], r["request_id"]) for r in rows]
+
+    def unnotified(self) -> list[tuple[ChatMessage, str]]:
+        """Incoming ``(message, peer)`` whose listeners have not run yet, per peer in order."""
+        with self._op("read") as t:
+            query = (
+                self._select(t)
+                .where((t.c.direction == Direction.INCOMING.value) & (t.c.notified == 0))
+                .order_by(t.c.peer, t.c.seq, t.c.id)
+            )
+            rows = list(query.dicts())
+        return [(self._to_message(r), r["peer"]) for r in rows]
+
+    def mark_notified(self, msg_id: str) -> None:
+        """Record that listeners and bots were told about an incoming message."""
+        with self._op("update a message in") as t:
+            t.update(notified=1).where(t.c.msg_id == msg_id).execute()
+
+    def last_notified_seq(self, peer: str) -> int | None:
+        """The highest sequence number from ``peer`` already announced, if any."""
+        with self._op("read") as t:
+            value = (
+                t.select(pw.fn.MAX(t.c.seq))
+                .where(
+                    (t.c.peer == peer)
+                    & (t.c.direction == Direction.INCOMING.value)
+                    & (t.c.notified == 1)
+                )
+                .scalar()
+            )
+        return None if value is None else int(value)
+
+    def mark_read(self, msg_id: str) -> bool:
+        """Mark an incoming message read; returns whether it was unread."""
+        with self._op("update a message in") as t:
+            query = t.update(read_at=_fmt_ts(utcnow())).where(
+                (t.c.msg_id == msg_id)
+                & (t.c.direction == Direction.INCOMING.value)
+                & t.c.read_at.is_null()
+            )
+            return bool(self._db.execute(query).rowcount)
+
+    def record_failed(self, *, sender: str, reason: str, raw: bytes, msg_id: str | None) -> None:
+        """Keep a refused incoming request in ``failed_messages``, with its raw body."""
+        with self._op("record a refused message in"):
+            self._db.execute_sql(
+                "INSERT INTO failed_messages (received_at, sender, msg_id, reason, raw)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (_fmt_ts(utcnow()), sender, msg_id, reason, raw),
+            )
+
+    def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest refused incoming requests, newest first."""
+        with self._op("read"):
+            cursor = self._db.execute_sql(
+                "SELECT received_at, sender, msg_id, reason, raw FROM failed_messages"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            )
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def history(
         self,

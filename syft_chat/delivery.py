@@ -1,0 +1,369 @@
+"""The two delivery paths: outgoing (outbox, retries, confirmations) and incoming.
+
+Outgoing: a message is stored ``queued`` before anything is written for the
+transport; each attempt writes a fresh request (new id, new expiry) and
+withdraws the previous one; the answer to *any* attempt settles it
+(``delivered``, or ``failed`` for a refusal); transient answers (a request
+read half-synced, an expired request, a receiver that could not store) and
+silence lead to another attempt, with a doubling delay. All of it is in the
+database, so a restart resumes where it stopped.
+
+Incoming: authenticate, decode, check, accept, store (de-duplicated on
+``msg_id``), answer; announcing to listeners and bots happens afterwards, in
+the sender's order, off the serving thread (see ``conversations.py``).
+Refused requests are kept in ``failed_messages``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from .conversations import Conversations
+from .dispatch import HookDecisionError
+from .errors import DeliveryError, StorageError
+from .interfaces import IncomingRequest, Reply
+from .models import (
+    PROTOCOL_VERSION,
+    ChatMessage,
+    ChatResponse,
+    Direction,
+    Envelope,
+    MessageStatus,
+    describe_error,
+    utcnow,
+)
+from .outbox import Outbox
+
+if TYPE_CHECKING:
+    from .client import SyftChatClient
+
+__all__ = ["Incoming", "Outgoing"]
+
+log = logging.getLogger("syft_chat.delivery")
+
+_PENDING = (MessageStatus.QUEUED, MessageStatus.SENT)
+_TRANSIENT_CODES = {419, 425, 429, 500, 502, 503, 504}
+
+
+def _parse_json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")).encode())
+
+
+class Outgoing:
+    """Everything that happens to a message after ``send_message`` stored it."""
+
+    def __init__(self, client: SyftChatClient) -> None:
+        self.client = client
+        self.store = client.store
+        self.transport = client.transport
+        self.settings = client.settings
+        self._lock = threading.Lock()
+        self._seq_lock = threading.Lock()
+        self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
+        self._latest: dict[str, tuple[str, str]] = {}  # msg_id -> (peer, latest request id)
+        self._settled: dict[str, threading.Event] = {}
+        self.outbox = Outbox(
+            self._retry,
+            initial=self.settings.retry_initial,
+            maximum=self.settings.retry_max,
+            name=f"syft-chat-outbox[{client.email}]",
+        )
+
+    # ------------------------------------------------------------------ queueing
+
+    def queue(self, message: ChatMessage, peer: str) -> ChatMessage:
+        """Number and store a new outgoing message (status ``queued``)."""
+        with self._seq_lock:  # one sequence per conversation, no gaps, no repeats
+            numbered = message.model_copy(update={"seq": self.store.next_seq(peer)})
+            self.store.add(
+                numbered, direction=Direction.OUTGOING, peer=peer, status=MessageStatus.QUEUED
+            )
+        return numbered
+
+    def resume(self) -> None:
+        """At start: collect answers that arrived while we were away, resend the rest."""
+        rows = self.store.outbox_requests()
+        with self._lock:
+            for message, peer, request_id in rows:
+                if request_id:
+                    self._requests[request_id] = message.msg_id
+                    self._latest[message.msg_id] = (peer, request_id)
+        self.transport.resume(sorted({peer for _, peer, _ in rows}))
+        for message, _, _ in rows:
+            self.outbox.track(message.msg_id, delay=0)
+
+    # ------------------------------------------------------------------ attempts
+
+    def attempt(self, msg_id: str, peer: str) -> None:
+        """Write a request for the stored message ``msg_id`` (replacing any earlier one).
+
+        Raises :class:`DeliveryError` if a plugin refuses to encode it (the
+        message is then ``failed``) or the transport cannot write (retried).
+        """
+        message = self.store.get(msg_id)
+        if message is None or message.status not in _PENDING:
+            self.settle(msg_id)
+            return
+        envelope = Envelope.from_message(message, peer, floor=self.store.floor_seq(peer))
+        try:
+            body = self.client.hooks.encode_body(envelope, self.client)
+        except HookDecisionError as exc:
+            self.client._set_status(msg_id, MessageStatus.FAILED, str(exc))
+            self.settle(msg_id)
+            raise DeliveryError(f"not sent: {exc}", msg_id=msg_id) from exc
+        if body is None:
+            body = envelope.model_dump_json().encode()
+        request_id = str(uuid.uuid4())
+        with self._lock:
+            previous = self._latest.get(msg_id)
+            self._requests[request_id] = msg_id
+            self._latest[msg_id] = (peer, request_id)
+        if previous is not None:
+            self.transport.withdraw(peer, previous[1])
+        self.store.set_request(msg_id, request_id)
+        self.outbox.track(msg_id)  # the next attempt, unless an answer settles it first
+        try:
+            self.transport.send(
+                peer,
+                body,
+                request_id=request_id,
+                expires=utcnow() + timedelta(seconds=self.settings.request_expiry),
+            )
+        except Exception as exc:
+            log.warning("could not write a request for %s: %s (will retry)", msg_id, exc)
+            raise DeliveryError(f"could not write the request: {exc}", msg_id=msg_id) from exc
+        self.client._set_status(msg_id, MessageStatus.SENT)
+
+    def _retry(self, msg_id: str) -> None:
+        """Outbox thread: look for an answer, else send again."""
+        with self._lock:
+            latest = self._latest.get(msg_id)
+        message = self.store.get(msg_id)
+        if message is None or message.status not in _PENDING or self.client.closed:
+            self.settle(msg_id)
+            return
+        peer = latest[0] if latest else (message.recipient or "")
+        if latest is not None:
+            self.transport.poll_reply(peer, latest[1])
+            message = self.store.get(msg_id)
+            if message is None or message.status not in _PENDING:
+                return
+        with contextlib.suppress(DeliveryError):  # logged; a write error is retried
+            self.attempt(msg_id, peer)
+
+    # ------------------------------------------------------------------ answers
+
+    def on_reply(self, request_id: str, peer: str, reply: Reply) -> None:
+        """Transport thread: the answer to one of our requests (possibly an old attempt)."""
+        body = _parse_json(reply.body)
+        with self._lock:
+            msg_id = self._requests.get(request_id) or str(body.get("message_id") or "")
+            latest = self._latest.get(msg_id)
+        stored = self.store.get(msg_id) if msg_id else None
+        if stored is None or stored.recipient != peer or stored.sender != self.client.email:
+            log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
+            return
+        if reply.ok:
+            if self.client._set_status(msg_id, MessageStatus.DELIVERED):
+                response = self._response(body, msg_id)
+                self.client._notify(self.client.hooks.message_sent, stored, response, self.client)
+            self.settle(msg_id)
+        elif body.get("retry") or reply.status_code in _TRANSIENT_CODES:
+            if latest is not None and latest[1] == request_id:
+                log.info("transient answer for %s: %s; sending again", msg_id, body.get("error"))
+                self.outbox.track(msg_id, soon=True)
+        else:
+            error = str(body.get("error") or f"refused with status {reply.status_code}")
+            self.client._set_status(msg_id, MessageStatus.FAILED, error)
+            self.settle(msg_id)
+
+    @staticmethod
+    def _response(body: dict[str, Any], msg_id: str) -> ChatResponse:
+        try:
+            response = ChatResponse.model_validate(body)
+        except ValidationError:
+            return ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
+        return response.model_copy(update={"message_id": msg_id})
+
+    def settle(self, msg_id: str) -> None:
+        """The message is delivered or failed for good: stop tracking it, wake waiters."""
+        self.outbox.forget(msg_id)
+        with self._lock:
+            latest = self._latest.pop(msg_id, None)
+            for request_id in [r for r, m in self._requests.items() if m == msg_id]:
+                del self._requests[request_id]
+            event = self._settled.pop(msg_id, None)
+        del latest
+        if event is not None:
+            event.set()
+
+    def wait(self, msg_id: str, timeout: float) -> ChatMessage | None:
+        """Wait up to ``timeout`` s for ``msg_id`` to be settled; return it as stored."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            event = self._settled.setdefault(msg_id, threading.Event())
+        while True:
+            message = self.store.get(msg_id)
+            if message is None or message.status not in _PENDING or self.client.closed:
+                break
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                break
+            if event.wait(min(1.0, remaining)):
+                continue
+            with self._lock:  # safety net for a missed file event
+                latest = self._latest.get(msg_id)
+            if latest is not None:
+                self.transport.poll_reply(*latest)
+        with self._lock:
+            if self._settled.get(msg_id) is event and not event.is_set():
+                self._settled.pop(msg_id, None)
+        return self.store.get(msg_id)
+
+    def close(self) -> None:
+        self.outbox.close()
+        with self._lock:
+            events = list(self._settled.values())
+        for event in events:
+            event.set()
+
+
+class Incoming:
+    """The receive path: from an authenticated request to a stored, announced message."""
+
+    def __init__(self, client: SyftChatClient) -> None:
+        self.client = client
+        self.store = client.store
+        self.settings = client.settings
+        self._seen_peers: set[str] = set()
+        self._lock = threading.Lock()
+        self.conversations = Conversations(
+            client._announce,
+            lambda message: self.store.mark_notified(message.msg_id),
+            workers=self.settings.listener_threads,
+            gap_timeout=self.settings.order_gap_timeout,
+            name=f"syft-chat-listeners[{client.email}]",
+        )
+
+    def _know(self, peer: str) -> None:
+        """On first sight of ``peer`` in this process, continue its conversation's order."""
+        with self._lock:
+            if peer in self._seen_peers:
+                return
+            self._seen_peers.add(peer)
+        last = self.store.last_notified_seq(peer)
+        if last is not None:
+            self.conversations.expect(peer, last + 1)
+
+    def resume(self) -> None:
+        """At start: announce what was stored but not yet announced (e.g. after a crash)."""
+        for message, peer in self.store.unnotified():
+            self._know(peer)
+            self.conversations.submit(peer, message)
+
+    def reject(self, sender: str, reason: str, raw: bytes, msg_id: str | None = None) -> None:
+        """Keep a refused request in ``failed_messages`` and tell plugins."""
+        log.info("refused a message from %s: %s", sender, reason)
+        try:
+            self.store.record_failed(sender=sender, reason=reason, raw=raw, msg_id=msg_id)
+        except StorageError as exc:
+            log.error("could not record a refused message from %s: %s", sender, exc)
+        self.client.hooks.message_rejected(sender, reason, raw, self.client)
+
+    def _refuse(
+        self, request: IncomingRequest, code: int, reason: str, msg_id: str | None
+    ) -> Reply:
+        self.reject(request.sender, reason, request.body[: self.settings.max_request_bytes], msg_id)
+        answer = {"status": "rejected", "message_id": msg_id, "error": reason}
+        return Reply(code, json.dumps(answer).encode())
+
+    def on_request(self, request: IncomingRequest) -> Reply:
+        """Serving thread: decide, store, answer. Announcing happens later, elsewhere."""
+        client = self.client
+        try:
+            envelope = client.hooks.decode_body(request, client) or Envelope.model_validate_json(
+                request.body
+            )
+        except HookDecisionError as exc:
+            return self._refuse(request, 400, f"could not decode: {exc}", None)
+        except (ValidationError, ValueError) as exc:
+            return self._refuse(request, 400, f"malformed message: {describe_error(exc)}", None)
+        msg_id = envelope.msg_id
+        problem = self._check(request, envelope)
+        if problem is not None:
+            return self._refuse(request, problem[0], problem[1], msg_id)
+        message = envelope.to_message(status=MessageStatus.RECEIVED)
+        try:
+            refusal = client.hooks.accept_message(message, request.sender, client)
+        except HookDecisionError as exc:
+            refusal = str(exc)
+        if refusal:
+            return self._refuse(request, 403, f"refused: {refusal}", msg_id)
+        self._know(request.sender)
+        try:
+            inserted = self.store.add(
+                message,
+                direction=Direction.INCOMING,
+                peer=request.sender,
+                status=MessageStatus.RECEIVED,
+            )
+            if not inserted:
+                existing = self.store.get(msg_id)
+                if existing is None or existing.sender != request.sender:
+                    return self._refuse(
+                        request, 409, "msg_id already used by another message", msg_id
+                    )
+        except StorageError as exc:
+            log.error("could not store a message from %s: %s", request.sender, exc)
+            answer = {
+                "status": "error",
+                "message_id": msg_id,
+                "retry": True,
+                "error": "receiver could not store the message",
+            }
+            return Reply(503, json.dumps(answer).encode())
+        if inserted:
+            self.conversations.submit(request.sender, message, envelope.floor)
+        response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
+        return Reply(200, response.model_dump_json().encode())
+
+    def _check(self, request: IncomingRequest, envelope: Envelope) -> tuple[int, str] | None:
+        limits = self.settings
+        if envelope.v > PROTOCOL_VERSION:
+            return 400, f"unsupported envelope version {envelope.v}"
+        if envelope.sender != request.sender:
+            return 403, (
+                f"sender mismatch: message from {request.sender} "
+                f"claims to be from {envelope.sender}"
+            )
+        if envelope.recipient != self.client.email:
+            return 400, f"addressed to {envelope.recipient}, not {self.client.email}"
+        try:
+            size = len(envelope.content.encode("utf-8"))
+        except UnicodeEncodeError:
+            return 400, "content is not valid Unicode text"
+        if size > limits.max_content_bytes:
+            return 413, f"content is {size} bytes, over the {limits.max_content_bytes}-byte limit"
+        if _json_size(envelope.metadata) > limits.max_metadata_bytes:
+            return 413, "metadata over the size limit"
+        return None
+
+    def close(self) -> None:
+        self.conversations.close()

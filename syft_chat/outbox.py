@@ -1,0 +1,115 @@
+"""The retry schedule of unconfirmed outgoing messages.
+
+Every outgoing message is tracked from the moment its request is written
+until its recipient confirms it (or refuses it for good). When a message is
+due, the client looks for an answer and, if there is none, writes a fresh
+request (a new request id and expiry: this is also how a request's expiry is
+renewed). The delay doubles from ``retry_initial`` up to ``retry_max``. The
+thread sleeps until the next due time: an idle client with nothing pending
+uses no CPU.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["Outbox"]
+
+log = logging.getLogger("syft_chat.outbox")
+
+
+class Outbox:
+    """Calls ``retry(msg_id)`` for each tracked message when it is due."""
+
+    def __init__(
+        self,
+        retry: Callable[[str], None],
+        *,
+        initial: float,
+        maximum: float,
+        name: str = "syft-chat-outbox",
+    ) -> None:
+        self._retry = retry
+        self._initial = initial
+        self._maximum = maximum
+        self._cond = threading.Condition()
+        self._due: dict[str, float] = {}  # msg_id -> monotonic due time
+        self._delay: dict[str, float] = {}  # backoff after silence
+        self._soon: dict[str, float] = {}  # backoff after transient answers
+        self._heap: list[tuple[float, str]] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def track(self, msg_id: str, *, delay: float | None = None, soon: bool = False) -> None:
+        """(Re)schedule ``msg_id``: ``delay`` seconds from now, else the next backoff step.
+
+        ``soon`` is for a transient answer (the receiver asked for a resend):
+        its own backoff starts at half a second rather than ``initial``.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            if delay is None:
+                steps = self._soon if soon else self._delay
+                step = steps.get(msg_id)
+                first = min(0.5, self._initial) if soon else self._initial
+                delay = first if step is None else min(step * 2, self._maximum)
+                steps[msg_id] = delay
+            due = time.monotonic() + delay
+            self._due[msg_id] = due
+            heapq.heappush(self._heap, (due, msg_id))
+            self._cond.notify()
+
+    def forget(self, msg_id: str) -> None:
+        """Stop tracking ``msg_id`` (confirmed or failed for good)."""
+        with self._cond:
+            self._due.pop(msg_id, None)
+            self._delay.pop(msg_id, None)
+            self._soon.pop(msg_id, None)
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._due)
+
+    def _next_due(self) -> list[str]:
+        """Block until something is due (or closed); return the due msg_ids."""
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._heap and self._due.get(self._heap[0][1]) != self._heap[0][0]:
+                    heapq.heappop(self._heap)  # stale entry: rescheduled or forgotten
+                if self._heap and self._heap[0][0] <= now:
+                    due = []
+                    while self._heap and self._heap[0][0] <= now:
+                        when, msg_id = heapq.heappop(self._heap)
+                        if self._due.get(msg_id) == when:
+                            del self._due[msg_id]
+                            due.append(msg_id)
+                    return due
+                self._cond.wait(None if not self._heap else self._heap[0][0] - now)
+            return []
+
+    def _run(self) -> None:
+        while True:
+            due = self._next_due()
+            if self._closed:
+                return
+            for msg_id in due:
+                try:
+                    self._retry(msg_id)
+                except Exception:
+                    log.exception("retrying message %s failed; trying again later", msg_id)
+                    self.track(msg_id)
+
+    def close(self) -> None:
+        """Stop the thread. Idempotent. Pending messages stay in the database."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(5)
