@@ -56,3 +56,71 @@ def test_chat_round_trip_over_the_network(syftbox_network: SyftBoxNetwork, tmp_p
     finally:
         alice.close()
         bob.close()
+
+
+FAST = {"retry_initial": 3.0, "retry_max": 6.0}
+
+
+def test_hundred_concurrent_messages_none_lost_none_duplicated(
+    syftbox_network: SyftBoxNetwork, tmp_path: Path
+) -> None:
+    """The stock sync client writes downloads in place: half files must not lose or repeat."""
+    net = syftbox_network
+    alice = syft_chat.client(net.config_path(ALICE), db_path=tmp_path / "a.db", settings=FAST)
+    bob = syft_chat.client(net.config_path(BOB), db_path=tmp_path / "b.db", settings=FAST)
+    try:
+        got: list[str] = []
+        bob.add_message_listener(lambda m: got.append(m.content))
+        _wait(lambda: alice.list_available_users() == [BOB])
+        start = time.monotonic()
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def burst(k: int) -> None:
+            for i in range(25):
+                r = alice.send_message(BOB, f"t{k}-{i}", timeout=0)
+                with lock:
+                    ids.append(r.message_id)
+
+        threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for msg_id in ids:
+            alice.wait_for_delivery(msg_id, timeout=120)
+        took = time.monotonic() - start
+        _wait(lambda: len(got) >= 100, timeout=30)
+        time.sleep(2)
+        stored = bob.get_chat_history(limit=1000)
+        print(f"100 concurrent messages over the network: {took:.1f}s, {len(got)} announced")
+        assert len(ids) == 100
+        assert sorted(m.msg_id for m in stored) == sorted(ids)  # none lost, none twice
+        assert sorted(got) == sorted(f"t{k}-{i}" for k in range(4) for i in range(25))
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_recipient_offline_longer_than_request_expiry(
+    syftbox_network: SyftBoxNetwork, tmp_path: Path
+) -> None:
+    net = syftbox_network
+    settings = {**FAST, "request_expiry": 3}
+    alice = syft_chat.client(net.config_path(ALICE), db_path=tmp_path / "a.db", settings=settings)
+    bob = syft_chat.client(net.config_path(BOB), db_path=tmp_path / "b.db")
+    _wait(lambda: alice.list_available_users() == [BOB])
+    bob.close()
+    net.stop_client(BOB)  # bob's datasite is offline: nothing syncs to it
+    try:
+        response = alice.send_message(BOB, "while you were away", timeout=1)
+        assert response.status == "sent"
+        time.sleep(8)  # longer than a request lives
+        net.start_client(BOB)
+        bob = syft_chat.client(net.config_path(BOB), db_path=tmp_path / "b.db")
+        delivered = alice.wait_for_delivery(response.message_id, timeout=90)
+        assert delivered.status == "delivered"
+        _wait(lambda: [m.content for m in bob.get_chat_history()] == ["while you were away"])
+    finally:
+        alice.close()
+        bob.close()
