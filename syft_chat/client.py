@@ -355,7 +355,7 @@ class SyftChatClient:
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
         threaded = {"thread_id": thread_id or draft.msg_id, "recipient": recipient}
         message = self._outgoing.queue(draft.model_copy(update=threaded), recipient)
-        self._outgoing.attempt(message.msg_id, recipient)
+        self._outgoing.attempt(message.msg_id)
         stored = (
             self._outgoing.wait(message.msg_id, float(wait))
             if wait
@@ -397,8 +397,11 @@ class SyftChatClient:
         """Record a status change; announce it if something changed."""
         changed = self.store.set_status(msg_id, status, error=error)
         if changed:
-            self._notify(self.hooks.message_status_changed, msg_id, status, error, self)
+            self._notify_status(msg_id, status, error)
         return changed
+
+    def _notify_status(self, msg_id: str, status: MessageStatus, error: str | None) -> None:
+        self._notify(self.hooks.message_status_changed, msg_id, status, error, self)
 
     def _notify(self, fn: Callable[..., Any], *args: Any) -> None:
         self._notifier.submit(fn, *args)
@@ -476,7 +479,9 @@ class SyftChatClient:
                 continue
             extra.update({AUTO_REPLY_KEY: True, "syft_chat.bot": plugin})
             try:
-                self.send_message(message.sender, content, reply_to=message.msg_id, metadata=extra)
+                self.send_message(
+                    message.sender, content, reply_to=message.msg_id, metadata=extra, timeout=0
+                )
             except SyftChatError as exc:
                 log.warning("bot %s could not answer %s: %s", plugin, message.msg_id, exc)
                 self._record_failure(PluginFailure(plugin, "chat_reply_to", str(exc)))

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +67,22 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode())
 
 
+@dataclass
+class _Flight:
+    """What is known in memory about an unconfirmed outgoing message."""
+
+    message: ChatMessage
+    peer: str
+    request_id: str | None = None  # the latest attempt
+    settled: threading.Event = field(default_factory=threading.Event)
+
+
 class Outgoing:
-    """Everything that happens to a message after ``send_message`` stored it."""
+    """Everything that happens to a message after ``send_message`` stored it.
+
+    The database is the truth (a restart rebuilds everything from it); the
+    in-memory ``_flights`` only spare the hot path from reading it back.
+    """
 
     def __init__(self, client: SyftChatClient) -> None:
         self.client = client
@@ -75,10 +90,9 @@ class Outgoing:
         self.transport = client.transport
         self.settings = client.settings
         self._lock = threading.Lock()
-        self._seq_lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}  # msg_id -> flight, until settled
         self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
-        self._latest: dict[str, tuple[str, str]] = {}  # msg_id -> (peer, latest request id)
-        self._settled: dict[str, threading.Event] = {}
+        self._next_seq: dict[str, int] = {}  # peer -> next sequence number
         self.outbox = Outbox(
             self._retry,
             initial=self.settings.retry_initial,
@@ -90,11 +104,14 @@ class Outgoing:
 
     def queue(self, message: ChatMessage, peer: str) -> ChatMessage:
         """Number and store a new outgoing message (status ``queued``)."""
-        with self._seq_lock:  # one sequence per conversation, no gaps, no repeats
-            numbered = message.model_copy(update={"seq": self.store.next_seq(peer)})
+        with self._lock:  # one sequence per conversation, no gaps, no repeats
+            seq = self._next_seq.get(peer) or self.store.next_seq(peer)
+            numbered = message.model_copy(update={"seq": seq, "status": MessageStatus.QUEUED})
             self.store.add(
                 numbered, direction=Direction.OUTGOING, peer=peer, status=MessageStatus.QUEUED
             )
+            self._next_seq[peer] = seq + 1
+            self._flights[numbered.msg_id] = _Flight(numbered, peer)
         return numbered
 
     def resume(self) -> None:
@@ -102,26 +119,33 @@ class Outgoing:
         rows = self.store.outbox_requests()
         with self._lock:
             for message, peer, request_id in rows:
+                self._flights[message.msg_id] = _Flight(message, peer, request_id)
                 if request_id:
                     self._requests[request_id] = message.msg_id
-                    self._latest[message.msg_id] = (peer, request_id)
         self.transport.resume(sorted({peer for _, peer, _ in rows}))
         for message, _, _ in rows:
             self.outbox.track(message.msg_id, delay=0)
 
+    def _floor(self, peer: str) -> int | None:
+        """The lowest unconfirmed sequence number to ``peer`` (see ``Envelope.floor``)."""
+        seqs = [f.message.seq for f in self._flights.values() if f.peer == peer and f.message.seq]
+        return min(seqs) if seqs else None
+
     # ------------------------------------------------------------------ attempts
 
-    def attempt(self, msg_id: str, peer: str) -> None:
-        """Write a request for the stored message ``msg_id`` (replacing any earlier one).
+    def attempt(self, msg_id: str) -> None:
+        """Write a (new) request for the unconfirmed message ``msg_id``.
 
         Raises :class:`DeliveryError` if a plugin refuses to encode it (the
         message is then ``failed``) or the transport cannot write (retried).
         """
-        message = self.store.get(msg_id)
-        if message is None or message.status not in _PENDING:
-            self.settle(msg_id)
-            return
-        envelope = Envelope.from_message(message, peer, floor=self.store.floor_seq(peer))
+        with self._lock:
+            flight = self._flights.get(msg_id)
+            floor = self._floor(flight.peer) if flight is not None else None
+        if flight is None:
+            return  # settled meanwhile
+        peer = flight.peer
+        envelope = Envelope.from_message(flight.message, peer, floor=floor)
         try:
             body = self.client.hooks.encode_body(envelope, self.client)
         except HookDecisionError as exc:
@@ -132,12 +156,10 @@ class Outgoing:
             body = envelope.model_dump_json().encode()
         request_id = str(uuid.uuid4())
         with self._lock:
-            previous = self._latest.get(msg_id)
+            previous, flight.request_id = flight.request_id, request_id
             self._requests[request_id] = msg_id
-            self._latest[msg_id] = (peer, request_id)
         if previous is not None:
-            self.transport.withdraw(peer, previous[1])
-        self.store.set_request(msg_id, request_id)
+            self.transport.withdraw(peer, previous)
         self.outbox.track(msg_id)  # the next attempt, unless an answer settles it first
         try:
             self.transport.send(
@@ -149,24 +171,23 @@ class Outgoing:
         except Exception as exc:
             log.warning("could not write a request for %s: %s (will retry)", msg_id, exc)
             raise DeliveryError(f"could not write the request: {exc}", msg_id=msg_id) from exc
-        self.client._set_status(msg_id, MessageStatus.SENT)
+        if self.store.record_attempt(msg_id, request_id):  # queued -> sent
+            self.client._notify_status(msg_id, MessageStatus.SENT, None)
 
     def _retry(self, msg_id: str) -> None:
         """Outbox thread: look for an answer, else send again."""
         with self._lock:
-            latest = self._latest.get(msg_id)
+            flight = self._flights.get(msg_id)
+        if flight is None or self.client.closed:
+            return
+        if flight.request_id is not None:
+            self.transport.poll_reply(flight.peer, flight.request_id)
         message = self.store.get(msg_id)
-        if message is None or message.status not in _PENDING or self.client.closed:
+        if message is None or message.status not in _PENDING:
             self.settle(msg_id)
             return
-        peer = latest[0] if latest else (message.recipient or "")
-        if latest is not None:
-            self.transport.poll_reply(peer, latest[1])
-            message = self.store.get(msg_id)
-            if message is None or message.status not in _PENDING:
-                return
         with contextlib.suppress(DeliveryError):  # logged; a write error is retried
-            self.attempt(msg_id, peer)
+            self.attempt(msg_id)
 
     # ------------------------------------------------------------------ answers
 
@@ -175,18 +196,23 @@ class Outgoing:
         body = _parse_json(reply.body)
         with self._lock:
             msg_id = self._requests.get(request_id) or str(body.get("message_id") or "")
-            latest = self._latest.get(msg_id)
-        stored = self.store.get(msg_id) if msg_id else None
-        if stored is None or stored.recipient != peer or stored.sender != self.client.email:
+            flight = self._flights.get(msg_id)
+        if flight is not None:
+            message: ChatMessage | None = flight.message
+            latest = flight.request_id == request_id
+        else:  # a late answer for a message settled or from before a restart
+            message = self.store.get(msg_id) if msg_id else None
+            latest = False
+        if message is None or message.recipient != peer or message.sender != self.client.email:
             log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
             return
         if reply.ok:
             if self.client._set_status(msg_id, MessageStatus.DELIVERED):
                 response = self._response(body, msg_id)
-                self.client._notify(self.client.hooks.message_sent, stored, response, self.client)
+                self.client._notify(self.client.hooks.message_sent, message, response, self.client)
             self.settle(msg_id)
         elif body.get("retry") or reply.status_code in _TRANSIENT_CODES:
-            if latest is not None and latest[1] == request_id:
+            if latest:
                 log.info("transient answer for %s: %s; sending again", msg_id, body.get("error"))
                 self.outbox.track(msg_id, soon=True)
         else:
@@ -206,43 +232,33 @@ class Outgoing:
         """The message is delivered or failed for good: stop tracking it, wake waiters."""
         self.outbox.forget(msg_id)
         with self._lock:
-            latest = self._latest.pop(msg_id, None)
-            for request_id in [r for r, m in self._requests.items() if m == msg_id]:
-                del self._requests[request_id]
-            event = self._settled.pop(msg_id, None)
-        del latest
-        if event is not None:
-            event.set()
+            flight = self._flights.pop(msg_id, None)
+            if flight is not None:
+                for request_id in [r for r, m in self._requests.items() if m == msg_id]:
+                    del self._requests[request_id]
+        if flight is not None:
+            flight.settled.set()
 
     def wait(self, msg_id: str, timeout: float) -> ChatMessage | None:
         """Wait up to ``timeout`` s for ``msg_id`` to be settled; return it as stored."""
         end = time.monotonic() + timeout
         with self._lock:
-            event = self._settled.setdefault(msg_id, threading.Event())
-        while True:
-            message = self.store.get(msg_id)
-            if message is None or message.status not in _PENDING or self.client.closed:
-                break
+            flight = self._flights.get(msg_id)
+        while flight is not None and not self.client.closed:
             remaining = end - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or flight.settled.wait(min(1.0, remaining)):
                 break
-            if event.wait(min(1.0, remaining)):
-                continue
-            with self._lock:  # safety net for a missed file event
-                latest = self._latest.get(msg_id)
-            if latest is not None:
-                self.transport.poll_reply(*latest)
-        with self._lock:
-            if self._settled.get(msg_id) is event and not event.is_set():
-                self._settled.pop(msg_id, None)
+            request_id = flight.request_id  # safety net for a missed file event
+            if request_id is not None:
+                self.transport.poll_reply(flight.peer, request_id)
         return self.store.get(msg_id)
 
     def close(self) -> None:
         self.outbox.close()
         with self._lock:
-            events = list(self._settled.values())
-        for event in events:
-            event.set()
+            flights = list(self._flights.values())
+        for flight in flights:
+            flight.settled.set()
 
 
 class Incoming:

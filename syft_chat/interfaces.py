@@ -149,11 +149,9 @@ class MessageStore(Protocol):
     def next_seq(self, peer: str) -> int:
         """The next sequence number of an outgoing message to ``peer``."""
 
-    def floor_seq(self, peer: str) -> int | None:
-        """The lowest sequence number to ``peer`` not yet confirmed, or ``None``."""
-
-    def set_request(self, msg_id: str, request_id: str) -> None:
-        """Record the transport request last written for an outgoing message."""
+    def record_attempt(self, msg_id: str, request_id: str) -> bool:
+        """Record a request written for an outgoing message (``queued`` becomes ``sent``);
+        whether the status changed."""
 
     def outbox_requests(self) -> list[tuple[ChatMessage, str, str | None]]:
         """``(message, peer, last request id)`` for every unconfirmed outgoing message."""

@@ -524,7 +524,7 @@ def test_sequence_numbers_and_floor(store: SQLiteStore) -> None:
     store.set_status(ids[0], MessageStatus.DELIVERED)
     store.set_status(ids[1], MessageStatus.FAILED, error="refused")
     assert store.floor_seq(BOB) == 3
-    store.set_request(ids[2], "req-1")
+    assert store.record_attempt(ids[2], "req-1") is False  # already sent: only recorded
     [(msg, peer, request_id)] = store.outbox_requests()
     assert (msg.msg_id, peer, request_id) == (ids[2], BOB, "req-1")
 
@@ -534,3 +534,11 @@ def test_failed_messages_keep_reason_and_raw(store: SQLiteStore, db_path: Path) 
     [row] = store.failed_messages()
     assert row["reason"] == "sender mismatch" and row["raw"] == b"\x00raw"
     assert raw(db_path, "SELECT sender, msg_id FROM failed_messages") == [(BOB, "m9")]
+
+
+def test_record_attempt_moves_queued_to_sent_once(store: SQLiteStore, db_path: Path) -> None:
+    m = ChatMessage(sender=ME, content="x", recipient=BOB, seq=1)
+    store.add(m, direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.QUEUED)
+    assert store.record_attempt(m.msg_id, "r1") is True
+    assert store.record_attempt(m.msg_id, "r2") is False
+    assert raw(db_path, "SELECT status, request_id, attempts FROM messages") == [("sent", "r2", 2)]

@@ -190,9 +190,9 @@ def test_response_files_are_written_atomically(pair, monkeypatch):
     seen: list[str] = []
     real = fileio.atomic_write
 
-    def spy(path, data):
+    def spy(path, data, **kwargs):
         seen.append(path.suffix)
-        real(path, data)
+        real(path, data, **kwargs)
 
     monkeypatch.setattr(transport, "atomic_write", spy)
     alice.send_message(BOB, "atomic?")

@@ -172,6 +172,8 @@ class RpcTransport:
         self.app_name = context.app_name
         self.settings = context.settings
         self.my_endpoint = endpoint_dir(self.syft, self.app_name, self.email)
+        # temporary files live outside datasites/: unwatched, unsynced, same filesystem
+        self._tmp_dir = Path(self.syft.workspace.data_dir) / ".syft-chat" / "tmp"
         self._on_request: IncomingHandler | None = None
         self._on_reply: ReplyHandler | None = None
         self._on_reject: RejectHandler | None = None
@@ -205,6 +207,7 @@ class RpcTransport:
             return request  # pragma: no cover - only its signature is used, for the schema
 
         events.on_request("/" + ENDPOINT)(chat)
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
         self._events = events
         events.start()  # writes permissions, answers pending requests, starts the observer
         self._started = True
@@ -246,7 +249,11 @@ class RpcTransport:
             body=body,
             expires=expires,
         )
-        atomic_write(folder / f"{request_id}.request", request.model_dump_json().encode())
+        atomic_write(
+            folder / f"{request_id}.request",
+            request.model_dump_json().encode(),
+            tmp_dir=self._tmp_dir,
+        )
 
     def _watch_replies(self, peer: str, folder: Path) -> None:
         with self._lock:
@@ -427,7 +434,7 @@ class RpcTransport:
             fields["expires"] = request.expires
         response = SyftResponse(**fields)
         if path.exists():  # the sender may have withdrawn it meanwhile
-            atomic_write(response_path, response.model_dump_json().encode())
+            atomic_write(response_path, response.model_dump_json().encode(), tmp_dir=self._tmp_dir)
 
 
 @hookimpl

@@ -34,6 +34,7 @@ _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply
 _READ_COLUMNS = (*_SEED_COLUMNS, "recipient", "status", "seq", "peer", "error")
 _PENDING = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
 _FINAL = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
+_STATUSES = frozenset(s.value for s in MessageStatus)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _CREATE_MESSAGES = """
@@ -284,7 +285,7 @@ class SQLiteStore:
 
     @staticmethod
     def _to_message(row: dict[str, Any]) -> ChatMessage:
-        known = row["status"] in {s.value for s in MessageStatus}
+        known = row["status"] in _STATUSES
         return ChatMessage(
             msg_id=row["msg_id"],
             sender=row["sender"],
@@ -389,12 +390,24 @@ class SQLiteStore:
             )
         return None if value is None else int(value)
 
-    def set_request(self, msg_id: str, request_id: str) -> None:
-        """Record the transport request just written for an outgoing message."""
+    def record_attempt(self, msg_id: str, request_id: str) -> bool:
+        """Record a request written for an outgoing message; ``queued`` becomes ``sent``.
+
+        Returns whether the status changed (one statement in the usual case).
+        """
         with self._op("update a message in") as t:
+            sent = t.update(
+                request_id=request_id,
+                attempts=t.c.attempts + 1,
+                status=MessageStatus.SENT.value,
+                updated_at=_fmt_ts(utcnow()),
+            ).where((t.c.msg_id == msg_id) & (t.c.status == MessageStatus.QUEUED.value))
+            if self._db.execute(sent).rowcount:
+                return True
             t.update(request_id=request_id, attempts=t.c.attempts + 1).where(
                 t.c.msg_id == msg_id
             ).execute()
+            return False
 
     def outbox_requests(self) -> list[tuple[ChatMessage, str, str | None]]:
         """``(message, peer, last request id)`` of every outgoing message not yet confirmed,
