@@ -68,7 +68,10 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- ci-test -->")[1].split("<!-- /ci-test -->")[0]
     command = [line for line in block.splitlines() if line and not line.startswith("```")]
-    assert command == ['python -m pip install -e ".[dev]" && python -m pytest -q']
+    assert command == [
+        'python -m pip install -e ".[dev]" -e plugins/syft-chat-echo-bot'
+        " -e plugins/syft-chat-encryption && python -m pytest -q"
+    ]
     assert "ci-test" in (ROOT / ".ci" / "run").read_text()
 
 
