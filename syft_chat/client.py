@@ -16,6 +16,7 @@ from syft_core import Client as SyftClient
 
 from .delivery import Incoming, Outgoing
 from .dispatch import Hooks
+from .display import ChatHistory
 from .errors import (
     ClientClosedError,
     ConfigError,
@@ -510,13 +511,14 @@ class SyftChatClient:
         if with_user is not None and not isinstance(with_user, str):
             raise InvalidMessageError("with_user must be an email string")
         if limit == 0:
-            return []
-        return self.store.history(
+            return ChatHistory([], me=self.email)
+        messages = self.store.history(
             peer=with_user.strip() if with_user else None,
             limit=limit,
             since=to_utc(since) if since is not None else None,
             thread_id=thread_id,
         )
+        return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 
     def get_message(self, msg_id: str) -> ChatMessage | None:
         """One stored message (sent or received) by id, with its status."""

@@ -106,6 +106,12 @@ class ChatMessage(BaseModel):
     def __str__(self) -> str:
         return f"[{self.timestamp:%Y-%m-%d %H:%M:%S}] {self.sender}: {self.content}"
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: one chat bubble, every user string HTML-escaped."""
+        from .display import message_html
+
+        return message_html(self)
+
 
 class ChatResponse(BaseModel):
     """What ``send_message`` returns: the recipient's confirmation."""

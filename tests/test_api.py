@@ -226,3 +226,16 @@ def test_many_clients_many_threads(workspace):
     assert errors == []
     for c in clients.values():
         assert len(c.get_chat_history(limit=100)) == 20
+
+
+def test_history_and_messages_render_safely_in_notebooks(pair):
+    _, alice, bob = pair
+    alice.send_message(BOB, "<script>alert('x')</script> & <b>bold</b>")
+    history = bob.get_chat_history()
+    assert isinstance(history, list) and len(history) == 1
+    page = history._repr_html_()
+    bubble = history[0]._repr_html_()
+    for html in (page, bubble):
+        assert "<script>" not in html and "&lt;script&gt;" in html
+        assert "<b>bold</b>" not in html
+    assert ALICE in page

@@ -84,3 +84,36 @@ def test_demo_runs_and_cleans_up(tmp_path):
     folder = result.stdout.split("Local SyftBox workspace: ")[1].split()[0]
     assert not Path(folder).exists()
     assert time.monotonic() - start < 60
+
+
+def test_readme_quick_start_runs(tmp_path):
+    """The README's Quick start block, run as written against ~/.syftbox/config.json."""
+    import shutil
+
+    import syft_chat
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    configs = make_workspace(tmp_path / "ws", [ALICE, BOB])
+    home = tmp_path / "home"
+    (home / ".syftbox").mkdir(parents=True)
+    shutil.copy(configs[ALICE], home / ".syftbox" / "config.json")
+    bob = syft_chat.client(configs[BOB], db_path=tmp_path / "bob.db")
+    try:
+        env = {**_env(), "HOME": str(home)}
+        env.pop("SYFTBOX_CLIENT_CONFIG_PATH", None)
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr
+        assert f"['{BOB}']" in result.stdout
+        assert "delivered" in result.stdout
+        assert [m.content for m in bob.get_chat_history()][:1] == ["Hello from Alice!"]
+    finally:
+        bob.close()
