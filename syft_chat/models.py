@@ -97,6 +97,12 @@ class ChatMessage(BaseModel):
     status: MessageStatus | None = None
     seq: int | None = None
     error: str | None = None
+    #: ``message`` for chat messages; ``edit``, ``delete`` or ``reaction`` for the
+    #: messages that act on another one (named by ``target``)
+    kind: str = "message"
+    target: str | None = None
+    deleted: bool = False
+    edited_at: datetime | None = None
 
     @field_validator("timestamp")
     @classmethod

@@ -150,7 +150,9 @@ class ReadOnlyHistory:
         thread_id: str | None = None,
     ) -> list[ChatMessage]:
         """The newest ``limit`` matching messages, oldest first (like ``get_chat_history``)."""
-        where, params = ["1=1"], []
+        columns = {row[1] for row in self._query("PRAGMA table_info(messages)")}
+        # edits, deletions and reactions are delivery records, not history
+        where, params = ["kind = 'message'" if "kind" in columns else "1=1"], []
         if peer is not None:
             where.append("peer = ?")
             params.append(peer)

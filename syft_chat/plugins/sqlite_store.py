@@ -29,12 +29,16 @@ from ..models import ChatMessage, Direction, MessageStatus, to_utc, utcnow
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
-_READ_COLUMNS = (*_SEED_COLUMNS, "recipient", "status", "seq", "peer", "error")
+_READ_COLUMNS = (
+    *_SEED_COLUMNS,
+    *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
+)
 _PENDING = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
 _FINAL = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
 _STATUSES = frozenset(s.value for s in MessageStatus)
+MESSAGE_KIND = "message"
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _CREATE_MESSAGES = """
@@ -156,8 +160,89 @@ def _migrate_1_to_2(db: Any, owner: str) -> None:
     db.execute_sql("CREATE INDEX ix_failed_sender ON failed_messages (sender, received_at)")
 
 
+def _migrate_2_to_3(db: Any, owner: str) -> None:
+    """Conversations beyond one-to-one: message kinds, edits, reactions, search, contacts.
+
+    ``kind`` is ``message`` for chat messages; edits, deletions and reactions
+    are delivered as messages of their own kind naming their ``target``, and
+    keep their delivery record here too (history and search show only
+    ``kind = 'message'``). ``conversation`` is the peer's email for a
+    one-to-one conversation. The full-text index is kept in sync by triggers,
+    so it can never disagree with ``content`` (a deleted message's text leaves
+    both).
+    """
+    del owner
+    for column in (
+        "kind TEXT NOT NULL DEFAULT 'message'",
+        "target TEXT",  # the msg_id an edit / delete / reaction acts on
+        "conversation TEXT",
+        "deleted INTEGER NOT NULL DEFAULT 0",
+        "edited_at TEXT",
+    ):
+        db.execute_sql(f"ALTER TABLE messages ADD COLUMN {column}")
+    db.execute_sql("UPDATE messages SET conversation = peer")
+    db.execute_sql(
+        "CREATE INDEX ix_messages_conversation ON messages (conversation, kind, timestamp, id)"
+    )
+    db.execute_sql("CREATE INDEX ix_messages_target ON messages (target)")
+    db.execute_sql(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5("
+        " content, content='messages', content_rowid='id', tokenize='unicode61')"
+    )
+    db.execute_sql(
+        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages"
+        " WHEN new.kind = 'message' AND new.deleted = 0 BEGIN"
+        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END"
+    )
+    db.execute_sql(
+        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages"
+        " WHEN old.kind = 'message' AND old.deleted = 0 BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, content)"
+        " VALUES ('delete', old.id, old.content); END"
+    )
+    db.execute_sql(
+        "CREATE TRIGGER messages_fts_update_old AFTER UPDATE OF content, deleted ON messages"
+        " WHEN old.kind = 'message' AND old.deleted = 0 BEGIN"
+        " INSERT INTO messages_fts (messages_fts, rowid, content)"
+        " VALUES ('delete', old.id, old.content); END"
+    )
+    db.execute_sql(
+        "CREATE TRIGGER messages_fts_update_new AFTER UPDATE OF content, deleted ON messages"
+        " WHEN new.kind = 'message' AND new.deleted = 0 BEGIN"
+        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END"
+    )
+    db.execute_sql(
+        "INSERT INTO messages_fts (rowid, content)"
+        " SELECT id, content FROM messages WHERE kind = 'message' AND deleted = 0"
+    )
+    db.execute_sql(
+        "CREATE TABLE message_edits ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " msg_id TEXT NOT NULL,"  # the edited message
+        " content TEXT NOT NULL,"  # the text it had before this edit
+        " replaced_at TEXT NOT NULL,"
+        " edit_id TEXT)"  # the edit message that replaced it
+    )
+    db.execute_sql("CREATE INDEX ix_message_edits_msg ON message_edits (msg_id, id)")
+    db.execute_sql(
+        "CREATE TABLE reactions ("
+        " msg_id TEXT NOT NULL, user TEXT NOT NULL, emoji TEXT NOT NULL,"
+        " created_at TEXT NOT NULL, PRIMARY KEY (msg_id, user, emoji))"
+    )
+    db.execute_sql(
+        "CREATE TABLE contacts ("
+        " email TEXT PRIMARY KEY, status TEXT NOT NULL CHECK (status IN ('allowed', 'blocked')),"
+        " updated_at TEXT NOT NULL)"
+    )
+    db.execute_sql("CREATE TABLE chat_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
 #: ``_MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
-_MIGRATIONS: list[Callable[[Any, str], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+_MIGRATIONS: list[Callable[[Any, str], None]] = [
+    _migrate_0_to_1,
+    _migrate_1_to_2,
+    _migrate_2_to_3,
+]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
@@ -298,6 +383,10 @@ class SQLiteStore:
             status=MessageStatus(row["status"]) if known else None,
             seq=row["seq"],
             error=row["error"],
+            kind=row["kind"],
+            target=row["target"],
+            deleted=bool(row["deleted"]),
+            edited_at=_parse_ts(row["edited_at"]) if row["edited_at"] else None,
         )
 
     def add(
@@ -333,6 +422,9 @@ class SQLiteStore:
                 updated_at=_fmt_ts(utcnow()),
                 seq=message.seq,
                 notified=0 if direction is Direction.INCOMING else 1,
+                kind=message.kind,
+                target=message.target,
+                conversation=peer,
             ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
             return bool(self._db.execute(query).rowcount == 1)
 
@@ -498,7 +590,7 @@ class SQLiteStore:
         if limit <= 0:
             return []
         with self._op("read") as t:
-            query = self._select(t)
+            query = self._select(t).where(t.c.kind == MESSAGE_KIND)
             if peer is not None:
                 query = query.where(t.c.peer == peer)
             if since is not None:
