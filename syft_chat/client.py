@@ -14,6 +14,7 @@ from typing import Any
 
 from syft_core import Client as SyftClient
 
+from .actions import ClientActions, change_of
 from .delivery import Incoming, Outgoing
 from .dispatch import Hooks
 from .display import ChatHistory
@@ -96,7 +97,7 @@ def _json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":")).encode())
 
 
-class SyftChatClient:
+class SyftChatClient(ClientActions):
     """A chat participant: sends, receives, stores and serves for one datasite.
 
     :param config_path: SyftBox config file; ``None`` looks where syft-core
@@ -147,6 +148,7 @@ class SyftChatClient:
         self.hooks = Hooks(pm, self._record_failure)
         self._listeners: dict[int, _ListenerPlugin] = {}
         self._status_listeners: dict[int, _StatusPlugin] = {}
+        self._change_listeners: dict[int, object] = {}
         self._started = False
         for plugin in plugins:
             self.register_plugin(plugin)
@@ -463,8 +465,12 @@ class SyftChatClient:
     def _announce(self, message: ChatMessage) -> None:
         """Tell listeners and plugins about a new message, then let bots answer.
 
-        Runs on the listener thread.
+        Runs on the listener thread. An edit, deletion or reaction is
+        announced as a change of the message it names (``chat_message_changed``).
         """
+        if message.kind != "message":
+            self._announce_change(message)
+            return
         self.hooks.message_received(message, self)
         if is_auto_reply(message) or self._closed:
             return  # bots never answer automatic replies: no bot-to-bot loops
@@ -486,6 +492,16 @@ class SyftChatClient:
             except SyftChatError as exc:
                 log.warning("bot %s could not answer %s: %s", plugin, message.msg_id, exc)
                 self._record_failure(PluginFailure(plugin, "chat_reply_to", str(exc)))
+
+    def _announce_change(self, action: ChatMessage) -> None:
+        stored = self.store.get(action.msg_id)
+        target = self.store.get(action.target or "")
+        if stored is None or stored.error or target is None:
+            return  # refused, or its message never arrived
+        target = target.model_copy(
+            update={"reactions": self.store.reactions([target.msg_id]).get(target.msg_id, {})}
+        )
+        self.hooks.message_changed(target, change_of(action), action.sender, self)
 
     # ------------------------------------------------------------------ reading
 

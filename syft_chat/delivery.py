@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from .actions import authorize
 from .conversations import Conversations
 from .dispatch import HookDecisionError
 from .errors import DeliveryError, StorageError
@@ -332,6 +333,12 @@ class Incoming:
             refusal = str(exc)
         if refusal:
             return self._refuse(request, 403, f"refused: {refusal}", msg_id)
+        target = None
+        if message.kind != "message":
+            target = self.store.get(message.target or "")
+            problem = self._check_action(message, target, request.sender)
+            if problem is not None:
+                return self._refuse(request, problem[0], problem[1], msg_id)
         self._know(request.sender)
         try:
             inserted = self.store.add(
@@ -346,6 +353,11 @@ class Incoming:
                     return self._refuse(
                         request, 409, "msg_id already used by another message", msg_id
                     )
+            elif message.kind != "message":
+                if target is not None:  # else it waits for its target to arrive
+                    self.store.apply_action(message, request.sender)
+            else:
+                self._apply_waiting(message)
         except StorageError as exc:
             log.error("could not store a message from %s: %s", request.sender, exc)
             answer = {
@@ -359,6 +371,28 @@ class Incoming:
             self.conversations.submit(request.sender, message, envelope.floor)
         response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
         return Reply(200, response.model_dump_json().encode())
+
+    def _check_action(
+        self, action: ChatMessage, target: ChatMessage | None, actor: str
+    ) -> tuple[int, str] | None:
+        if not action.target:
+            return 400, f"a {action.kind} must name the message it acts on"
+        if action.kind == "reaction" and not 0 < len(action.content.strip()) <= 32:
+            return 400, "a reaction is 1 to 32 characters"
+        if target is None:
+            return None  # not here yet: checked when it arrives
+        problem = authorize(action, target, actor, self.client.email)
+        return None if problem is None else (403, problem)
+
+    def _apply_waiting(self, message: ChatMessage) -> None:
+        """Apply the edits / deletions / reactions that arrived before ``message``."""
+        for action in self.store.waiting_actions(message.msg_id):
+            problem = self._check_action(action, message, action.sender)
+            if problem is None:
+                self.store.apply_action(action, action.sender)
+            else:
+                self.store.refuse_action(action.msg_id, problem[1])
+                self.reject(action.sender, problem[1], b"", action.msg_id)
 
     def _check(self, request: IncomingRequest, envelope: Envelope) -> tuple[int, str] | None:
         limits = self.settings

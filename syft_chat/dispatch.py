@@ -175,6 +175,13 @@ class Hooks:
             "chat_message_status_changed", msg_id=msg_id, status=status, error=error, client=client
         )
 
+    def message_changed(
+        self, message: ChatMessage, change: str, actor: str, client: SyftChatClient
+    ) -> None:
+        self._each(
+            "chat_message_changed", message=message, change=change, actor=actor, client=client
+        )
+
     def message_read(self, message: ChatMessage, client: SyftChatClient) -> None:
         self._each("chat_message_read", message=message, client=client)
 

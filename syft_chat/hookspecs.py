@@ -201,6 +201,27 @@ def chat_message_received(message: ChatMessage, client: SyftChatClient) -> None:
 
 
 @hookspec
+def chat_message_changed(
+    message: ChatMessage, change: str, actor: str, client: SyftChatClient
+) -> None:
+    """A stored message was edited, deleted, or its reactions changed.
+
+    :param message: the message as it is stored now (a deleted one has empty
+        ``content`` and ``deleted=True``; ``reactions`` is filled in).
+    :param change: ``"edited"``, ``"deleted"``, ``"reaction_added"`` or
+        ``"reaction_removed"``.
+    :param actor: the transport-authenticated datasite that made the change.
+    :param client: the receiving client.
+
+    Called once per change made by another datasite, in that datasite's
+    order, on the client's listener thread for the conversation (like
+    ``chat_message_received``, which is never called for changes, so a
+    seed-style listener keeps seeing only new messages). Notification: a
+    raising implementation is recorded and the others are still called.
+    """
+
+
+@hookspec
 def chat_message_sent(message: ChatMessage, response: ChatResponse, client: SyftChatClient) -> None:
     """An outgoing message was confirmed by its recipient.
 

@@ -168,6 +168,23 @@ class MessageStore(Protocol):
     def mark_read(self, msg_id: str) -> bool:
         """Mark an incoming message read; whether it was unread."""
 
+    # edits, deletions, reactions
+
+    def apply_action(self, action: ChatMessage, actor: str) -> str | None:
+        """Apply an edit / delete / reaction to its target; what changed, if anything."""
+
+    def waiting_actions(self, target: str) -> list[ChatMessage]:
+        """Incoming actions stored before their target arrived."""
+
+    def refuse_action(self, msg_id: str, reason: str) -> None:
+        """Settle an incoming action that may not be applied."""
+
+    def edits(self, msg_id: str) -> list[dict[str, Any]]:
+        """Earlier versions of a message, oldest first."""
+
+    def reactions(self, msg_ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        """``{msg_id: {emoji: [users]}}``."""
+
     def record_failed(self, *, sender: str, reason: str, raw: bytes, msg_id: str | None) -> None:
         """Keep a refused incoming request, with the reason and its raw body."""
 

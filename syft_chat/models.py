@@ -103,6 +103,8 @@ class ChatMessage(BaseModel):
     target: str | None = None
     deleted: bool = False
     edited_at: datetime | None = None
+    #: ``{emoji: [users...]}``, filled in by ``get_chat_history``
+    reactions: dict[str, list[str]] = Field(default_factory=dict)
 
     @field_validator("timestamp")
     @classmethod
@@ -137,14 +139,18 @@ class ChatResponse(BaseModel):
 class Envelope(BaseModel):
     """The JSON body of a chat request on the wire (inside syft-rpc's request file).
 
-    ``kind`` leaves room for message kinds other than plain text; version 1
-    receivers accept only ``"message"``.
+    ``kind`` is ``"message"`` for a chat message; ``"edit"``, ``"delete"`` and
+    ``"reaction"`` act on the message named by ``target`` (an edit's
+    ``content`` is the new text, a reaction's the emoji, with
+    ``metadata["op"]`` ``"add"`` or ``"remove"``).
     """
 
     model_config = ConfigDict(extra="ignore")
 
     v: int = PROTOCOL_VERSION
-    kind: Literal["message"] = "message"
+    kind: Literal["message", "edit", "delete", "reaction"] = "message"
+    #: the msg_id an edit / delete / reaction acts on
+    target: str | None = Field(default=None, max_length=128)
     msg_id: str = Field(min_length=1, max_length=128)
     sender: str = Field(min_length=3, max_length=320)
     recipient: str = Field(min_length=3, max_length=320)
@@ -179,6 +185,8 @@ class Envelope(BaseModel):
             metadata=message.metadata,
             seq=message.seq,
             floor=floor,
+            kind=message.kind,  # type: ignore[arg-type]  # validated by pydantic
+            target=message.target,
         )
 
     def to_message(self, status: MessageStatus | None = None) -> ChatMessage:
@@ -193,6 +201,8 @@ class Envelope(BaseModel):
             recipient=self.recipient,
             status=status,
             seq=self.seq,
+            kind=self.kind,
+            target=self.target,
         )
 
 

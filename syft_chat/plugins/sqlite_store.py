@@ -178,13 +178,14 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         "conversation TEXT",
         "deleted INTEGER NOT NULL DEFAULT 0",
         "edited_at TEXT",
+        "applied INTEGER NOT NULL DEFAULT 1",  # incoming edit/delete/reaction: 0 = waiting
     ):
         db.execute_sql(f"ALTER TABLE messages ADD COLUMN {column}")
     db.execute_sql("UPDATE messages SET conversation = peer")
     db.execute_sql(
         "CREATE INDEX ix_messages_conversation ON messages (conversation, kind, timestamp, id)"
     )
-    db.execute_sql("CREATE INDEX ix_messages_target ON messages (target)")
+    db.execute_sql("CREATE INDEX ix_messages_target ON messages (target, applied)")
     db.execute_sql(
         "CREATE VIRTUAL TABLE messages_fts USING fts5("
         " content, content='messages', content_rowid='id', tokenize='unicode61')"
@@ -425,6 +426,8 @@ class SQLiteStore:
                 kind=message.kind,
                 target=message.target,
                 conversation=peer,
+                # an incoming edit / delete / reaction waits to be applied
+                applied=int(direction is Direction.OUTGOING or message.kind == MESSAGE_KIND),
             ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
             return bool(self._db.execute(query).rowcount == 1)
 
@@ -543,6 +546,110 @@ class SQLiteStore:
             )
         return None if value is None else int(value)
 
+    # ------------------------------------------------------------------ edits, deletions, reactions
+
+    def waiting_actions(self, target: str) -> list[ChatMessage]:
+        """Incoming actions on ``target`` not applied yet (it had not arrived), in order."""
+        with self._op("read") as t:
+            query = (
+                self._select(t)
+                .where((t.c.target == target) & (t.c.applied == 0))
+                .order_by(t.c.seq, t.c.id)
+            )
+            rows = list(query.dicts())
+        return [self._to_message(row) for row in rows]
+
+    def apply_action(self, action: ChatMessage, actor: str) -> str | None:
+        """Apply an edit / delete / reaction to its target, in one transaction.
+
+        Returns what changed (``edited``, ``deleted``, ``reaction_added``,
+        ``reaction_removed``) or ``None`` if nothing did (a duplicate reaction,
+        an edit of a deleted message). The caller has checked who may do it.
+        """
+        now = _fmt_ts(utcnow())
+        target = action.target
+        with self._op("update a message in") as t, self._db.atomic():
+            row = t.select(t.c.content, t.c.deleted).where(t.c.msg_id == target).dicts().first()
+            change: str | None = None
+            if row is None:
+                return None
+            if action.kind == "edit" and not row["deleted"]:
+                self._db.execute_sql(
+                    "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id)"
+                    " VALUES (?, ?, ?, ?)",
+                    (target, row["content"], now, action.msg_id),
+                )
+                t.update(content=action.content, edited_at=_fmt_ts(action.timestamp)).where(
+                    t.c.msg_id == target
+                ).execute()
+                change = "edited"
+            elif action.kind == "delete" and not row["deleted"]:
+                t.update(content="", deleted=1, edited_at=_fmt_ts(action.timestamp)).where(
+                    t.c.msg_id == target
+                ).execute()
+                self._db.execute_sql(
+                    "UPDATE message_edits SET content = '' WHERE msg_id = ?", (target,)
+                )
+                self._db.execute_sql("DELETE FROM reactions WHERE msg_id = ?", (target,))
+                change = "deleted"
+            elif action.kind == "reaction" and not row["deleted"]:
+                if action.metadata.get("op") == "remove":
+                    cursor = self._db.execute_sql(
+                        "DELETE FROM reactions WHERE msg_id = ? AND user = ? AND emoji = ?",
+                        (target, actor, action.content),
+                    )
+                    change = "reaction_removed" if cursor.rowcount else None
+                else:
+                    cursor = self._db.execute_sql(
+                        "INSERT INTO reactions (msg_id, user, emoji, created_at)"
+                        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        (target, actor, action.content, now),
+                    )
+                    change = "reaction_added" if cursor.rowcount else None
+            # an action that changed nothing (a repeated reaction) is not announced
+            t.update(applied=1, error=None if change else "changed nothing").where(
+                t.c.msg_id == action.msg_id
+            ).execute()
+            return change
+
+    def refuse_action(self, msg_id: str, reason: str) -> None:
+        """Settle an incoming action that may not be applied after all."""
+        with self._op("update a message in") as t:
+            t.update(applied=1, status=MessageStatus.FAILED.value, error=reason).where(
+                t.c.msg_id == msg_id
+            ).execute()
+
+    def edits(self, msg_id: str) -> list[dict[str, Any]]:
+        """Earlier versions of a message, oldest first (content erased if it was deleted)."""
+        with self._op("read"):
+            cursor = self._db.execute_sql(
+                "SELECT content, replaced_at, edit_id FROM message_edits"
+                " WHERE msg_id = ? ORDER BY id",
+                (msg_id,),
+            )
+            return [
+                {"content": c, "replaced_at": _parse_ts(r), "edit_id": e}
+                for c, r, e in cursor.fetchall()
+            ]
+
+    def reactions(self, msg_ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        """``{msg_id: {emoji: [users...]}}`` for the given messages."""
+        if not msg_ids:
+            return {}
+        found: dict[str, dict[str, list[str]]] = {}
+        with self._op("read"):
+            for start in range(0, len(msg_ids), 500):
+                chunk = msg_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                cursor = self._db.execute_sql(
+                    f"SELECT msg_id, emoji, user FROM reactions WHERE msg_id IN ({marks})"
+                    " ORDER BY created_at, user",
+                    chunk,
+                )
+                for msg_id, emoji, user in cursor.fetchall():
+                    found.setdefault(msg_id, {}).setdefault(emoji, []).append(user)
+        return found
+
     def mark_read(self, msg_id: str) -> bool:
         """Mark an incoming message read; returns whether it was unread."""
         with self._op("update a message in") as t:
@@ -599,7 +706,16 @@ class SQLiteStore:
                 query = query.where(t.c.thread_id == thread_id)
             query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(limit)
             rows = list(query.dicts())
-        return [self._to_message(row) for row in reversed(rows)]
+        return self._with_reactions([self._to_message(row) for row in reversed(rows)])
+
+    def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        found = self.reactions([m.msg_id for m in messages])
+        if not found:
+            return messages
+        return [
+            m.model_copy(update={"reactions": found[m.msg_id]}) if m.msg_id in found else m
+            for m in messages
+        ]
 
     def outbox(self) -> list[ChatMessage]:
         """Outgoing messages still ``queued`` or ``sent``, oldest first."""
