@@ -16,6 +16,7 @@ from .errors import (
     InvalidMessageError,
     MessageRejectedError,
     PluginError,
+    RefuseMessage,
     StorageError,
     SyftChatError,
     UnknownRecipientError,
@@ -24,6 +25,7 @@ from .hookspecs import hookimpl
 from .manager import PluginFailure
 from .models import ChatMessage, ChatResponse, Direction, MessageStatus
 from .settings import ChatSettings
+from .views import Conversation, HistoryPage, SearchHit
 
 __version__ = "0.1.0"
 
@@ -33,14 +35,18 @@ __all__ = [
     "ChatSettings",
     "ClientClosedError",
     "ConfigError",
+    "Conversation",
     "DeliveryError",
     "DeliveryTimeoutError",
     "Direction",
+    "HistoryPage",
     "InvalidMessageError",
     "MessageRejectedError",
     "MessageStatus",
     "PluginError",
     "PluginFailure",
+    "RefuseMessage",
+    "SearchHit",
     "StorageError",
     "SyftChatClient",
     "SyftChatError",

@@ -1,9 +1,10 @@
 """The ``syft-chat`` command line (click).
 
-Commands that only read (``history``, ``thread``, ``status``) open the SQLite
-file read-only and never start a client, so they are fast and never touch the
-workspace. Commands that talk to other datasites (``send``, ``users``,
-``tail``, ``serve``) start a :class:`~syft_chat.SyftChatClient`.
+Commands that only read (``history``, ``thread``, ``status``, ``search``,
+``conversations``) open the SQLite file read-only and never start a client, so
+they are fast and never touch the workspace. Commands that talk to other
+datasites (``send``, ``users``, ``tail``, ``serve``) start a
+:class:`~syft_chat.SyftChatClient`.
 
 Output for people goes to stdout (aligned, coloured on a terminal, plain when
 piped or when ``NO_COLOR`` is set); progress notes go to stderr; ``--json``
@@ -33,6 +34,7 @@ import click
 from click.core import ParameterSource
 
 from .client import SyftChatClient
+from .display import printable
 from .errors import (
     ConfigError,
     SyftChatError,
@@ -41,6 +43,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .models import ChatMessage, to_utc
 from .readonly import ReadOnlyHistory
+from .views import Conversation, SearchHit
 
 __all__ = ["DEFAULT_APP", "cli", "default_db_path", "main", "parse_since"]
 
@@ -464,7 +467,9 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
     if as_json:
         env.json(found.as_json())
         return
-    m = found.message
+    from .display import printable_message
+
+    m = printable_message(found.message)  # a peer's text is never passed to the terminal raw
     state = m.status.value if m.status else "unknown"
     from .display import STATUS_COLOURS as colour
 
@@ -484,10 +489,131 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
     if m.reply_to:
         rows.append(("reply to", m.reply_to))
     if found.error:
-        rows.append(("error", click.style(found.error, fg="red")))
+        rows.append(("error", click.style(printable(found.error), fg="red")))
     rows.append(("content", m.content))
     for label, value in rows:
         env.out(f"{click.style(label.ljust(8), dim=True)}  {value}")
+
+
+_MARK = ("\x02", "\x03")  # around each match in a snippet, for the terminal
+
+
+def _styled_snippet(snippet: str, color: bool) -> str:
+    """A search snippet with its matches in bold (or in [brackets] without colour)."""
+    out, rest = [], snippet
+    while _MARK[0] in rest:
+        before, _, rest = rest.partition(_MARK[0])
+        match, _, rest = rest.partition(_MARK[1])
+        match = printable(match)  # a peer's text is never passed to the terminal raw
+        out.append(
+            printable(before)
+            + (click.style(match, fg="yellow", bold=True) if color else f"[{match}]")
+        )
+    return "".join(out) + printable(rest)
+
+
+@cli.command()
+@click.argument("query", nargs=-1, required=True, metavar="QUERY...")
+@click.option("--with", "with_user", metavar="EMAIL", help="Only the conversation with EMAIL.")
+@click.option("--thread", "thread_id", metavar="ID", help="Only this thread.")
+@click.option(
+    "--since", metavar="WHEN", callback=_since_option, help="Only messages since WHEN (as history)."
+)
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1, max=10_000),
+    metavar="N",
+    default=20,
+    show_default=True,
+    help="At most this many (the best matches).",
+)
+@click.option("--raw", is_flag=True, help='QUERY is FTS5 syntax: "a phrase", a OR b, NOT, NEAR().')
+@_json_option
+@pass_env
+def search(
+    env: Env,
+    query: tuple[str, ...],
+    with_user: str | None,
+    thread_id: str | None,
+    since: datetime | None,
+    limit: int,
+    raw: bool,
+    as_json: bool,
+) -> None:
+    """Full-text search of stored messages, best matches first (read-only).
+
+    Every word of QUERY must occur (any order; case and accents ignored); word*
+    matches a prefix. Deleted messages are never found; edited ones by their
+    current text.
+    """
+    from .display import format_messages
+
+    text = " ".join(query)
+    with env.reader() as (reader, me):
+        if not reader.exists:
+            hits: list[SearchHit] = []
+            env.note(f"no messages yet (no database at {reader.path})")
+        else:
+            hits = reader.search(
+                text,
+                conversation=with_user.strip() if with_user else None,
+                thread_id=thread_id,
+                since=since,
+                limit=limit,
+                raw=raw,
+                highlight=("[", "]") if as_json else _MARK,
+            )
+    if as_json:
+        env.json([hit.model_dump(mode="json") for hit in hits])
+        return
+    if not hits and reader.exists:
+        env.note("no messages match")
+    color = env.color if env.color is not None else sys.stdout.isatty()
+    shown = [
+        h.message.model_copy(update={"content": _styled_snippet(h.snippet, color)}) for h in hits
+    ]
+    for line in format_messages(shown, me=me, content_is_printable=True):
+        env.out(line)
+
+
+@cli.command()
+@_json_option
+@pass_env
+def conversations(env: Env, as_json: bool) -> None:
+    """List conversations, most recent first, with unread counts (read-only)."""
+    from .display import local_time
+
+    with env.reader() as (reader, me):
+        if not reader.exists:
+            found: list[Conversation] = []
+            env.note(f"no conversations yet (no database at {reader.path})")
+        else:
+            found = reader.conversations()
+    if as_json:
+        env.json([c.model_dump(mode="json") for c in found])
+        return
+    width = max((len(c.conversation_id) for c in found), default=0)
+    unread_width = max((len(f"{c.unread} unread") for c in found if c.unread), default=0)
+    for c in found:
+        when = local_time(c.updated_at) if c.updated_at else " " * 19
+        name = click.style(
+            printable(c.conversation_id).ljust(width), fg="cyan", bold=bool(c.unread)
+        )
+        count = f"{c.unread} unread" if c.unread else ""
+        unread = click.style(count.ljust(unread_width), fg="yellow", bold=True)
+        last = c.last_message
+        if last is None:
+            preview = ""
+        else:
+            body = "(deleted)" if last.deleted else " ".join(last.content.split())
+            if last.sender == me:
+                who = "you: "
+            else:  # a one-to-one conversation is named by the sender already
+                who = "" if last.sender == c.peer else f"{last.sender}: "
+            preview = printable(f"{who}{body[:60]}{'…' if len(body) > 60 else ''}")
+        line = f"{click.style(when, dim=True)}  {name}  {unread + '  ' if unread_width else ''}"
+        env.out(f"{line}{preview}".rstrip())
 
 
 # --------------------------------------------------------------------------- online

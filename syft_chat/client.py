@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import re
 import threading
@@ -15,7 +15,8 @@ from typing import Any
 from syft_core import Client as SyftClient
 
 from .actions import ClientActions, change_of
-from .delivery import Incoming, Outgoing
+from .contacts import ClientContacts
+from .delivery import Incoming, Outgoing, _json_size
 from .dispatch import Hooks
 from .display import ChatHistory
 from .errors import (
@@ -41,6 +42,7 @@ from .models import (
 )
 from .notifier import Notifier
 from .settings import ChatSettings
+from .views import ClientViews
 
 __all__ = ["SyftChatClient", "client"]
 
@@ -93,11 +95,7 @@ def _load_syft_client(config_path: str | os.PathLike[str] | None) -> SyftClient:
         ) from exc
 
 
-def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")).encode())
-
-
-class SyftChatClient(ClientActions):
+class SyftChatClient(ClientActions, ClientContacts, ClientViews):
     """A chat participant: sends, receives, stores and serves for one datasite.
 
     :param config_path: SyftBox config file; ``None`` looks where syft-core
@@ -139,6 +137,8 @@ class SyftChatClient(ClientActions):
         )
         self.syft = _load_syft_client(config_path)
         self.email = str(self.syft.email)
+        if not _EMAIL.match(self.email):
+            raise ConfigError(f"the SyftBox config's email {self.email!r} is not a datasite email")
         self.db_path = Path(db_path).expanduser()
         self.plugin_failures: list[PluginFailure] = []
         self._failures_lock = threading.Lock()
@@ -169,6 +169,10 @@ class SyftChatClient(ClientActions):
                 "transport", transport, self.hooks.register_transports(), context
             )
             self._closed = False
+            self._policy = self.store.contact_policy()
+            update_access = getattr(self.transport, "update_access", None)
+            if update_access is not None:
+                update_access(self._policy)  # permission files reflect the policy from the start
             self._outgoing = Outgoing(self)
             self._incoming = Incoming(self)
             self._incoming.resume()  # announce what a crash left unannounced
@@ -281,6 +285,8 @@ class SyftChatClient(ClientActions):
             return {}
         if not isinstance(metadata, dict):
             raise InvalidMessageError(f"metadata must be a dict, got {type(metadata).__name__}")
+        if not all(isinstance(key, str) for key in metadata):
+            raise InvalidMessageError("metadata keys must be strings")
         try:
             size = _json_size(metadata)
         except (TypeError, ValueError) as exc:
@@ -352,7 +358,12 @@ class SyftChatClient(ClientActions):
         meta = self._validate_metadata(metadata)
         thread_id, reply_to = self._resolve_thread(thread_id, reply_to)
         wait = self.settings.send_timeout if timeout is None else timeout
-        if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
+        if (
+            not isinstance(wait, (int, float))
+            or isinstance(wait, bool)
+            or not math.isfinite(wait)
+            or wait < 0
+        ):
             raise InvalidMessageError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
 
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
@@ -455,6 +466,8 @@ class SyftChatClient(ClientActions):
     def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
         """Incoming requests that were refused (newest first): sender, reason, raw body."""
         self._check_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidMessageError(f"limit must be a non-negative int, got {limit!r}")
         return self.store.failed_messages(limit)
 
     def pending_messages(self) -> list[ChatMessage]:
@@ -524,14 +537,20 @@ class SyftChatClient(ClientActions):
             raise InvalidMessageError(f"limit must be a non-negative int, got {limit!r}")
         if since is not None and not isinstance(since, datetime):
             raise InvalidMessageError(f"since must be a datetime, got {type(since).__name__}")
-        if with_user is not None and not isinstance(with_user, str):
-            raise InvalidMessageError("with_user must be an email string")
+        if with_user is not None and (not isinstance(with_user, str) or not with_user.strip()):
+            raise InvalidMessageError(f"with_user must be a datasite email, got {with_user!r}")
+        if thread_id is not None and not isinstance(thread_id, str):
+            raise InvalidMessageError("thread_id must be a string")
+        try:
+            since = to_utc(since) if since is not None else None
+        except (ValueError, OverflowError) as exc:
+            raise InvalidMessageError(f"since is out of range: {exc}") from exc
         if limit == 0:
             return ChatHistory([], me=self.email)
         messages = self.store.history(
             peer=with_user.strip() if with_user else None,
             limit=limit,
-            since=to_utc(since) if since is not None else None,
+            since=since,
             thread_id=thread_id,
         )
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter

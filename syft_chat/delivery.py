@@ -65,7 +65,13 @@ def _parse_json(data: bytes) -> dict[str, Any]:
 
 
 def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":")).encode())
+    """Bytes of ``value`` as compact JSON; raises ValueError for NaN / infinity."""
+    return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+
+
+#: an incoming timestamp further in the future than this is replaced by the
+#: time of receipt (a peer must not pin its messages to the end of history)
+_MAX_CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -93,7 +99,6 @@ class Outgoing:
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}  # msg_id -> flight, until settled
         self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
-        self._next_seq: dict[str, int] = {}  # peer -> next sequence number
         self.outbox = Outbox(
             self._retry,
             initial=self.settings.retry_initial,
@@ -105,13 +110,8 @@ class Outgoing:
 
     def queue(self, message: ChatMessage, peer: str) -> ChatMessage:
         """Number and store a new outgoing message (status ``queued``)."""
-        with self._lock:  # one sequence per conversation, no gaps, no repeats
-            seq = self._next_seq.get(peer) or self.store.next_seq(peer)
-            numbered = message.model_copy(update={"seq": seq, "status": MessageStatus.QUEUED})
-            self.store.add(
-                numbered, direction=Direction.OUTGOING, peer=peer, status=MessageStatus.QUEUED
-            )
-            self._next_seq[peer] = seq + 1
+        numbered = self.store.add_outgoing(message, peer)  # atomic: no repeats, no gaps
+        with self._lock:
             self._flights[numbered.msg_id] = _Flight(numbered, peer)
         return numbered
 
@@ -299,16 +299,29 @@ class Incoming:
         """Keep a refused request in ``failed_messages`` and tell plugins."""
         log.info("refused a message from %s: %s", sender, reason)
         try:
-            self.store.record_failed(sender=sender, reason=reason, raw=raw, msg_id=msg_id)
+            self.store.record_failed(
+                sender=sender,
+                reason=reason,
+                raw=raw[: self.settings.failed_raw_bytes],
+                msg_id=msg_id,
+                keep=self.settings.failed_messages_kept,
+            )
         except StorageError as exc:
             log.error("could not record a refused message from %s: %s", sender, exc)
         self.client.hooks.message_rejected(sender, reason, raw, self.client)
 
     def _refuse(
-        self, request: IncomingRequest, code: int, reason: str, msg_id: str | None
+        self,
+        request: IncomingRequest,
+        code: int,
+        reason: str,
+        msg_id: str | None,
+        *,
+        public: str | None = None,
     ) -> Reply:
-        self.reject(request.sender, reason, request.body[: self.settings.max_request_bytes], msg_id)
-        answer = {"status": "rejected", "message_id": msg_id, "error": reason}
+        """Record a refusal (with ``reason``) and answer the sender (with ``public``)."""
+        self.reject(request.sender, reason, request.body, msg_id)
+        answer = {"status": "rejected", "message_id": msg_id, "error": public or reason}
         return Reply(code, json.dumps(answer).encode())
 
     def on_request(self, request: IncomingRequest) -> Reply:
@@ -318,19 +331,34 @@ class Incoming:
             envelope = client.hooks.decode_body(request, client) or Envelope.model_validate_json(
                 request.body
             )
-        except HookDecisionError as exc:
-            return self._refuse(request, 400, f"could not decode: {exc}", None)
-        except (ValidationError, ValueError) as exc:
+        except HookDecisionError as exc:  # details stay local: the sender learns no more
+            return self._refuse(
+                request,
+                400,
+                f"could not decode: {exc}",
+                None,
+                public=f"could not decode: {exc.public or 'refused by a plugin'}",
+            )
+        except (ValidationError, ValueError, OverflowError) as exc:
             return self._refuse(request, 400, f"malformed message: {describe_error(exc)}", None)
         msg_id = envelope.msg_id
         problem = self._check(request, envelope)
         if problem is not None:
             return self._refuse(request, problem[0], problem[1], msg_id)
         message = envelope.to_message(status=MessageStatus.RECEIVED)
+        now = utcnow()
+        if message.timestamp > now + _MAX_CLOCK_SKEW:
+            message = message.model_copy(update={"timestamp": now})
         try:
             refusal = client.hooks.accept_message(message, request.sender, client)
-        except HookDecisionError as exc:
-            refusal = str(exc)
+        except HookDecisionError as exc:  # fail closed; the details stay local
+            return self._refuse(
+                request,
+                403,
+                f"refused: {exc}",
+                msg_id,
+                public=f"refused: {exc.public or 'refused by a plugin'}",
+            )
         if refusal:
             return self._refuse(request, 403, f"refused: {refusal}", msg_id)
         target = None
@@ -411,8 +439,11 @@ class Incoming:
             return 400, "content is not valid Unicode text"
         if size > limits.max_content_bytes:
             return 413, f"content is {size} bytes, over the {limits.max_content_bytes}-byte limit"
-        if _json_size(envelope.metadata) > limits.max_metadata_bytes:
-            return 413, "metadata over the size limit"
+        try:
+            if _json_size(envelope.metadata) > limits.max_metadata_bytes:
+                return 413, "metadata over the size limit"
+        except ValueError:
+            return 400, "metadata is not valid JSON (NaN or infinity)"
         return None
 
     def close(self) -> None:

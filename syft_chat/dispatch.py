@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .errors import SyftChatError
+from .errors import RefuseMessage, SyftChatError
 from .manager import PluginFailure, trace_enabled
 
 if TYPE_CHECKING:
@@ -37,6 +37,8 @@ class HookDecisionError(SyftChatError):
         super().__init__(f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {error}")
         self.plugin = plugin
         self.hook = hook
+        #: what the sender of a refused message may be told (``RefuseMessage`` only)
+        self.public = str(error) if isinstance(error, RefuseMessage) else None
 
 
 class Hooks:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -111,12 +112,32 @@ def _hints(message: ChatMessage, sym: Symbols, *, tree: bool = False) -> str:
     return click.style(" ".join(parts), fg="magenta") + " " if parts else ""
 
 
+# C0/C1 control characters (but newline and tab), DEL, and bidi overrides/isolates:
+# text from a peer must not move the cursor, retitle the terminal or reorder a line
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters shown as escapes (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def printable_message(message: ChatMessage, content_is_printable: bool = False) -> ChatMessage:
+    fields: tuple[str, ...] = ("sender", "recipient", "thread_id", "reply_to", "msg_id")
+    if not content_is_printable:
+        fields = ("content", *fields)
+    return message.model_copy(
+        update={f: printable(v) for f in fields if isinstance(v := getattr(message, f), str)}
+    )
+
+
 def format_messages(
     messages: Sequence[ChatMessage],
     *,
     me: str | None = None,
     symbols: Symbols | None = None,
     indents: Sequence[int] | None = None,
+    content_is_printable: bool = False,
 ) -> list[str]:
     """One aligned line per message (continuation lines for multi-line content).
 
@@ -126,6 +147,8 @@ def format_messages(
     message) nests replies, for :func:`format_thread`.
     """
     sym = symbols or symbols_for()
+    # a peer's text never reaches the terminal raw (control sequences are escaped)
+    messages = [printable_message(m, content_is_printable) for m in messages]
     senders = max((len(m.sender) for m in messages), default=0)
     recipients = max((len(m.recipient or "?") for m in messages), default=0)
     statuses = max((len(_status_word(m)) for m in messages), default=0)

@@ -17,6 +17,7 @@ __all__ = [
     "InvalidMessageError",
     "MessageRejectedError",
     "PluginError",
+    "RefuseMessage",
     "StorageError",
     "SyftChatError",
     "UnknownRecipientError",
@@ -68,6 +69,16 @@ class MessageRejectedError(DeliveryError):
 
 class StorageError(SyftChatError):
     """The message database could not be opened, read or written."""
+
+
+class RefuseMessage(SyftChatError):
+    """Raise from a decision hook (``chat_decode_body``, ``chat_accept_message``) to refuse
+    a message with a reason the sender may read.
+
+    Any other exception from a plugin also refuses the message (decisions fail
+    closed), but the sender is told only that a plugin refused it: exception
+    texts can hold local paths or data.
+    """
 
 
 class PluginError(SyftChatError):

@@ -19,6 +19,8 @@ from .settings import ChatSettings
 if TYPE_CHECKING:
     from syft_core import Client as SyftClient
 
+    from .contacts import ContactPolicy
+
 __all__ = [
     "BackendContext",
     "IncomingHandler",
@@ -146,6 +148,10 @@ class MessageStore(Protocol):
 
     # reliable delivery
 
+    def add_outgoing(self, message: ChatMessage, peer: str) -> ChatMessage:
+        """Store a new outgoing message (``queued``) numbered next in its conversation,
+        atomically; returns it with its ``seq``."""
+
     def next_seq(self, peer: str) -> int:
         """The next sequence number of an outgoing message to ``peer``."""
 
@@ -185,7 +191,20 @@ class MessageStore(Protocol):
     def reactions(self, msg_ids: list[str]) -> dict[str, dict[str, list[str]]]:
         """``{msg_id: {emoji: [users]}}``."""
 
-    def record_failed(self, *, sender: str, reason: str, raw: bytes, msg_id: str | None) -> None:
+    # contact policy
+
+    def contact_policy(self) -> ContactPolicy:
+        """The stored contact policy."""
+
+    def set_contact(self, email: str, status: str | None) -> None:
+        """Mark a datasite ``allowed`` or ``blocked``, or forget it."""
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a setting that survives restarts."""
+
+    def record_failed(
+        self, *, sender: str, reason: str, raw: bytes, msg_id: str | None, keep: int = 10_000
+    ) -> None:
         """Keep a refused incoming request, with the reason and its raw body."""
 
     def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:

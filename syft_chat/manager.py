@@ -50,6 +50,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "syft_chat.plugins.sqlite_store",
     "syft_chat.plugins.rpc_transport",
     "syft_chat.plugins.discovery",
+    "syft_chat.plugins.contact_policy",
 )
 
 _ESCAPE = (
@@ -167,9 +168,9 @@ def register_plugin(
     Returns ``None`` on success, or the :class:`PluginFailure` (also raised as
     :class:`PluginError` in strict mode).
     """
-    label = name or getattr(plugin, "__name__", None) or repr(plugin)
+    label = name or getattr(plugin, "__name__", None) or f"{type(plugin).__name__}-{id(plugin):x}"
     try:
-        pm.register(plugin, name=name)
+        pm.register(plugin, name=label)
         pm.check_pending()
     except Exception as exc:
         if pm.is_registered(plugin):

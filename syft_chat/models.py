@@ -68,6 +68,12 @@ class MessageStatus(str, Enum):
     READ = "read"  #: the recipient said it was read (needs a read-receipt plugin)
     RECEIVED = "received"  #: an incoming message, stored
 
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
 
 class Direction(str, Enum):
     """Whether a stored message was sent or received by this datasite."""

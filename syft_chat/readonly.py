@@ -1,13 +1,15 @@
 """A read-only view of a syft-chat SQLite file, for tools that must not start a client.
 
-The command line's ``history``, ``thread`` and ``status`` use it: they open
-the file with ``mode=ro`` and never touch the workspace.
+The command line's ``history``, ``thread``, ``status``, ``search`` and
+``conversations`` use it: they open the file with ``mode=ro`` and never touch the
+workspace. Search, pages and the conversation list run the store's own queries
+(:mod:`syft_chat.plugins.sqlite_views`).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,8 +17,10 @@ from typing import Any
 
 from .errors import InvalidMessageError, StorageError
 from .models import ChatMessage, MessageStatus, to_utc
+from .plugins import sqlite_views
 from .plugins.sqlite_store import _STATUSES, _load_metadata, _storage_error
 from .plugins.sqlite_store import _parse_ts as _parse_timestamp
+from .views import Conversation, HistoryPage, SearchHit
 
 __all__ = ["ReadOnlyHistory", "StoredMessage"]
 
@@ -126,7 +130,7 @@ class ReadOnlyHistory:
             raise _db_error(self.path, exc) from exc
 
     @staticmethod
-    def _stored(row: sqlite3.Row) -> StoredMessage:
+    def _stored(row: sqlite3.Row | Mapping[str, Any]) -> StoredMessage:
         known = _STATUSES
         # every column the message model knows (newer schemas add some), converted
         columns = row.keys()  # iterating a Row gives its values, not its names
@@ -168,6 +172,102 @@ class ReadOnlyHistory:
             [*params, limit],
         )
         return [self._stored(row).message for row in reversed(rows)]
+
+    # ---- the store's views (schema 3: kinds, conversations, the full-text index)
+
+    def _run(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        conn = self._connect()
+        try:
+            return [dict(row) for row in conn.execute(sql, tuple(params))]
+        except sqlite3.OperationalError as exc:
+            if sqlite_views.is_query_error(exc):
+                raise  # a malformed search query: search_rows says so
+            raise _db_error(self.path, exc) from exc
+        except sqlite3.Error as exc:
+            raise _db_error(self.path, exc) from exc
+
+    def _require_views(self) -> None:
+        """Search and conversations need schema 3; migrate an older file (as a client
+        would) when its owner is known."""
+        tables = {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "messages_fts" in tables:
+            return
+        if self.owner is None:
+            raise StorageError(
+                f"{self.path} was written by an older syft-chat and must be upgraded for "
+                "search and conversations; pass --config so that its owner is known"
+            )
+        self.close()
+        self._conn = self._migrate_then_connect()
+
+    def _message(self, row: Mapping[str, Any]) -> ChatMessage:
+        return self._stored(row).message
+
+    def search(
+        self,
+        query: str,
+        *,
+        conversation: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 20,
+        raw: bool = False,
+        highlight: tuple[str, str] = ("[", "]"),
+    ) -> list[SearchHit]:
+        """Chat messages matching ``query``, best first (like ``SyftChatClient.search``)."""
+        self._require_views()
+        rows = sqlite_views.search_rows(
+            self._run,
+            query,
+            raw=raw,
+            conversation=conversation,
+            thread_id=thread_id,
+            since=since,
+            limit=limit,
+            highlight=highlight,
+        )
+        return [
+            SearchHit(message=self._message(r), snippet=r["snippet"] or "", rank=r["rank"])
+            for r in rows
+        ]
+
+    def history_page(
+        self,
+        *,
+        conversation: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> HistoryPage:
+        """One page of history with its neighbours' cursors (like ``get_history_page``)."""
+        self._require_views()
+        rows, older, newer = sqlite_views.page_rows(
+            self._run,
+            conversation=conversation,
+            thread_id=thread_id,
+            since=since,
+            limit=limit,
+            before=before,
+            after=after,
+        )
+        return HistoryPage(messages=[self._message(r) for r in rows], before=older, after=newer)
+
+    def conversations(self) -> list[Conversation]:
+        """Every conversation with its last message and unread count, newest first."""
+        self._require_views()
+        rows = sqlite_views.conversation_rows(self._run)
+        ids = [int(r["last_id"]) for r in rows if r["last_id"] is not None]
+        last = sqlite_views.rows_by_id(self._run, ids)
+        return [
+            sqlite_views.make_conversation(
+                r,
+                self._message(last[r["last_id"]]) if r["last_id"] in last else None,
+                _parse_timestamp,
+            )
+            for r in rows
+        ]
 
     def find(self, msg_id: str) -> StoredMessage | None:
         """The message with this id, or the only one whose id starts with it."""

@@ -39,5 +39,9 @@ class ChatSettings(BaseModel):
     startup_hold: float = Field(default=1.0, ge=0)
     #: Lifetime of a request file, in seconds, written into the syft-rpc envelope.
     request_expiry: int = Field(default=24 * 60 * 60, gt=0)
+    #: Bytes of a refused request kept in ``failed_messages`` (the rest is dropped).
+    failed_raw_bytes: int = Field(default=4096, ge=0)
+    #: Rows kept in ``failed_messages``; older ones are pruned.
+    failed_messages_kept: int = Field(default=10_000, ge=1)
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).
     db_busy_timeout_ms: int = Field(default=5000, ge=0)

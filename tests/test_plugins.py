@@ -91,10 +91,22 @@ def test_raising_accept_hook_refuses_the_message(pair):
             raise RuntimeError("policy service down")
 
     bob.register_plugin(Gatekeeper(), name="gatekeeper")
-    with pytest.raises(syft_chat.MessageRejectedError, match="gatekeeper") as info:
+    with pytest.raises(syft_chat.MessageRejectedError, match="refused by a plugin") as info:
         alice.send_message(BOB, "let me in")
     assert alice.get_message(info.value.msg_id).status == MessageStatus.FAILED
+    assert "policy service down" not in str(info.value)  # details stay with bob
     assert bob.get_chat_history() == []
+    [failure] = bob.failed_messages()
+    assert "gatekeeper" in failure["reason"] and "policy service down" in failure["reason"]
+
+    class Polite:
+        @hookimpl(tryfirst=True)
+        def chat_accept_message(self, message):
+            raise syft_chat.RefuseMessage("closed for lunch")
+
+    bob.register_plugin(Polite())
+    with pytest.raises(syft_chat.MessageRejectedError, match="closed for lunch"):
+        alice.send_message(BOB, "now?")
 
 
 def test_accept_hook_reason_is_returned_to_the_sender(pair):

@@ -52,7 +52,7 @@ from syft_crypto import (
 )
 from syft_crypto.did_utils import get_identity_public_key_from_did
 
-from syft_chat import hookimpl
+from syft_chat import RefuseMessage, hookimpl
 from syft_chat.models import Envelope, describe_error
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ _WIRE_VERSION = 1
 PLAINTEXT_SWITCH = "SYFT_CHAT_ENCRYPTION_ALLOW_PLAINTEXT"
 
 
-class EncryptionError(Exception):
+class EncryptionError(RefuseMessage):
     """Encryption or decryption failed; the message is neither sent nor stored.
 
     Its text goes back to the sender of a refused message, so it never

@@ -26,12 +26,12 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from loguru import logger as _loguru
-from pydantic import ValidationError
 from syft_core import Client as SyftClient
 from syft_event import SyftEvents
 from syft_rpc.protocol import SyftMethod, SyftRequest, SyftResponse, SyftStatus
@@ -43,6 +43,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from ..contacts import ContactPolicy
 from ..fileio import atomic_write
 from ..hookspecs import hookimpl
 from ..interfaces import (
@@ -68,8 +69,15 @@ _loguru.disable("syft_rpc")
 
 #: Name of the chat endpoint (a folder under the app's ``rpc/``).
 ENDPOINT = "chat"
-_PARSE_ATTEMPTS = 4
-_PARSE_RETRY_DELAY = 0.05
+#: an unreadable file younger than this may still be being written: look again
+#: (from a timer, never by sleeping on the serving thread) up to _REREADS times
+_FRESH_SECONDS = 2.0
+_REREAD_DELAY = 0.25
+_REREADS = 4
+#: how much of a refused file is kept in ``failed_messages``
+_KEPT_RAW_BYTES = 4096
+#: files waiting for another look at once; beyond that they are answered at once
+_MAX_PENDING_REREADS = 64
 
 
 def endpoint_dir(syft: SyftClient, app_name: str, datasite: str) -> Path:
@@ -98,25 +106,35 @@ def _json_reply(status_code: int, **fields: Any) -> Reply:
     return Reply(status_code, json.dumps(fields).encode())
 
 
+class _TooLarge(ValueError):
+    pass
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` of ``path``; a larger file is refused without being read."""
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _TooLarge(f"file is {size} bytes, over the {max_bytes}-byte limit")
+    with open(path, "rb") as fh:
+        return fh.read(max_bytes + 1)[: max_bytes + 1]
+
+
 def _read_model(path: Path, model: type[Any], max_bytes: int) -> Any:
-    """Parse ``path`` as ``model``, retrying briefly: a file synced in place can be partial."""
-    last: Exception | None = None
-    for attempt in range(_PARSE_ATTEMPTS):
-        if attempt:
-            time.sleep(_PARSE_RETRY_DELAY * attempt)
-        try:
-            data = path.read_bytes()
-            if len(data) > max_bytes:
-                raise ValueError(f"file is {len(data)} bytes, over the {max_bytes}-byte limit")
-            return model.model_validate_json(data)
-        except FileNotFoundError:
-            raise
-        except (ValidationError, ValueError, OSError) as exc:
-            last = exc
-            if isinstance(exc, ValueError) and "limit" in str(exc):
-                break
-    assert last is not None
-    raise last
+    """Parse ``path`` as ``model`` (one attempt; the caller decides about retrying)."""
+    data = _read_bytes(path, max_bytes)
+    if len(data) > max_bytes:
+        raise _TooLarge(f"file is over the {max_bytes}-byte limit")
+    return model.model_validate_json(data)
+
+
+def _may_be_partial(path: Path, exc: Exception) -> bool:
+    """Whether an unreadable file may still be being written (synced in place)."""
+    if isinstance(exc, _TooLarge):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime < _FRESH_SECONDS
+    except OSError:
+        return False
 
 
 class _ChatEvents(SyftEvents):
@@ -135,7 +153,7 @@ class _ChatEvents(SyftEvents):
     def init(self) -> None:
         super().init()
         # syft-event's init() writes a broad syft.pub.yaml; replace it with ours.
-        write_permission_files(self.app_rpc_dir, ENDPOINT)
+        write_permission_files(self.app_rpc_dir, ENDPOINT, self._chat_transport.access)
 
     def _SyftEvents__handle_rpc(self, path: Path, func: Any) -> None:
         self._chat_transport._handle_request_file(Path(path))
@@ -180,10 +198,12 @@ class RpcTransport:
         self._events: _ChatEvents | None = None
         self._lock = threading.Lock()
         self._in_flight: set[Path] = set()
+        self._rereads: dict[Path, int] = {}
         self._replies_seen: set[str] = set()
         self._watched: set[str] = set()
         self._started = False
         self._stopped = False
+        self.access = ContactPolicy()
 
     @classmethod
     def from_context(cls, context: BackendContext) -> RpcTransport:
@@ -214,6 +234,12 @@ class RpcTransport:
         # a request written between syft-event's scan and its observer starting
         # would otherwise wait for the next restart: scan once more
         events.process_pending_requests()
+
+    def update_access(self, policy: ContactPolicy) -> None:
+        """Who may write requests to us: rewrites the permission files (atomically) if serving."""
+        self.access = policy
+        if self._started and not self._stopped:
+            write_permission_files(self.my_endpoint.parent, ENDPOINT, policy)
 
     def stop(self) -> None:
         with self._lock:
@@ -302,14 +328,18 @@ class RpcTransport:
                     path, SyftResponse, self.settings.max_request_bytes
                 )
             except Exception as exc:
-                # gone, or still being written in place by a sync client: the
-                # waiting sender's poll or the outbox's next retry reads it again
+                # gone, or still being written in place by a sync client: look
+                # again shortly (and the waiting sender's poll and the outbox's
+                # next retry read it again anyway)
                 with self._lock:
                     self._replies_seen.discard(request_id)
                 if not isinstance(exc, FileNotFoundError):
                     log.info("response %s not readable yet: %s", path, describe_error(exc))
+                    self._reread_later(path, lambda: self._handle_response_file(path, peer), exc)
                 return
             else:
+                with self._lock:
+                    self._rereads.pop(path, None)
                 if response.sender != peer:
                     reply = _json_reply(
                         502,
@@ -366,20 +396,43 @@ class RpcTransport:
         except FileNotFoundError:
             return
         except Exception as exc:
+            if self._reread_later(path, lambda: self._handle_request_file(path), exc):
+                return  # probably still arriving: answer once it is whole, or given up
             # a correct sender writes whole files: this one is probably still
             # being synced in place, so the sender is told to send it again
             reason = f"malformed request file: {describe_error(exc)}"
             reply = _json_reply(400, status="rejected", retry=True, error=reason)
             self._reject(sender, reason, path)
         else:
+            with self._lock:
+                self._rereads.pop(path, None)
             reply = self._check_and_dispatch(request, request_uuid, sender, path)
         self._write_response(path, response_path, request, request_uuid, reply)
+
+    def _reread_later(self, path: Path, again: Callable[[], None], exc: Exception) -> bool:
+        """Schedule another look at a file that may still be being written.
+
+        Returns ``False`` when it is not worth waiting (too large, too old, or
+        looked at too often): the caller then answers now.
+        """
+        with self._lock:
+            count = self._rereads.get(path, 0)
+            crowded = count == 0 and len(self._rereads) >= _MAX_PENDING_REREADS
+            if self._stopped or crowded or count >= _REREADS or not _may_be_partial(path, exc):
+                self._rereads.pop(path, None)
+                return False
+            self._rereads[path] = count + 1
+        timer = threading.Timer(_REREAD_DELAY, again)
+        timer.daemon = True
+        timer.start()
+        return True
 
     def _reject(self, sender: str, reason: str, path: Path) -> None:
         if self._on_reject is None:  # pragma: no cover - start() sets it first
             return
         try:
-            raw = path.read_bytes()[: self.settings.max_request_bytes]
+            with open(path, "rb") as fh:
+                raw = fh.read(_KEPT_RAW_BYTES)
         except OSError:
             raw = b""
         self._on_reject(sender, reason, raw)

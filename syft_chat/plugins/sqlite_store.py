@@ -21,10 +21,12 @@ from typing import Any, ClassVar
 
 import peewee as pw
 
+from ..contacts import ContactPolicy
 from ..errors import InvalidMessageError, StorageError
 from ..hookspecs import hookimpl
 from ..interfaces import BackendContext, StoreFactory
 from ..models import ChatMessage, Direction, MessageStatus, to_utc, utcnow
+from .sqlite_views import UNREAD_INDEX_SQL, HistoryViews
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
 
@@ -186,6 +188,7 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         "CREATE INDEX ix_messages_conversation ON messages (conversation, kind, timestamp, id)"
     )
     db.execute_sql("CREATE INDEX ix_messages_target ON messages (target, applied)")
+    db.execute_sql(UNREAD_INDEX_SQL)  # unread counts of the conversation list
     db.execute_sql(
         "CREATE VIRTUAL TABLE messages_fts USING fts5("
         " content, content='messages', content_rowid='id', tokenize='unicode61')"
@@ -201,16 +204,14 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         " INSERT INTO messages_fts (messages_fts, rowid, content)"
         " VALUES ('delete', old.id, old.content); END"
     )
+    # one trigger, two steps in order (SQLite runs separate triggers newest first,
+    # which would drop the new text right after indexing it)
     db.execute_sql(
-        "CREATE TRIGGER messages_fts_update_old AFTER UPDATE OF content, deleted ON messages"
-        " WHEN old.kind = 'message' AND old.deleted = 0 BEGIN"
+        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, deleted ON messages BEGIN"
         " INSERT INTO messages_fts (messages_fts, rowid, content)"
-        " VALUES ('delete', old.id, old.content); END"
-    )
-    db.execute_sql(
-        "CREATE TRIGGER messages_fts_update_new AFTER UPDATE OF content, deleted ON messages"
-        " WHEN new.kind = 'message' AND new.deleted = 0 BEGIN"
-        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END"
+        " SELECT 'delete', old.id, old.content WHERE old.kind = 'message' AND old.deleted = 0;"
+        " INSERT INTO messages_fts (rowid, content)"
+        " SELECT new.id, new.content WHERE new.kind = 'message' AND new.deleted = 0; END"
     )
     db.execute_sql(
         "INSERT INTO messages_fts (rowid, content)"
@@ -268,7 +269,7 @@ def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
 # --------------------------------------------------------------------------- the store
 
 
-class SQLiteStore:
+class SQLiteStore(HistoryViews):
     """A :class:`~syft_chat.interfaces.MessageStore` in one SQLite file.
 
     One connection is shared by every thread, serialized by a re-entrant lock.
@@ -456,6 +457,19 @@ class SQLiteStore:
             return bool(self._db.execute(query).rowcount)
 
     # ------------------------------------------------------------------ reliable delivery
+
+    def add_outgoing(self, message: ChatMessage, peer: str) -> ChatMessage:
+        """Store a new outgoing message (``queued``), numbered next in its conversation.
+
+        Numbering and storing are one write transaction, so two processes
+        sharing the file never hand out the same sequence number.
+        """
+        with self._op("store a message in"), self._db.atomic("IMMEDIATE"):
+            numbered = message.model_copy(
+                update={"seq": self.next_seq(peer), "status": MessageStatus.QUEUED}
+            )
+            self.add(numbered, direction=Direction.OUTGOING, peer=peer, status=MessageStatus.QUEUED)
+        return numbered
 
     def next_seq(self, peer: str) -> int:
         """The next sequence number for an outgoing message to ``peer`` (1, 2, ...)."""
@@ -650,6 +664,43 @@ class SQLiteStore:
                     found.setdefault(msg_id, {}).setdefault(emoji, []).append(user)
         return found
 
+    # ------------------------------------------------------------------ contact policy
+
+    def contact_policy(self) -> ContactPolicy:
+        """The stored contact policy."""
+        with self._op("read"):
+            rows = self._db.execute_sql("SELECT email, status FROM contacts").fetchall()
+            mode = self._db.execute_sql(
+                "SELECT value FROM chat_settings WHERE key = 'contact_mode'"
+            ).fetchone()
+        return ContactPolicy(
+            mode=mode[0] if mode and mode[0] in ("open", "contacts_only") else "open",
+            allowed=frozenset(e for e, s in rows if s == "allowed"),
+            blocked=frozenset(e for e, s in rows if s == "blocked"),
+        )
+
+    def set_contact(self, email: str, status: str | None) -> None:
+        """Mark ``email`` ``allowed`` or ``blocked``, or forget it (``None``)."""
+        with self._op("update the contacts in"):
+            if status is None:
+                self._db.execute_sql("DELETE FROM contacts WHERE email = ?", (email,))
+            else:
+                self._db.execute_sql(
+                    "INSERT INTO contacts (email, status, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (email) DO UPDATE SET status = excluded.status,"
+                    " updated_at = excluded.updated_at",
+                    (email, status, _fmt_ts(utcnow())),
+                )
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store one client setting that must survive restarts."""
+        with self._op("update the settings in"):
+            self._db.execute_sql(
+                "INSERT INTO chat_settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
     def mark_read(self, msg_id: str) -> bool:
         """Mark an incoming message read; returns whether it was unread."""
         with self._op("update a message in") as t:
@@ -660,13 +711,27 @@ class SQLiteStore:
             )
             return bool(self._db.execute(query).rowcount)
 
-    def record_failed(self, *, sender: str, reason: str, raw: bytes, msg_id: str | None) -> None:
-        """Keep a refused incoming request in ``failed_messages``, with its raw body."""
-        with self._op("record a refused message in"):
-            self._db.execute_sql(
+    def record_failed(
+        self,
+        *,
+        sender: str,
+        reason: str,
+        raw: bytes,
+        msg_id: str | None,
+        keep: int = 10_000,
+    ) -> None:
+        """Keep a refused incoming request in ``failed_messages``, with its raw body.
+
+        Only the newest ``keep`` rows are kept.
+        """
+        with self._op("record a refused message in"), self._db.atomic():
+            cursor = self._db.execute_sql(
                 "INSERT INTO failed_messages (received_at, sender, msg_id, reason, raw)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (_fmt_ts(utcnow()), sender, msg_id, reason, raw),
+            )
+            self._db.execute_sql(
+                "DELETE FROM failed_messages WHERE id <= ?", (cursor.lastrowid - keep,)
             )
 
     def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:

@@ -1,0 +1,249 @@
+"""History beyond the newest page: cursor paging, full-text search and the conversation list.
+
+:class:`ClientViews` adds ``search``, ``get_history_page``, ``list_conversations`` and
+``mark_conversation_read`` to :class:`~syft_chat.SyftChatClient`; a store provides them
+by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
+:mod:`syft_chat.plugins.sqlite_views`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from .errors import InvalidMessageError, StorageError
+from .models import ChatMessage, to_utc
+
+if TYPE_CHECKING:
+    from .dispatch import Hooks
+    from .interfaces import MessageStore
+
+__all__ = ["ClientViews", "Conversation", "HistoryPage", "SearchHit", "ViewStore"]
+
+
+class SearchHit(BaseModel):
+    """One search result: the message, the passage that matched, and how well.
+
+    ``snippet`` is a short extract of the content with each match wrapped in ``[`` ``]``
+    and cuts marked ``…``. ``rank`` is FTS5's ``bm25``: lower (more negative) is a
+    better match; results come best first.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    message: ChatMessage
+    snippet: str
+    rank: float
+
+
+class HistoryPage(BaseModel):
+    """One page of a conversation's history, oldest first.
+
+    ``before`` is the cursor of the older neighbouring page and ``after`` that of the
+    newer one (pass them back as ``before=`` / ``after=``); ``None`` when there is no
+    such page. Cursors are opaque strings, stable while the messages they point at
+    exist: paging never repeats or skips a message, even among equal timestamps.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[ChatMessage]
+    before: str | None = None
+    after: str | None = None
+
+    def _repr_html_(self) -> str:
+        from .display import history_html
+
+        return history_html(self.messages)
+
+
+class Conversation(BaseModel):
+    """A conversation in the list: who, its last chat message, and how many are unread.
+
+    ``conversation_id`` is the peer's email for a one-to-one (``kind="direct"``, and
+    ``peer`` is that email) or ``group:...`` for a group (``peer`` is ``None``).
+    ``unread`` counts incoming chat messages not deleted and not yet marked read.
+    ``updated_at`` is the time of the last chat message.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    conversation_id: str
+    peer: str | None
+    kind: Literal["direct", "group"]
+    last_message: ChatMessage | None
+    unread: int
+    updated_at: datetime | None
+
+    @field_validator("updated_at")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+
+@runtime_checkable
+class ViewStore(Protocol):
+    """What a store implements to support the methods of :class:`ClientViews`."""
+
+    def history_page(
+        self,
+        *,
+        conversation: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+    ) -> HistoryPage:
+        """One page of the matching history, oldest first, with its neighbours' cursors."""
+
+    def search(
+        self,
+        query: str,
+        *,
+        conversation: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 20,
+        raw: bool = False,
+        highlight: tuple[str, str] = ("[", "]"),
+    ) -> list[SearchHit]:
+        """Chat messages (not deleted) matching ``query``, best first."""
+
+    def conversations(self) -> list[Conversation]:
+        """Every conversation with its last message and unread count, newest first."""
+
+    def mark_conversation_read(self, conversation: str) -> list[ChatMessage]:
+        """Mark a conversation's unread incoming messages read; return those marked."""
+
+
+class ClientViews:
+    """Paging, search and the conversation list, for :class:`~syft_chat.SyftChatClient`."""
+
+    if TYPE_CHECKING:
+        email: str
+        store: MessageStore
+        hooks: Hooks
+
+        def _check_open(self) -> None: ...
+        def _notify(self, fn: Callable[..., Any], *args: Any) -> None: ...
+
+    def _view_store(self) -> ViewStore:
+        self._check_open()
+        store = self.store
+        if not isinstance(store, ViewStore):
+            raise StorageError(
+                f"the {getattr(store, 'name', type(store).__name__)!r} store does not support "
+                "paging, search or the conversation list"
+            )
+        return store
+
+    @staticmethod
+    def _conversation(with_user: object, conversation: object = None) -> str | None:
+        if with_user is not None and conversation is not None:
+            raise InvalidMessageError("give with_user or conversation, not both")
+        value = with_user if with_user is not None else conversation
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            name = "with_user" if with_user is not None else "conversation"
+            raise InvalidMessageError(f"{name} must be an email or conversation id string")
+        return value.strip()
+
+    @staticmethod
+    def _since(since: object) -> datetime | None:
+        if since is not None and not isinstance(since, datetime):
+            raise InvalidMessageError(f"since must be a datetime, got {type(since).__name__}")
+        return None if since is None else to_utc(since)
+
+    @staticmethod
+    def _thread(thread_id: object) -> str | None:
+        if thread_id is not None and not isinstance(thread_id, str):
+            raise InvalidMessageError(f"thread_id must be a str, got {type(thread_id).__name__}")
+        return thread_id
+
+    def search(
+        self,
+        query: str,
+        *,
+        with_user: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 20,
+        raw: bool = False,
+        conversation: str | None = None,
+    ) -> list[SearchHit]:
+        """Full-text search of the local history, best matches first.
+
+        ``query`` is plain words that must all occur in a message (any order, case and
+        accents ignored); ``word*`` matches words starting with ``word``. ``raw=True``
+        takes FTS5 query syntax instead (``"exact phrase"``, ``a OR b``, ``a NOT b``,
+        ``NEAR(a b)``). Deleted messages are never found; an edited one is found by its
+        current text. The filters are those of :meth:`get_chat_history`
+        (``conversation`` names a group's conversation instead of ``with_user``).
+
+        :raises InvalidMessageError: an empty or malformed query, or a bad filter.
+        """
+        store = self._view_store()
+        return store.search(
+            query,
+            conversation=self._conversation(with_user, conversation),
+            thread_id=self._thread(thread_id),
+            since=self._since(since),
+            limit=limit,
+            raw=raw,
+        )
+
+    def get_history_page(
+        self,
+        *,
+        with_user: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+        conversation: str | None = None,
+    ) -> HistoryPage:
+        """One page of history, oldest first, for walking a conversation page by page.
+
+        Without a cursor it is the newest ``limit`` messages; ``before=page.before``
+        gives the page just older, ``after=page.after`` the page just newer. Following
+        the cursors (until ``None``) visits every matching message exactly once, in
+        order. Filters as in :meth:`get_chat_history`.
+
+        :raises InvalidMessageError: a cursor not made by this method, both cursors,
+            or a bad filter or limit.
+        """
+        store = self._view_store()
+        return store.history_page(
+            conversation=self._conversation(with_user, conversation),
+            thread_id=self._thread(thread_id),
+            since=self._since(since),
+            limit=limit,
+            before=before,
+            after=after,
+        )
+
+    def list_conversations(self) -> list[Conversation]:
+        """Every conversation (one-to-one and group) with its last message and unread
+        count, the most recently active first. Read state is local (:meth:`mark_read`)."""
+        return self._view_store().conversations()
+
+    def mark_conversation_read(self, with_user: str) -> int:
+        """Mark every unread incoming message of a conversation read; return how many.
+
+        ``with_user`` is the peer's email (or a group's conversation id). Plugins hear
+        ``chat_message_read`` once for each message marked, as with :meth:`mark_read`
+        (a read-receipt plugin sends its receipts from there).
+        """
+        conversation = self._conversation(with_user)
+        if conversation is None:
+            raise InvalidMessageError("with_user must be an email or conversation id string")
+        marked = self._view_store().mark_conversation_read(conversation)
+        for message in marked:
+            self._notify(self.hooks.message_read, message, self)
+        return len(marked)
