@@ -29,6 +29,7 @@ from .errors import (
     SyftChatError,
     UnknownRecipientError,
 )
+from .groups import ClientGroups
 from .hookspecs import hookimpl
 from .interfaces import BackendContext, MessageStore, Transport
 from .manager import PluginFailure, make_plugin_manager, register_plugin
@@ -95,7 +96,7 @@ def _load_syft_client(config_path: str | os.PathLike[str] | None) -> SyftClient:
         ) from exc
 
 
-class SyftChatClient(ClientActions, ClientContacts, ClientViews):
+class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
     """A chat participant: sends, receives, stores and serves for one datasite.
 
     :param config_path: SyftBox config file; ``None`` looks where syft-core
@@ -524,6 +525,8 @@ class SyftChatClient(ClientActions, ClientContacts, ClientViews):
         limit: int = 50,
         since: datetime | None = None,
         thread_id: str | None = None,
+        *,
+        group_id: str | None = None,
     ) -> list[ChatMessage]:
         """Messages from the local database, newest ``limit`` returned oldest first.
 
@@ -531,6 +534,7 @@ class SyftChatClient(ClientActions, ClientContacts, ClientViews):
         :param limit: at most this many (the newest).
         :param since: only messages at or after this time (naive = local time).
         :param thread_id: only this thread.
+        :param group_id: only this group's conversation (``with_user`` is one-to-one).
         """
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -552,6 +556,7 @@ class SyftChatClient(ClientActions, ClientContacts, ClientViews):
             limit=limit,
             since=since,
             thread_id=thread_id,
+            group_id=group_id,
         )
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 

@@ -32,6 +32,7 @@ from .actions import authorize
 from .conversations import Conversations
 from .dispatch import HookDecisionError
 from .errors import DeliveryError, StorageError
+from .groups import check_group_change, check_group_message, group_status, parse_change
 from .interfaces import IncomingRequest, Reply
 from .models import (
     PROTOCOL_VERSION,
@@ -146,7 +147,14 @@ class Outgoing:
         if flight is None:
             return  # settled meanwhile
         peer = flight.peer
-        envelope = Envelope.from_message(flight.message, peer, floor=floor)
+        shown = flight.message
+        if shown.kind == "fanout":  # one member's copy of a group message: send the original
+            original = self.store.get(shown.target or "")
+            if original is None:
+                self.settle(msg_id)
+                return
+            shown = original.model_copy(update={"seq": shown.seq})
+        envelope = Envelope.from_message(shown, peer, floor=floor)
         try:
             body = self.client.hooks.encode_body(envelope, self.client)
         except HookDecisionError as exc:
@@ -203,6 +211,9 @@ class Outgoing:
             latest = flight.request_id == request_id
         else:  # a late answer for a message settled or from before a restart
             message = self.store.get(msg_id) if msg_id else None
+            if message is not None and message.group_id and message.recipient != peer:
+                message = self.store.get(f"{msg_id}/{peer}")  # that member's copy
+                msg_id = message.msg_id if message is not None else msg_id
             latest = False
         if message is None or message.recipient != peer or message.sender != self.client.email:
             log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
@@ -216,10 +227,19 @@ class Outgoing:
             if latest:
                 log.info("transient answer for %s: %s; sending again", msg_id, body.get("error"))
                 self.outbox.track(msg_id, soon=True)
+            return
         else:
             error = str(body.get("error") or f"refused with status {reply.status_code}")
             self.client._set_status(msg_id, MessageStatus.FAILED, error)
             self.settle(msg_id)
+        if message.kind == "fanout" and message.target:
+            self._settle_group_message(message.target)
+
+    def _settle_group_message(self, msg_id: str) -> None:
+        """A member's copy was settled: is the group message settled for everyone?"""
+        outcome = group_status(self.store.copies(msg_id))
+        if outcome is not None:
+            self.client._set_status(msg_id, outcome[0], outcome[1])
 
     @staticmethod
     def _response(body: dict[str, Any], msg_id: str) -> ChatResponse:
@@ -362,7 +382,18 @@ class Incoming:
         if refusal:
             return self._refuse(request, 403, f"refused: {refusal}", msg_id)
         target = None
-        if message.kind != "message":
+        if message.kind == "group":
+            problem = check_group_change(self.store, message, request.sender, client.email)
+            if problem is not None:
+                return self._refuse(request, problem[0], problem[1], msg_id)
+        elif message.group_id:
+            verdict = check_group_message(self.store, message, request.sender)
+            if verdict is not None and verdict[2]:  # not yet: the sender will try again
+                answer = {"status": "error", "message_id": msg_id, "retry": True}
+                return Reply(verdict[0], json.dumps({**answer, "error": verdict[1]}).encode())
+            if verdict is not None:
+                return self._refuse(request, verdict[0], verdict[1], msg_id)
+        elif message.kind != "message":
             target = self.store.get(message.target or "")
             problem = self._check_action(message, target, request.sender)
             if problem is not None:
@@ -381,6 +412,8 @@ class Incoming:
                     return self._refuse(
                         request, 409, "msg_id already used by another message", msg_id
                     )
+            elif message.kind == "group":
+                self.store.apply_group_change(message, parse_change(message))
             elif message.kind != "message":
                 if target is not None:  # else it waits for its target to arrive
                     self.store.apply_action(message, request.sender)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from syft_core import Client as SyftClient
 
     from .contacts import ContactPolicy
+    from .groups import Group, GroupChange
 
 __all__ = [
     "BackendContext",
@@ -123,7 +124,7 @@ class MessageStore(Protocol):
         message: ChatMessage,
         *,
         direction: Direction,
-        peer: str,
+        peer: str | None,
         status: MessageStatus,
     ) -> bool:
         """Store ``message``; return ``False`` (and change nothing) if its msg_id exists."""
@@ -143,6 +144,7 @@ class MessageStore(Protocol):
         limit: int = 50,
         since: datetime | None = None,
         thread_id: str | None = None,
+        group_id: str | None = None,
     ) -> list[ChatMessage]:
         """The newest ``limit`` matching messages, returned oldest first."""
 
@@ -190,6 +192,20 @@ class MessageStore(Protocol):
 
     def reactions(self, msg_ids: list[str]) -> dict[str, dict[str, list[str]]]:
         """``{msg_id: {emoji: [users]}}``."""
+
+    # groups
+
+    def apply_group_change(self, change: ChatMessage, body: GroupChange) -> bool:
+        """Adopt a membership change if it is the group's latest."""
+
+    def group(self, group_id: str) -> Group | None:
+        """A group's current state."""
+
+    def groups(self) -> list[Group]:
+        """Every known group."""
+
+    def copies(self, msg_id: str) -> dict[str, MessageStatus]:
+        """Each member's status of a group message's copies."""
 
     # contact policy
 

@@ -111,6 +111,8 @@ class ChatMessage(BaseModel):
     edited_at: datetime | None = None
     #: ``{emoji: [users...]}``, filled in by ``get_chat_history``
     reactions: dict[str, list[str]] = Field(default_factory=dict)
+    #: the group conversation this message belongs to (``None``: one-to-one)
+    group_id: str | None = None
 
     @field_validator("timestamp")
     @classmethod
@@ -154,7 +156,9 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     v: int = PROTOCOL_VERSION
-    kind: Literal["message", "edit", "delete", "reaction"] = "message"
+    kind: Literal["message", "edit", "delete", "reaction", "group"] = "message"
+    #: the group conversation (``None``: one-to-one)
+    group_id: str | None = Field(default=None, max_length=128)
     #: the msg_id an edit / delete / reaction acts on
     target: str | None = Field(default=None, max_length=128)
     msg_id: str = Field(min_length=1, max_length=128)
@@ -193,6 +197,7 @@ class Envelope(BaseModel):
             floor=floor,
             kind=message.kind,  # type: ignore[arg-type]  # validated by pydantic
             target=message.target,
+            group_id=message.group_id,
         )
 
     def to_message(self, status: MessageStatus | None = None) -> ChatMessage:
@@ -209,6 +214,7 @@ class Envelope(BaseModel):
             seq=self.seq,
             kind=self.kind,
             target=self.target,
+            group_id=self.group_id,
         )
 
 

@@ -23,6 +23,7 @@ import peewee as pw
 
 from ..contacts import ContactPolicy
 from ..errors import InvalidMessageError, StorageError
+from ..groups import Group, GroupChange
 from ..hookspecs import hookimpl
 from ..interfaces import BackendContext, StoreFactory
 from ..models import ChatMessage, Direction, MessageStatus, to_utc, utcnow
@@ -36,11 +37,14 @@ _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply
 _READ_COLUMNS = (
     *_SEED_COLUMNS,
     *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
+    "conversation",
 )
 _PENDING = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
 _FINAL = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
 _STATUSES = frozenset(s.value for s in MessageStatus)
 MESSAGE_KIND = "message"
+#: a group conversation's id in the ``conversation`` column is this plus the group id
+GROUP_PREFIX = "group:"
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 _CREATE_MESSAGES = """
@@ -84,6 +88,12 @@ def _parse_ts(value: Any) -> datetime:
             return datetime.fromtimestamp(float(value), timezone.utc)
         except (TypeError, ValueError, OverflowError):
             return datetime.fromtimestamp(0, timezone.utc)
+
+
+def _group_of(conversation: Any) -> str | None:
+    if isinstance(conversation, str) and conversation.startswith(GROUP_PREFIX):
+        return conversation[len(GROUP_PREFIX) :]
+    return None
 
 
 def _load_metadata(value: Any) -> dict[str, Any]:
@@ -237,6 +247,14 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         " updated_at TEXT NOT NULL)"
     )
     db.execute_sql("CREATE TABLE chat_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    # a group's state is the member list of its latest membership change
+    # (ordered by (timestamp, msg_id), the same on every member: they converge)
+    db.execute_sql(
+        "CREATE TABLE groups ("
+        " group_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_by TEXT NOT NULL,"
+        " members TEXT NOT NULL,"  # JSON list
+        " changed_at TEXT NOT NULL, change_id TEXT NOT NULL)"
+    )
 
 
 #: ``_MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
@@ -389,6 +407,7 @@ class SQLiteStore(HistoryViews):
             target=row["target"],
             deleted=bool(row["deleted"]),
             edited_at=_parse_ts(row["edited_at"]) if row["edited_at"] else None,
+            group_id=_group_of(row["conversation"]),
         )
 
     def add(
@@ -396,10 +415,15 @@ class SQLiteStore(HistoryViews):
         message: ChatMessage,
         *,
         direction: Direction,
-        peer: str,
+        peer: str | None,
         status: MessageStatus,
     ) -> bool:
-        """Store ``message``; return ``False`` (and change nothing) if its msg_id exists."""
+        """Store ``message``; return ``False`` (and change nothing) if its msg_id exists.
+
+        ``peer`` is the datasite the message travels to or from; ``None`` for
+        the author's own record of a group message (its copies for each
+        member carry the peers).
+        """
         direction = Direction(direction)
         recipient = message.recipient
         if recipient is None:
@@ -426,7 +450,7 @@ class SQLiteStore(HistoryViews):
                 notified=0 if direction is Direction.INCOMING else 1,
                 kind=message.kind,
                 target=message.target,
-                conversation=peer,
+                conversation=f"{GROUP_PREFIX}{message.group_id}" if message.group_id else peer,
                 # an incoming edit / delete / reaction waits to be applied
                 applied=int(direction is Direction.OUTGOING or message.kind == MESSAGE_KIND),
             ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
@@ -524,7 +548,11 @@ class SQLiteStore(HistoryViews):
         with self._op("read") as t:
             query = (
                 t.select(*[getattr(t.c, c) for c in (*_READ_COLUMNS, "request_id")])
-                .where((t.c.direction == Direction.OUTGOING.value) & t.c.status.in_(_PENDING))
+                .where(
+                    (t.c.direction == Direction.OUTGOING.value)
+                    & t.c.status.in_(_PENDING)
+                    & t.c.peer.is_null(False)  # a group message travels as per-member copies
+                )
                 .order_by(t.c.id)
             )
             rows = list(query.dicts())
@@ -664,6 +692,73 @@ class SQLiteStore(HistoryViews):
                     found.setdefault(msg_id, {}).setdefault(emoji, []).append(user)
         return found
 
+    # ------------------------------------------------------------------ groups
+
+    def apply_group_change(self, change: ChatMessage, body: GroupChange) -> bool:
+        """Adopt a membership change if it is the group's latest by ``(timestamp, msg_id)``."""
+        at = _fmt_ts(change.timestamp)
+        with self._op("update a group in"), self._db.atomic():
+            row = self._db.execute_sql(
+                "SELECT changed_at, change_id FROM groups WHERE group_id = ?", (change.group_id,)
+            ).fetchone()
+            if row is not None and (row[0], row[1]) >= (at, change.msg_id):
+                return False
+            self._db.execute_sql(
+                "INSERT INTO groups (group_id, name, created_by, members, changed_at, change_id)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
+                " name = excluded.name, members = excluded.members,"
+                " changed_at = excluded.changed_at, change_id = excluded.change_id",
+                (
+                    change.group_id,
+                    body.name,
+                    body.created_by,
+                    json.dumps(body.members),
+                    at,
+                    change.msg_id,
+                ),
+            )
+            return True
+
+    def _group_row(self, row: tuple[Any, ...]) -> Group:
+        group_id, name, created_by, members, changed_at, change_id = row
+        return Group(
+            group_id=group_id,
+            name=name,
+            created_by=created_by,
+            members=tuple(json.loads(members)),
+            changed_at=_parse_ts(changed_at),
+            change_id=change_id,
+        )
+
+    def group(self, group_id: str) -> Group | None:
+        """A group's current state, or ``None`` if unknown."""
+        with self._op("read"):
+            row = self._db.execute_sql(
+                "SELECT group_id, name, created_by, members, changed_at, change_id"
+                " FROM groups WHERE group_id = ?",
+                (group_id,),
+            ).fetchone()
+        return None if row is None else self._group_row(row)
+
+    def groups(self) -> list[Group]:
+        """Every known group, by name."""
+        with self._op("read"):
+            rows = self._db.execute_sql(
+                "SELECT group_id, name, created_by, members, changed_at, change_id"
+                " FROM groups ORDER BY name, group_id"
+            ).fetchall()
+        return [self._group_row(row) for row in rows]
+
+    def copies(self, msg_id: str) -> dict[str, MessageStatus]:
+        """``{member: status}`` of the per-member copies of a group message."""
+        with self._op("read") as t:
+            rows = list(
+                t.select(t.c.peer, t.c.status)
+                .where((t.c.target == msg_id) & (t.c.kind == "fanout"))
+                .tuples()
+            )
+        return {peer: MessageStatus(status) for peer, status in rows}
+
     # ------------------------------------------------------------------ contact policy
 
     def contact_policy(self) -> ContactPolicy:
@@ -752,6 +847,7 @@ class SQLiteStore(HistoryViews):
         limit: int = 50,
         since: datetime | None = None,
         thread_id: str | None = None,
+        group_id: str | None = None,
     ) -> list[ChatMessage]:
         """The newest ``limit`` matching messages, returned oldest first.
 
@@ -763,8 +859,10 @@ class SQLiteStore(HistoryViews):
             return []
         with self._op("read") as t:
             query = self._select(t).where(t.c.kind == MESSAGE_KIND)
-            if peer is not None:
-                query = query.where(t.c.peer == peer)
+            if peer is not None:  # the one-to-one conversation (group messages excluded)
+                query = query.where(t.c.conversation == peer)
+            if group_id is not None:
+                query = query.where(t.c.conversation == f"{GROUP_PREFIX}{group_id}")
             if since is not None:
                 query = query.where(t.c.timestamp >= _fmt_ts(since))
             if thread_id is not None:
