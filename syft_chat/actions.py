@@ -16,12 +16,13 @@ when that message arrives. Anything refused lands in ``failed_messages``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import InvalidMessageError
+from .groups import CHANGE_KEY, fan_out
 from .hookspecs import hookimpl
-from .models import ChatMessage, ChatResponse
+from .models import ChatMessage, ChatResponse, MessageStatus
 
 if TYPE_CHECKING:
     import pluggy
@@ -39,14 +40,25 @@ ChangeListener = Callable[[str, ChatMessage, str], Any]
 _MAX_EMOJI = 32
 
 
-def authorize(action: ChatMessage, target: ChatMessage, actor: str, me: str) -> str | None:
-    """Why ``actor`` may not apply ``action`` to ``target`` (``None``: it may)."""
+def authorize(
+    action: ChatMessage,
+    target: ChatMessage,
+    actor: str,
+    me: str,
+    members: Iterable[str] | None = None,
+) -> str | None:
+    """Why ``actor`` may not apply ``action`` to ``target`` (``None``: it may).
+
+    ``members`` is the member list of the target's group, for a group message.
+    """
     if target.kind != "message":
         return f"{action.kind} names {target.msg_id}, which is not a chat message"
+    if action.group_id != target.group_id:
+        return f"{action.kind} and its message belong to different conversations"
     if action.kind in ("edit", "delete") and target.sender != actor:
         return f"only the sender of a message may {action.kind} it ({actor} is not {target.sender})"
     if action.kind == "reaction":
-        party = {target.sender, target.recipient or ""}
+        party = set(members or ()) if target.group_id else {target.sender, target.recipient or ""}
         if actor not in party or me not in party:
             return f"{actor} is not part of the conversation of {target.msg_id}"
     return None
@@ -110,6 +122,21 @@ def _send_action(
     metadata: dict[str, Any] | None,
     timeout: float | None,
 ) -> ChatResponse:
+    if target.group_id:  # acts on a group message: every member is told
+        group = self.store.group(target.group_id)
+        if group is None or self.email not in group.members:
+            raise InvalidMessageError(f"you are not a member of group {target.group_id!r}")
+        record = ChatMessage(
+            sender=self.email,
+            content=content,
+            kind=kind,
+            target=target.msg_id,
+            metadata={**(metadata or {}), CHANGE_KEY: group.change_id},
+            group_id=target.group_id,
+        )
+        self.store.apply_action(record, self.email)
+        fan_out(self, record, group.members)
+        return ChatResponse(status=MessageStatus.SENT.value, message_id=record.msg_id)
     peer = target.recipient if target.sender == self.email else target.sender
     if not peer:
         raise InvalidMessageError(f"{target.msg_id!r} has no conversation partner")

@@ -393,7 +393,7 @@ class Incoming:
                 return Reply(verdict[0], json.dumps({**answer, "error": verdict[1]}).encode())
             if verdict is not None:
                 return self._refuse(request, verdict[0], verdict[1], msg_id)
-        elif message.kind != "message":
+        if message.kind not in ("message", "group"):
             target = self.store.get(message.target or "")
             problem = self._check_action(message, target, request.sender)
             if problem is not None:
@@ -442,7 +442,9 @@ class Incoming:
             return 400, "a reaction is 1 to 32 characters"
         if target is None:
             return None  # not here yet: checked when it arrives
-        problem = authorize(action, target, actor, self.client.email)
+        group = self.store.group(target.group_id) if target.group_id else None
+        members = group.members if group is not None else None
+        problem = authorize(action, target, actor, self.client.email, members)
         return None if problem is None else (403, problem)
 
     def _apply_waiting(self, message: ChatMessage) -> None:

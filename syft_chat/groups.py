@@ -40,6 +40,7 @@ __all__ = [
     "GroupChange",
     "check_group_change",
     "check_group_message",
+    "fan_out",
     "group_status",
     "parse_change",
 ]
@@ -117,6 +118,12 @@ def check_group_message(
     return None
 
 
+class _Sender(Protocol):
+    email: str
+    store: MessageStore
+    _outgoing: Outgoing
+
+
 class _Host(Protocol):
     email: str
     store: MessageStore
@@ -145,7 +152,7 @@ def _members(client: _Host, emails: Iterable[str]) -> list[str]:
     return found
 
 
-def _fan_out(client: _Host, record: ChatMessage, to: Iterable[str]) -> ChatMessage:
+def fan_out(client: _Sender, record: ChatMessage, to: Iterable[str]) -> ChatMessage:
     """Store ``record`` (the author's row) and send one copy to each of ``to``."""
     client.store.add(record, direction=Direction.OUTGOING, peer=None, status=MessageStatus.SENT)
     for member in to:
@@ -185,7 +192,7 @@ def _change(
         group_id=group_id,
     )
     client.store.apply_group_change(record, body)
-    _fan_out(client, record, notify)
+    fan_out(client, record, notify)
     updated = client.store.group(group_id)
     assert updated is not None
     return updated
@@ -270,7 +277,7 @@ class ClientGroups:
             group_id=group_id,
         )
         record = draft.model_copy(update={"thread_id": thread_id or draft.msg_id})
-        _fan_out(self, record, group.members)
+        fan_out(self, record, group.members)
         return ChatResponse(status=MessageStatus.SENT.value, message_id=record.msg_id)
 
     def group_delivery(self: _Host, msg_id: str) -> dict[str, MessageStatus]:

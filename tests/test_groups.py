@@ -106,3 +106,28 @@ def test_a_stranger_cannot_write_to_a_group(five):
     status, _ = read_response(write_raw_request(ws, to=FIVE[1], folder=stranger, body=forged))
     assert status == 403
     assert sorted(clients[FIVE[1]].get_group(gid).members) == sorted(FIVE)
+
+
+def test_threads_replies_edits_and_reactions_inside_a_group(five):
+    _, clients, gid = five
+    ann, ben, cat = (clients[e] for e in FIVE[:3])
+    root = ann.send_to_group(gid, "agenda for friday?", thread_id="friday")
+    wait_for(lambda: ben.get_message(root.message_id) is not None, timeout=10)
+    reply = ben.send_to_group(gid, "data review", reply_to=root.message_id)
+    ann.edit_message(root.message_id, "agenda for friday 10:00?")
+    cat_sees = lambda: cat.get_message(root.message_id)  # noqa: E731
+    wait_for(lambda: cat_sees() and cat_sees().content == "agenda for friday 10:00?", timeout=10)
+    wait_for(lambda: cat.get_message(reply.message_id) is not None, timeout=10)
+    cat.react(reply.message_id, "👍")
+    wait_for(
+        lambda: (
+            ben.get_chat_history(group_id=gid, thread_id="friday")[-1].reactions
+            == {"👍": [FIVE[2]]}
+        ),
+        timeout=10,
+    )
+    thread = ann.get_chat_history(group_id=gid, thread_id="friday")
+    assert [m.msg_id for m in thread] == [root.message_id, reply.message_id]
+    assert thread[1].reply_to == root.message_id
+    with pytest.raises(syft_chat.InvalidMessageError, match="only its sender"):
+        ben.edit_message(root.message_id, "hijacked")
