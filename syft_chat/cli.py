@@ -34,6 +34,7 @@ import click
 from click.core import ParameterSource
 
 from .client import SyftChatClient
+from .contacts import ContactPolicy
 from .display import printable
 from .errors import (
     ConfigError,
@@ -633,6 +634,52 @@ def users(env: Env, as_json: bool) -> None:
         env.note(f"no other datasite serves syft-chat (app {env.app!r}) in this workspace")
     for email in found:
         env.out(email)
+
+
+def _show_policy(env: Env, policy: ContactPolicy, as_json: bool) -> None:
+    if as_json:
+        env.json(
+            {
+                "mode": policy.mode,
+                "allowed": sorted(policy.allowed),
+                "blocked": sorted(policy.blocked),
+            }
+        )
+        return
+    env.out(f"mode     {policy.mode}")
+    env.out(f"allowed  {', '.join(sorted(policy.allowed)) or '-'}")
+    env.out(f"blocked  {', '.join(sorted(policy.blocked)) or '-'}")
+
+
+@cli.command()
+@click.option(
+    "--mode",
+    type=click.Choice(["open", "contacts_only"]),
+    help="open: anyone not blocked; contacts_only: only allowed datasites.",
+)
+@_json_option
+@pass_env
+def contacts(env: Env, mode: str | None, as_json: bool) -> None:
+    """Show the contact policy (and with --mode, change who may write to you)."""
+    with env.client() as client:
+        policy = client.set_contact_mode(mode) if mode else client.contact_policy  # type: ignore[arg-type]
+    _show_policy(env, policy, as_json)
+
+
+def _contact_command(name: str, verb: str, doc: str) -> None:
+    @cli.command(name=name, help=doc)
+    @click.argument("email")
+    @_json_option
+    @pass_env
+    def command(env: Env, email: str, as_json: bool) -> None:
+        with env.client() as client:
+            policy = getattr(client, verb)(email)
+        _show_policy(env, policy, as_json)
+
+
+_contact_command("block", "block", "Refuse everything from EMAIL (also in the permission files).")
+_contact_command("unblock", "unblock", "Lift a block on EMAIL.")
+_contact_command("allow", "allow", "Add EMAIL to your contacts (for contacts-only mode).")
 
 
 def wait_for_stop() -> None:

@@ -425,3 +425,40 @@ def test_terminal_lines_are_aligned_and_threads_nest():
         for line in format_thread([reply, first][::-1], symbols=ascii_)
     ]
     assert "`- second" in tree[1]
+
+
+def test_contact_policy_from_the_command_line(tmp_path):
+    import json as _json
+
+    from syft_chat.testing import make_workspace
+
+    configs = make_workspace(tmp_path / "ws", ["alice@openmined.org", "bob@openmined.org"])
+    env = {**os.environ, "SYFT_CHAT_LOAD_PLUGINS": "", "SYFT_CHAT_DB": str(tmp_path / "b.db")}
+    base = [sys.executable, "-m", "syft_chat", "--config", str(configs["bob@openmined.org"])]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], capture_output=True, text=True, env=env, timeout=60)
+
+    blocked = run("block", "mallory@evil.org", "--json")
+    assert blocked.returncode == 0, blocked.stderr
+    assert _json.loads(blocked.stdout)["blocked"] == ["mallory@evil.org"]
+    run("allow", "alice@openmined.org")
+    shown = _json.loads(run("contacts", "--mode", "contacts_only", "--json").stdout)
+    assert shown == {
+        "mode": "contacts_only",
+        "allowed": ["alice@openmined.org"],
+        "blocked": ["mallory@evil.org"],
+    }
+    perms = (
+        tmp_path
+        / "ws"
+        / "datasites"
+        / "bob@openmined.org"
+        / "app_data"
+        / "syft_chat"
+        / "rpc"
+        / "syftperm.yaml"
+    ).read_text()
+    assert "mallory@evil.org" in perms and "disallow" in perms
+    assert run("unblock", "mallory@evil.org").returncode == 0
+    assert run("block", "not-an-email").returncode == 1
