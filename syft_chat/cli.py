@@ -377,7 +377,7 @@ def send(
 @click.option(
     "--limit",
     "-n",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1_000_000),
     metavar="N",
     default=50,
     show_default=True,
@@ -420,7 +420,7 @@ def history(
 @click.argument("thread_id", metavar="THREAD_ID")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=1_000_000),
     metavar="N",
     default=1000,
     show_default=True,
@@ -728,7 +728,7 @@ class _Printer:
 @click.option(
     "--last",
     "-n",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=1_000_000),
     metavar="N",
     default=0,
     show_default=True,

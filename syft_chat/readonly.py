@@ -67,6 +67,8 @@ class ReadOnlyHistory:
 
     @property
     def exists(self) -> bool:
+        if self.path.exists() and not self.path.is_file():
+            raise StorageError(f"{self.path} is not a message database (it is not a file)")
         return self.path.is_file()
 
     def _connect(self) -> sqlite3.Connection:
