@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 __all__ = ["ClientContacts", "ContactMode", "ContactPolicy"]
 
 ContactMode = Literal["open", "contacts_only"]
-_EMAIL = re.compile(r"^[^@\s/\\*]+@[^@\s/\\*]+$")
+# a datasite email as SyftBox folder names allow it (no quotes, colons, slashes, wildcards)
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$")
 
 
 class ContactPolicy(BaseModel):

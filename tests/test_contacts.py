@@ -87,3 +87,22 @@ def test_policy_survives_a_restart_and_is_in_the_files_from_the_start(workspace)
     assert not list(ws.endpoint(BOB).parent.glob(".*.tmp"))  # rewritten atomically
     with pytest.raises(syft_chat.InvalidMessageError):
         bob.block("not an email")
+
+
+def test_no_email_can_inject_a_permission_rule(workspace, tmp_path):
+    from syft_chat.contacts import ContactPolicy
+    from syft_chat.plugins.rpc_permissions import write_permission_files
+
+    ws = workspace(ALICE, BOB)
+    bob = ws.client(BOB)
+    for hostile in ("a'b@x.org", "x@y.org\n- path: '**'", "a: b@c.org", "*@x.org"):
+        with pytest.raises(syft_chat.InvalidMessageError):
+            bob.block(hostile)
+    # even a hostile value that reached the database by hand stays data, not YAML
+    evil = "evil'\n- path: '**'\n  user: '*'\n  permissions: [admin]\n#@x.org"
+    write_permission_files(tmp_path, "chat", ContactPolicy(mode="contacts_only", allowed={evil}))
+    legacy = yaml.safe_load((tmp_path / "syftperm.yaml").read_text())
+    assert all(rule["path"] != "**" for rule in legacy)
+    assert [rule["user"] for rule in legacy if rule["path"].endswith(".request")] == [evil]
+    pub = yaml.safe_load((tmp_path / "syft.pub.yaml").read_text())
+    assert all("admin" not in rule["access"] for rule in pub["rules"])

@@ -3,89 +3,69 @@
 Other datasites may create, read and write requests only inside the folder
 named after their own email, and read (and clean up) the responses in it;
 everyone may read the published schema. Nothing else in the app folder is
-writable by others.
+writable by others. The contact policy narrows this further (see
+``syft_chat.contacts``).
 
 * ``syft.pub.yaml``: the current (Go) SyftBox server's format; syft-event
-  writes a broader default on every start, which we replace.
-* ``syftperm.yaml``: the legacy Python server's format (syftbox 0.4.0).
+  writes a broader default on every start, which we replace. It can only
+  grant: a block is expressed by granting only contacts (contacts-only mode).
+* ``syftperm.yaml``: the legacy Python server's format (syftbox 0.4.0); later
+  rules win, so deny rules for blocked datasites come last.
+
+Both are produced with ``yaml.safe_dump`` from data, never by pasting
+strings, so no email can inject a rule.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from ..contacts import ContactPolicy
 from ..fileio import atomic_write
 
 __all__ = ["write_permission_files"]
 
+_HEADER = "# written by syft-chat: other datasites may use only their own request folder\n"
+_USER_FOLDER = "{{.UserEmail}}"  # the Go server's template for the requesting datasite
 
-def _pub_yaml(endpoint: str, policy: ContactPolicy) -> str:
+
+def _pub_rules(endpoint: str, policy: ContactPolicy) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [{"pattern": "rpc.schema.json", "access": {"read": ["*"]}}]
     if policy.mode == "contacts_only":
-        # this dialect can only grant: in contacts-only mode, only contacts are granted
-        senders = sorted(policy.allowed - policy.blocked)
-        grants = "".join(
-            f"""- pattern: '{endpoint}/{email}/*.request'
-  access:
-    read: ['{email}']
-    write: ['{email}']
-- pattern: '{endpoint}/{email}/*.response'
-  access:
-    read: ['{email}']
-    write: ['{email}']
-"""
-            for email in senders
-        )
-    else:
-        # this dialect cannot deny one user: blocks are enforced at the receiver
-        grants = f"""- pattern: '{endpoint}/{{{{.UserEmail}}}}/*.request'
-  access:
-    read:
-    - 'USER'
-    write:
-    - 'USER'
-- pattern: '{endpoint}/{{{{.UserEmail}}}}/*.response'
-  access:
-    read:
-    - 'USER'
-    write:
-    - 'USER'
-"""
-    return f"""\
-# written by syft-chat: other datasites may use only their own request folder
-rules:
-- pattern: rpc.schema.json
-  access:
-    read:
-    - '*'
-{grants}"""
+        grants = [(email, [email]) for email in sorted(policy.allowed - policy.blocked)]
+    else:  # "USER" is the requesting datasite itself
+        grants = [(_USER_FOLDER, ["USER"])]
+    for folder, users in grants:
+        for suffix in ("request", "response"):
+            rules.append(
+                {
+                    "pattern": f"{endpoint}/{folder}/*.{suffix}",
+                    "access": {"read": list(users), "write": list(users)},
+                }
+            )
+    return {"rules": rules}
 
 
-def _legacy_rule(endpoint: str, user: str, suffix: str, perms: str, deny: bool = False) -> str:
-    kind = "  type: disallow\n" if deny else ""
-    return f"""- path: '{endpoint}/{{useremail}}/*.{suffix}'
-  user: '{user}'
-{kind}  permissions: [{perms}]
-"""
-
-
-def _legacy_yaml(endpoint: str, policy: ContactPolicy) -> str:
-    rules = [
-        """- path: 'rpc.schema.json'
-  user: '*'
-  permissions: [read]
-"""
+def _legacy_rules(endpoint: str, policy: ContactPolicy) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = [
+        {"path": "rpc.schema.json", "user": "*", "permissions": ["read"]}
     ]
     grantees = ["*"] if policy.mode == "open" else sorted(policy.allowed - policy.blocked)
+    perms = {"request": ["create", "write", "read"], "response": ["write", "read"]}
     for user in grantees:
-        rules.append(_legacy_rule(endpoint, user, "request", "create, write, read"))
-        rules.append(_legacy_rule(endpoint, user, "response", "write, read"))
-    # later rules win: blocked senders may not write (or read answers) at all
-    for user in sorted(policy.blocked):
-        rules.append(_legacy_rule(endpoint, user, "request", "create, write, read", deny=True))
-        rules.append(_legacy_rule(endpoint, user, "response", "write, read", deny=True))
-    header = "# written by syft-chat: other datasites may use only their own request folder\n"
-    return header + "".join(rules)
+        for suffix, granted in perms.items():
+            path = f"{endpoint}/{{useremail}}/*.{suffix}"
+            rules.append({"path": path, "user": user, "permissions": list(granted)})
+    for user in sorted(policy.blocked):  # later rules win: blocked datasites may do nothing
+        for suffix, denied in perms.items():
+            path = f"{endpoint}/{{useremail}}/*.{suffix}"
+            rules.append(
+                {"path": path, "user": user, "type": "disallow", "permissions": list(denied)}
+            )
+    return rules
 
 
 def write_permission_files(
@@ -95,10 +75,11 @@ def write_permission_files(
     policy = policy or ContactPolicy()
     rpc_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (
-        ("syft.pub.yaml", _pub_yaml(endpoint, policy)),
-        ("syftperm.yaml", _legacy_yaml(endpoint, policy)),
+    for name, data in (
+        ("syft.pub.yaml", _pub_rules(endpoint, policy)),
+        ("syftperm.yaml", _legacy_rules(endpoint, policy)),
     ):
+        text = _HEADER + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         path = rpc_dir / name
         atomic_write(path, text.encode("utf-8"))
         written.append(path)
