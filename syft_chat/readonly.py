@@ -18,8 +18,8 @@ from typing import Any
 from .errors import InvalidMessageError, StorageError
 from .models import ChatMessage, MessageStatus, to_utc
 from .plugins import sqlite_views
+from .plugins.sqlite_schema import _parse_ts as _parse_timestamp
 from .plugins.sqlite_store import _STATUSES, _load_metadata, _storage_error
-from .plugins.sqlite_store import _parse_ts as _parse_timestamp
 from .views import Conversation, HistoryPage, SearchHit
 
 __all__ = ["ReadOnlyHistory", "StoredMessage"]

@@ -482,7 +482,9 @@ def test_migrates_a_version_1_file(db_path: Path) -> None:
     conn.close()
     db = mod.pw.SqliteDatabase(str(db_path))
     db.connect()
-    mod._migrate_0_to_1(db, ME)
+    from syft_chat.plugins.sqlite_schema import _migrate_0_to_1
+
+    _migrate_0_to_1(db, ME)
     db.execute_sql("INSERT INTO schema_version (id, version) VALUES (1, 1)")
     db.execute_sql(
         "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp, metadata,"

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,14 +26,18 @@ from ..errors import InvalidMessageError, StorageError
 from ..groups import Group, GroupChange
 from ..hookspecs import hookimpl
 from ..interfaces import BackendContext, StoreFactory
-from ..models import ChatMessage, Direction, MessageStatus, to_utc, utcnow
-from .sqlite_views import UNREAD_INDEX_SQL, HistoryViews
+from ..models import ChatMessage, Direction, MessageStatus, utcnow
+from .sqlite_schema import (
+    _SEED_COLUMNS,
+    SCHEMA_VERSION,
+    _fmt_ts,
+    _parse_ts,
+)
+from .sqlite_schema import MIGRATIONS as _MIGRATIONS
+from .sqlite_views import HistoryViews
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
 
-#: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 3
-_SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
 _READ_COLUMNS = (
     *_SEED_COLUMNS,
     *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
@@ -46,48 +50,6 @@ MESSAGE_KIND = "message"
 #: a group conversation's id in the ``conversation`` column is this plus the group id
 GROUP_PREFIX = "group:"
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-_CREATE_MESSAGES = """
-CREATE TABLE messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    msg_id TEXT NOT NULL UNIQUE,
-    sender TEXT NOT NULL,
-    recipient TEXT,
-    peer TEXT,
-    content TEXT NOT NULL,
-    timestamp TEXT NOT NULL,
-    thread_id TEXT,
-    reply_to TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
-    status TEXT NOT NULL,
-    error TEXT,
-    updated_at TEXT NOT NULL
-)"""
-_CREATE_INDEXES = (
-    "CREATE INDEX ix_messages_peer_ts ON messages (peer, timestamp)",
-    "CREATE INDEX ix_messages_thread_ts ON messages (thread_id, timestamp)",
-    "CREATE INDEX ix_messages_ts ON messages (timestamp)",
-    "CREATE INDEX ix_messages_direction_status ON messages (direction, status)",
-)
-
-
-def _fmt_ts(value: datetime) -> str:
-    """``value`` as fixed-format UTC text (naive means local time)."""
-    return to_utc(value).isoformat(sep=" ", timespec="microseconds")
-
-
-def _parse_ts(value: Any) -> datetime:
-    """Read a stored timestamp; legacy rows may hold naive ISO text or epoch seconds."""
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
-    try:
-        return to_utc(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
-    except ValueError:
-        try:
-            return datetime.fromtimestamp(float(value), timezone.utc)
-        except (TypeError, ValueError, OverflowError):
-            return datetime.fromtimestamp(0, timezone.utc)
 
 
 def _group_of(conversation: Any) -> str | None:
@@ -102,168 +64,6 @@ def _load_metadata(value: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
-
-
-# --------------------------------------------------------------------------- migrations
-
-
-def _migrate_0_to_1(db: Any, owner: str) -> None:
-    """Create the v1 schema, adopting a seed ``messages`` table if there is one.
-
-    The seed's table has ``msg_id`` as primary key and no insertion-order column;
-    ``id INTEGER PRIMARY KEY AUTOINCREMENT`` cannot be added with ALTER TABLE, so
-    the table is rebuilt (the SQLite-documented way) keeping rowid order.
-    """
-    legacy = {row[1] for row in db.execute_sql("PRAGMA table_info(messages)").fetchall()}
-    if legacy:
-        missing = sorted(set(_SEED_COLUMNS) - legacy)
-        if missing:
-            raise StorageError(f"its 'messages' table lacks {missing}: not a chat database")
-        db.execute_sql("ALTER TABLE messages RENAME TO _messages_v0")
-    db.execute_sql(_CREATE_MESSAGES)
-    if legacy:
-        db.execute_sql(
-            "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp,"
-            " thread_id, reply_to, metadata, direction, status, updated_at)"
-            " SELECT msg_id, COALESCE(sender, ''), CASE WHEN sender = ?1 THEN NULL ELSE ?1 END,"
-            " CASE WHEN sender = ?1 THEN NULL ELSE sender END, COALESCE(content, ''),"
-            " COALESCE(timestamp, ''), thread_id, reply_to, COALESCE(metadata, '{}'),"
-            " CASE WHEN sender = ?1 THEN 'out' ELSE 'in' END,"
-            " CASE WHEN sender = ?1 THEN 'delivered' ELSE 'received' END, ?2"
-            " FROM _messages_v0 ORDER BY rowid",
-            (owner, _fmt_ts(utcnow())),
-        )
-        rows = db.execute_sql("SELECT id, timestamp FROM messages").fetchall()
-        for row_id, stamp in rows:  # normalize to the fixed UTC format
-            fixed = _fmt_ts(_parse_ts(stamp))
-            if fixed != stamp:
-                db.execute_sql("UPDATE messages SET timestamp = ? WHERE id = ?", (fixed, row_id))
-        db.execute_sql("DROP TABLE _messages_v0")
-    for statement in _CREATE_INDEXES:
-        db.execute_sql(statement)
-    db.execute_sql(
-        "CREATE TABLE schema_version"
-        " (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
-    )
-
-
-def _migrate_1_to_2(db: Any, owner: str) -> None:
-    """Reliable delivery: sequence numbers, request tracking, notification state, failures."""
-    del owner
-    for column in (
-        "seq INTEGER",  # sender-side sequence within the one-to-one conversation
-        "request_id TEXT",  # the transport request last written for an outgoing message
-        "attempts INTEGER NOT NULL DEFAULT 0",  # how many requests were written
-        "notified INTEGER NOT NULL DEFAULT 1",  # incoming: listeners and bots were told
-        "read_at TEXT",  # incoming: when the user marked it read
-    ):
-        db.execute_sql(f"ALTER TABLE messages ADD COLUMN {column}")
-    db.execute_sql("CREATE INDEX ix_messages_peer_dir_seq ON messages (peer, direction, seq)")
-    db.execute_sql("CREATE INDEX ix_messages_notified ON messages (notified)")
-    db.execute_sql(
-        "CREATE TABLE failed_messages ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " received_at TEXT NOT NULL,"
-        " sender TEXT NOT NULL,"
-        " msg_id TEXT,"
-        " reason TEXT NOT NULL,"
-        " raw BLOB)"
-    )
-    db.execute_sql("CREATE INDEX ix_failed_sender ON failed_messages (sender, received_at)")
-
-
-def _migrate_2_to_3(db: Any, owner: str) -> None:
-    """Conversations beyond one-to-one: message kinds, edits, reactions, search, contacts.
-
-    ``kind`` is ``message`` for chat messages; edits, deletions and reactions
-    are delivered as messages of their own kind naming their ``target``, and
-    keep their delivery record here too (history and search show only
-    ``kind = 'message'``). ``conversation`` is the peer's email for a
-    one-to-one conversation. The full-text index is kept in sync by triggers,
-    so it can never disagree with ``content`` (a deleted message's text leaves
-    both).
-    """
-    del owner
-    for column in (
-        "kind TEXT NOT NULL DEFAULT 'message'",
-        "target TEXT",  # the msg_id an edit / delete / reaction acts on
-        "conversation TEXT",
-        "deleted INTEGER NOT NULL DEFAULT 0",
-        "edited_at TEXT",
-        "applied INTEGER NOT NULL DEFAULT 1",  # incoming edit/delete/reaction: 0 = waiting
-    ):
-        db.execute_sql(f"ALTER TABLE messages ADD COLUMN {column}")
-    db.execute_sql("UPDATE messages SET conversation = peer")
-    db.execute_sql(
-        "CREATE INDEX ix_messages_conversation ON messages (conversation, kind, timestamp, id)"
-    )
-    db.execute_sql("CREATE INDEX ix_messages_target ON messages (target, applied)")
-    db.execute_sql(UNREAD_INDEX_SQL)  # unread counts of the conversation list
-    db.execute_sql(
-        "CREATE VIRTUAL TABLE messages_fts USING fts5("
-        " content, content='messages', content_rowid='id', tokenize='unicode61')"
-    )
-    db.execute_sql(
-        "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages"
-        " WHEN new.kind = 'message' AND new.deleted = 0 BEGIN"
-        " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END"
-    )
-    db.execute_sql(
-        "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages"
-        " WHEN old.kind = 'message' AND old.deleted = 0 BEGIN"
-        " INSERT INTO messages_fts (messages_fts, rowid, content)"
-        " VALUES ('delete', old.id, old.content); END"
-    )
-    # one trigger, two steps in order (SQLite runs separate triggers newest first,
-    # which would drop the new text right after indexing it)
-    db.execute_sql(
-        "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, deleted ON messages BEGIN"
-        " INSERT INTO messages_fts (messages_fts, rowid, content)"
-        " SELECT 'delete', old.id, old.content WHERE old.kind = 'message' AND old.deleted = 0;"
-        " INSERT INTO messages_fts (rowid, content)"
-        " SELECT new.id, new.content WHERE new.kind = 'message' AND new.deleted = 0; END"
-    )
-    db.execute_sql(
-        "INSERT INTO messages_fts (rowid, content)"
-        " SELECT id, content FROM messages WHERE kind = 'message' AND deleted = 0"
-    )
-    db.execute_sql(
-        "CREATE TABLE message_edits ("
-        " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " msg_id TEXT NOT NULL,"  # the edited message
-        " content TEXT NOT NULL,"  # the text it had before this edit
-        " replaced_at TEXT NOT NULL,"
-        " edit_id TEXT)"  # the edit message that replaced it
-    )
-    db.execute_sql("CREATE INDEX ix_message_edits_msg ON message_edits (msg_id, id)")
-    db.execute_sql(
-        "CREATE TABLE reactions ("
-        " msg_id TEXT NOT NULL, user TEXT NOT NULL, emoji TEXT NOT NULL,"
-        " created_at TEXT NOT NULL, PRIMARY KEY (msg_id, user, emoji))"
-    )
-    db.execute_sql(
-        "CREATE TABLE contacts ("
-        " email TEXT PRIMARY KEY, status TEXT NOT NULL CHECK (status IN ('allowed', 'blocked')),"
-        " updated_at TEXT NOT NULL)"
-    )
-    db.execute_sql("CREATE TABLE chat_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    # a group's state is the member list of its latest membership change
-    # (ordered by (timestamp, msg_id), the same on every member: they converge)
-    db.execute_sql(
-        "CREATE TABLE groups ("
-        " group_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_by TEXT NOT NULL,"
-        " members TEXT NOT NULL,"  # JSON list
-        " changed_at TEXT NOT NULL, change_id TEXT NOT NULL)"
-    )
-
-
-#: ``_MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
-_MIGRATIONS: list[Callable[[Any, str], None]] = [
-    _migrate_0_to_1,
-    _migrate_1_to_2,
-    _migrate_2_to_3,
-]
-assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 
 def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:

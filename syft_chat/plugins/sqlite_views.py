@@ -467,7 +467,7 @@ class HistoryViews:
 
     def conversations(self) -> list[Conversation]:
         """Every conversation with its last chat message and unread count, newest first."""
-        from .sqlite_store import _parse_ts
+        from .sqlite_schema import _parse_ts
 
         with self._op("read"):
             rows = conversation_rows(self._run)
