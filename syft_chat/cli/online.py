@@ -1,0 +1,296 @@
+"""The commands that talk to other datasites and so start a
+:class:`~syft_chat.SyftChatClient`: ``send``, ``users``, ``contacts``, ``block``,
+``unblock``, ``allow``, ``tail`` (alias ``listen``) and ``serve``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import click
+
+from ..contacts import ContactPolicy
+from ..hookspecs import hookimpl
+from ..models import ChatMessage
+from .env import Env, _json_option, pass_env
+
+__all__ = [
+    "allow",
+    "block",
+    "contacts",
+    "send",
+    "serve",
+    "tail",
+    "unblock",
+    "users",
+    "wait_for_stop",
+]
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def _read_message(words: tuple[str, ...]) -> str:
+    if words and words != ("-",):
+        return " ".join(words)
+    if not words and sys.stdin.isatty():
+        raise click.UsageError("give the message text, or - to read it from stdin")
+    return sys.stdin.read().rstrip("\n")
+
+
+@click.command()
+@click.argument("to", metavar="EMAIL")
+@click.argument("message", nargs=-1, metavar="MESSAGE...")
+@click.option("--thread", "thread_id", metavar="ID", help="Post in this thread.")
+@click.option(
+    "--reply-to", metavar="MSG_ID", help="Reply to this message (an id or a unique prefix)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="How long to wait for the confirmation [default: 15].",
+)
+@_json_option
+@pass_env
+def send(
+    env: Env,
+    to: str,
+    message: tuple[str, ...],
+    thread_id: str | None,
+    reply_to: str | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Send MESSAGE to EMAIL and wait for the recipient's confirmation.
+
+    The words of MESSAGE are joined with spaces; - (or nothing, when piped)
+    reads it from stdin. Exit code 1 if the recipient is unknown, refuses the
+    message or does not confirm in time (the message then stays stored with
+    status 'sent', and a late confirmation is still recorded).
+    """
+    content = _read_message(message)
+    with env.client() as client:
+        if reply_to is not None and client.get_message(reply_to) is None:
+            with env.reader() as (history, _):
+                found = history.find(reply_to) if history.exists else None
+            reply_to = found.message.msg_id if found else reply_to
+        response = client.send_message(to, content, thread_id, reply_to, timeout=timeout)
+        stored = client.get_message(response.message_id)
+    thread = stored.thread_id if stored else thread_id
+    if as_json:
+        env.json(
+            {
+                "status": response.status,
+                "message_id": response.message_id,
+                "timestamp": response.timestamp.isoformat(),
+                "to": to,
+                "thread_id": thread,
+                "reply_to": reply_to,
+            }
+        )
+        return
+    from ..display import symbols_for
+
+    sym = symbols_for()
+    mark = click.style(f"{sym.ok} {response.status}", fg="green", bold=True)
+    env.out(f"{mark} to {click.style(to, fg='cyan')}  id {response.message_id}")
+    if thread and thread != response.message_id:
+        env.note(f"  thread {thread}")
+
+
+# --------------------------------------------------------------------------- online
+
+
+@click.command()
+@_json_option
+@pass_env
+def users(env: Env, as_json: bool) -> None:
+    """List the datasites that serve syft-chat in this workspace."""
+    with env.client() as client:
+        found = client.list_available_users()
+    if as_json:
+        env.json(found)
+        return
+    if not found:
+        env.note(f"no other datasite serves syft-chat (app {env.app!r}) in this workspace")
+    for email in found:
+        env.out(email)
+
+
+def _show_policy(env: Env, policy: ContactPolicy, as_json: bool) -> None:
+    if as_json:
+        env.json(
+            {
+                "mode": policy.mode,
+                "allowed": sorted(policy.allowed),
+                "blocked": sorted(policy.blocked),
+            }
+        )
+        return
+    env.out(f"mode     {policy.mode}")
+    env.out(f"allowed  {', '.join(sorted(policy.allowed)) or '-'}")
+    env.out(f"blocked  {', '.join(sorted(policy.blocked)) or '-'}")
+
+
+@click.command()
+@click.option(
+    "--mode",
+    type=click.Choice(["open", "contacts_only"]),
+    help="open: anyone not blocked; contacts_only: only allowed datasites.",
+)
+@_json_option
+@pass_env
+def contacts(env: Env, mode: str | None, as_json: bool) -> None:
+    """Show the contact policy (and with --mode, change who may write to you)."""
+    with env.client() as client:
+        policy = client.set_contact_mode(mode) if mode else client.contact_policy  # type: ignore[arg-type]
+    _show_policy(env, policy, as_json)
+
+
+def _contact_command(name: str, verb: str, doc: str) -> click.Command:
+    @click.command(name=name, help=doc)
+    @click.argument("email")
+    @_json_option
+    @pass_env
+    def command(env: Env, email: str, as_json: bool) -> None:
+        with env.client() as client:
+            policy = getattr(client, verb)(email)
+        _show_policy(env, policy, as_json)
+
+    return command
+
+
+block = _contact_command(
+    "block", "block", "Refuse everything from EMAIL (also in the permission files)."
+)
+unblock = _contact_command("unblock", "unblock", "Lift a block on EMAIL.")
+allow = _contact_command("allow", "allow", "Add EMAIL to your contacts (for contacts-only mode).")
+
+
+def wait_for_stop() -> None:
+    """Block until SIGINT (Ctrl-C) or SIGTERM."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _Printer:
+    """A plugin printing every incoming message that passes the filters."""
+
+    __name__ = "syft-chat-cli"  # its plugin name
+
+    def __init__(self, emit: Callable[[ChatMessage], None], sender: str | None, thread: str | None):
+        self.emit, self.sender, self.thread = emit, sender, thread
+
+    def wants(self, message: ChatMessage) -> bool:
+        if self.sender is not None and message.sender != self.sender:
+            return False
+        return self.thread is None or message.thread_id == self.thread
+
+    @hookimpl
+    def chat_message_received(self, message: ChatMessage) -> None:
+        if self.wants(message):
+            self.emit(message)
+
+
+@click.command()
+@click.option("--with", "with_user", metavar="EMAIL", help="Only messages from EMAIL.")
+@click.option("--thread", "thread_id", metavar="ID", help="Only messages in this thread.")
+@click.option(
+    "--last",
+    "-n",
+    type=click.IntRange(min=0, max=1_000_000),
+    metavar="N",
+    default=0,
+    show_default=True,
+    help="First print the newest N stored messages.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per line.")
+@pass_env
+def tail(env: Env, with_user: str | None, thread_id: str | None, last: int, as_json: bool) -> None:
+    """Follow new messages live until Ctrl-C (alias: listen).
+
+    This datasite serves chat meanwhile: incoming messages are stored and
+    confirmed, and installed bots answer.
+    """
+    from ..display import format_message, message_json
+
+    me = env.email()
+    lock = threading.Lock()
+
+    def emit(message: ChatMessage) -> None:
+        with lock:
+            if as_json:
+                env.json_line(message_json(message))
+            else:
+                env.out(format_message(message, me=me))
+
+    printer = _Printer(emit, with_user, thread_id)
+    with env.client(plugins=[printer]) as client:
+        if last:
+            for message in client.get_chat_history(with_user, last, thread_id=thread_id):
+                emit(message)
+        env.note(f"listening for messages to {me} (Ctrl-C to stop)")
+        wait_for_stop()
+    env.note("stopped")
+
+
+@click.command()
+@click.option("--quiet", "-q", is_flag=True, help="Do not print a line per incoming message.")
+@pass_env
+def serve(env: Env, quiet: bool) -> None:
+    """Serve this datasite's chat and run its plugins and bots until stopped.
+
+    Stops cleanly on Ctrl-C or SIGTERM (for a service manager).
+    """
+    from ..display import format_message
+
+    me = env.email()
+    plugins: list[object] = []
+    if not quiet:
+        plugins.append(_Printer(lambda m: env.out(format_message(m, me=me)), None, None))
+    client = env.client(plugins=plugins)
+    try:
+        names = [
+            n
+            for n in client.list_plugins()
+            if not n.startswith("syft_chat.plugins.") and n != _Printer.__name__
+        ]
+        env.note(
+            f"serving syft-chat for {me} (app {env.app!r}, database {client.db_path}); "
+            f"plugins: {', '.join(names) or 'built-ins only'}; Ctrl-C to stop"
+        )
+        for failure in client.plugin_failures:
+            env.note(f"plugin failed: {failure}")
+        try:
+            service = importlib.import_module("syft_chat.service")
+        except ModuleNotFoundError as exc:
+            if exc.name != "syft_chat.service":
+                raise
+            wait_for_stop()
+        else:
+            service.serve_forever(client)
+    finally:
+        client.close()
+    env.note("stopped")

@@ -1,0 +1,315 @@
+"""The read-only commands: ``history``, ``thread``, ``status``, ``search`` and
+``conversations``. They open the SQLite file read-only and never start a client, so
+they are fast and never touch the workspace.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import click
+
+from ..display import printable
+from ..models import ChatMessage, to_utc
+from ..views import Conversation, SearchHit
+from .env import CLIError, Env, _json_option, pass_env
+
+__all__ = ["conversations", "history", "parse_since", "search", "status", "thread"]
+
+
+# --------------------------------------------------------------------------- time
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str, *, now: datetime | None = None) -> datetime:
+    """Parse ``--since``: an ISO date/time (naive = local time), ``30m``/``1h``/``2d``/``1w``
+    ago, ``today`` or ``yesterday`` (local midnight). Returns an aware UTC datetime.
+
+    Raises :class:`ValueError` for anything else.
+    """
+    now = now or datetime.now(timezone.utc)
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        return now - timedelta(**{_UNITS[unit]: amount})
+    if text.lower() in {"today", "yesterday"}:
+        midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        return to_utc(midnight - timedelta(days=1 if text.lower() == "yesterday" else 0))
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    return to_utc(datetime.fromisoformat(text))
+
+
+def _since_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except (ValueError, OverflowError):
+        raise click.BadParameter(
+            f"{value!r} is not a time: use an ISO date or time (2024-05-01, "
+            "2024-05-01T14:30, 2024-05-01T14:30+02:00), a relative time "
+            "(30m, 1h, 2d, 1w) or today/yesterday"
+        ) from None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@click.command()
+@click.option("--with", "with_user", metavar="EMAIL", help="Only the conversation with EMAIL.")
+@click.option("--thread", "thread_id", metavar="ID", help="Only this thread.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    callback=_since_option,
+    help="Only messages since WHEN: 2024-05-01, 2024-05-01T14:30, 30m, 1h, 2d, 1w, today.",
+)
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1, max=1_000_000),
+    metavar="N",
+    default=50,
+    show_default=True,
+    help="At most this many (the newest).",
+)
+@_json_option
+@pass_env
+def history(
+    env: Env,
+    with_user: str | None,
+    thread_id: str | None,
+    since: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Show stored messages, oldest first (read-only: starts no client)."""
+    from ..display import format_messages, message_json
+
+    with env.reader() as (reader, me):
+        if not reader.exists:
+            messages: list[ChatMessage] = []
+            env.note(f"no messages yet (no database at {reader.path})")
+        else:
+            messages = reader.history(
+                peer=with_user.strip() if with_user else None,
+                limit=limit,
+                since=since,
+                thread_id=thread_id,
+            )
+    if as_json:
+        env.json([message_json(m) for m in messages])
+        return
+    if not messages and reader.exists:
+        env.note("no messages match")
+    for line in format_messages(messages, me=me):
+        env.out(line)
+
+
+@click.command()
+@click.argument("thread_id", metavar="THREAD_ID")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=1_000_000),
+    metavar="N",
+    default=1000,
+    show_default=True,
+    help="At most this many.",
+)
+@_json_option
+@pass_env
+def thread(env: Env, thread_id: str, limit: int, as_json: bool) -> None:
+    """Show a thread as a tree of replies (read-only).
+
+    THREAD_ID may be a thread id, a unique prefix of one, or the id of any
+    message in the thread.
+    """
+    from ..display import format_thread, message_json
+
+    with env.reader() as (reader, me):
+        resolved = reader.resolve_thread(thread_id)
+        if resolved is None:
+            raise CLIError(f"no thread {thread_id!r} in {reader.path}")
+        messages = reader.history(thread_id=resolved, limit=limit)
+    if as_json:
+        env.json([message_json(m) for m in messages])
+        return
+    env.note(f"thread {resolved} ({len(messages)} message{'s' if len(messages) != 1 else ''})")
+    for line in format_thread(messages, me=me):
+        env.out(line)
+
+
+@click.command()
+@click.argument("msg_id", metavar="MSG_ID")
+@_json_option
+@pass_env
+def status(env: Env, msg_id: str, as_json: bool) -> None:
+    """Show a stored message and its delivery status (read-only).
+
+    MSG_ID may be a unique prefix. Status is one of queued, sent, delivered,
+    failed (outgoing) or received (incoming).
+    """
+    from ..display import local_time, symbols_for
+
+    with env.reader() as (reader, _me):
+        found = reader.find(msg_id)
+        if found is None:
+            raise CLIError(f"no message {msg_id!r} in {reader.path}")
+    if as_json:
+        env.json(found.as_json())
+        return
+    from ..display import printable_message
+
+    m = printable_message(found.message)  # a peer's text is never passed to the terminal raw
+    state = m.status.value if m.status else "unknown"
+    from ..display import STATUS_COLOURS as colour
+
+    rows = [
+        ("id", m.msg_id),
+        ("status", click.style(state, fg=colour.get(state), bold=True)),
+        ("route", f"{m.sender} {symbols_for().arrow} {m.recipient or '?'}"),
+        ("written", local_time(m.timestamp)),
+    ]
+    if found.updated_at:
+        try:
+            rows.append(("updated", local_time(datetime.fromisoformat(found.updated_at))))
+        except ValueError:
+            rows.append(("updated", found.updated_at))
+    if m.thread_id:
+        rows.append(("thread", m.thread_id))
+    if m.reply_to:
+        rows.append(("reply to", m.reply_to))
+    if found.error:
+        rows.append(("error", click.style(printable(found.error), fg="red")))
+    rows.append(("content", m.content))
+    for label, value in rows:
+        env.out(f"{click.style(label.ljust(8), dim=True)}  {value}")
+
+
+_MARK = ("\x02", "\x03")  # around each match in a snippet, for the terminal
+
+
+def _styled_snippet(snippet: str, color: bool) -> str:
+    """A search snippet with its matches in bold (or in [brackets] without colour)."""
+    out, rest = [], snippet
+    while _MARK[0] in rest:
+        before, _, rest = rest.partition(_MARK[0])
+        match, _, rest = rest.partition(_MARK[1])
+        match = printable(match)  # a peer's text is never passed to the terminal raw
+        out.append(
+            printable(before)
+            + (click.style(match, fg="yellow", bold=True) if color else f"[{match}]")
+        )
+    return "".join(out) + printable(rest)
+
+
+@click.command()
+@click.argument("query", nargs=-1, required=True, metavar="QUERY...")
+@click.option("--with", "with_user", metavar="EMAIL", help="Only the conversation with EMAIL.")
+@click.option("--thread", "thread_id", metavar="ID", help="Only this thread.")
+@click.option(
+    "--since", metavar="WHEN", callback=_since_option, help="Only messages since WHEN (as history)."
+)
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1, max=10_000),
+    metavar="N",
+    default=20,
+    show_default=True,
+    help="At most this many (the best matches).",
+)
+@click.option("--raw", is_flag=True, help='QUERY is FTS5 syntax: "a phrase", a OR b, NOT, NEAR().')
+@_json_option
+@pass_env
+def search(
+    env: Env,
+    query: tuple[str, ...],
+    with_user: str | None,
+    thread_id: str | None,
+    since: datetime | None,
+    limit: int,
+    raw: bool,
+    as_json: bool,
+) -> None:
+    """Full-text search of stored messages, best matches first (read-only).
+
+    Every word of QUERY must occur (any order; case and accents ignored); word*
+    matches a prefix. Deleted messages are never found; edited ones by their
+    current text.
+    """
+    from ..display import format_messages
+
+    text = " ".join(query)
+    with env.reader() as (reader, me):
+        if not reader.exists:
+            hits: list[SearchHit] = []
+            env.note(f"no messages yet (no database at {reader.path})")
+        else:
+            hits = reader.search(
+                text,
+                conversation=with_user.strip() if with_user else None,
+                thread_id=thread_id,
+                since=since,
+                limit=limit,
+                raw=raw,
+                highlight=("[", "]") if as_json else _MARK,
+            )
+    if as_json:
+        env.json([hit.model_dump(mode="json") for hit in hits])
+        return
+    if not hits and reader.exists:
+        env.note("no messages match")
+    color = env.color if env.color is not None else sys.stdout.isatty()
+    shown = [
+        h.message.model_copy(update={"content": _styled_snippet(h.snippet, color)}) for h in hits
+    ]
+    for line in format_messages(shown, me=me, content_is_printable=True):
+        env.out(line)
+
+
+@click.command()
+@_json_option
+@pass_env
+def conversations(env: Env, as_json: bool) -> None:
+    """List conversations, most recent first, with unread counts (read-only)."""
+    from ..display import local_time
+
+    with env.reader() as (reader, me):
+        if not reader.exists:
+            found: list[Conversation] = []
+            env.note(f"no conversations yet (no database at {reader.path})")
+        else:
+            found = reader.conversations()
+    if as_json:
+        env.json([c.model_dump(mode="json") for c in found])
+        return
+    width = max((len(c.conversation_id) for c in found), default=0)
+    unread_width = max((len(f"{c.unread} unread") for c in found if c.unread), default=0)
+    for c in found:
+        when = local_time(c.updated_at) if c.updated_at else " " * 19
+        name = click.style(
+            printable(c.conversation_id).ljust(width), fg="cyan", bold=bool(c.unread)
+        )
+        count = f"{c.unread} unread" if c.unread else ""
+        unread = click.style(count.ljust(unread_width), fg="yellow", bold=True)
+        last = c.last_message
+        if last is None:
+            preview = ""
+        else:
+            body = "(deleted)" if last.deleted else " ".join(last.content.split())
+            if last.sender == me:
+                who = "you: "
+            else:  # a one-to-one conversation is named by the sender already
+                who = "" if last.sender == c.peer else f"{last.sender}: "
+            preview = printable(f"{who}{body[:60]}{'…' if len(body) > 60 else ''}")
+        line = f"{click.style(when, dim=True)}  {name}  {unread + '  ' if unread_width else ''}"
+        env.out(f"{line}{preview}".rstrip())
