@@ -56,11 +56,11 @@ def authorize(
     if action.group_id != target.group_id:
         return f"{action.kind} and its message belong to different conversations"
     if action.kind in ("edit", "delete") and target.sender != actor:
-        return f"only the sender of a message may {action.kind} it ({actor} is not {target.sender})"
+        return f"only the sender of a message may {action.kind} it"
     if action.kind == "reaction":
         party = set(members or ()) if target.group_id else {target.sender, target.recipient or ""}
         if actor not in party or me not in party:
-            return f"{actor} is not part of the conversation of {target.msg_id}"
+            return f"{actor} is not part of that message's conversation"
     return None
 
 

@@ -45,6 +45,7 @@ class ContactPolicy(BaseModel):
 
     def refuses(self, sender: str) -> str | None:
         """Why a message from ``sender`` is refused, or ``None`` to let it through."""
+        sender = sender.lower()
         if sender in self.blocked:
             return "the sender is blocked"
         if self.mode == "contacts_only" and sender not in self.allowed:
@@ -63,7 +64,7 @@ class _Host(Protocol):
 def _email(value: object) -> str:
     if not isinstance(value, str) or not _EMAIL.match(value.strip()):
         raise InvalidMessageError(f"expected a datasite email, got {value!r}")
-    return value.strip()
+    return value.strip().lower()  # emails compare case-insensitively
 
 
 def _changed(client: _Host) -> ContactPolicy:

@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from .actions import authorize
 from .conversations import Conversations
 from .dispatch import HookDecisionError
+from .display import UNPRINTABLE
 from .errors import DeliveryError, StorageError
 from .groups import check_group_change, check_group_message, group_status, parse_change
 from .interfaces import IncomingRequest, Reply
@@ -393,6 +394,8 @@ class Incoming:
                 return Reply(verdict[0], json.dumps({**answer, "error": verdict[1]}).encode())
             if verdict is not None:
                 return self._refuse(request, verdict[0], verdict[1], msg_id)
+        if message.kind == "reaction":  # stored as the sender's client would send it
+            message = message.model_copy(update={"content": message.content.strip()})
         if message.kind not in ("message", "group"):
             target = self.store.get(message.target or "")
             problem = self._check_action(message, target, request.sender)
@@ -438,8 +441,10 @@ class Incoming:
     ) -> tuple[int, str] | None:
         if not action.target:
             return 400, f"a {action.kind} must name the message it acts on"
-        if action.kind == "reaction" and not 0 < len(action.content.strip()) <= 32:
-            return 400, "a reaction is 1 to 32 characters"
+        if action.kind == "reaction" and (
+            not 0 < len(action.content) <= 32 or UNPRINTABLE.search(action.content)
+        ):
+            return 400, "a reaction is 1 to 32 printable characters"
         if target is None:
             return None  # not here yet: checked when it arrives
         group = self.store.group(target.group_id) if target.group_id else None
@@ -449,8 +454,11 @@ class Incoming:
 
     def _apply_waiting(self, message: ChatMessage) -> None:
         """Apply the edits / deletions / reactions that arrived before ``message``."""
+        policy = self.client.contact_policy
         for action in self.store.waiting_actions(message.msg_id):
-            problem = self._check_action(action, message, action.sender)
+            refused = policy.refuses(action.sender)  # blocked since it arrived?
+            problem = (403, f"refused: {refused}") if refused else None
+            problem = problem or self._check_action(action, message, action.sender)
             if problem is None:
                 self.store.apply_action(action, action.sender)
             else:

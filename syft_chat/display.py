@@ -114,12 +114,12 @@ def _hints(message: ChatMessage, sym: Symbols, *, tree: bool = False) -> str:
 
 # C0/C1 control characters (but newline and tab), DEL, and bidi overrides/isolates:
 # text from a peer must not move the cursor, retitle the terminal or reorder a line
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
     """``text`` with terminal control characters shown as escapes (``\\x1b``)."""
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def printable_message(message: ChatMessage, content_is_printable: bool = False) -> ChatMessage:

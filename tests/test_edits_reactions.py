@@ -144,7 +144,7 @@ def test_a_stranger_cannot_react(workspace):
     sent = alice.send_message(BOB, "between us")
     forged = envelope_body(MALLORY, BOB, "👎", kind="reaction", target=sent.message_id)
     status, answer = read_response(write_raw_request(ws, to=BOB, folder=MALLORY, body=forged))
-    assert status == 403 and "not part of the conversation" in answer["error"]
+    assert status == 403 and "not part of that message's conversation" in answer["error"]
     assert bob.get_chat_history()[0].reactions == {}
 
 
@@ -168,3 +168,81 @@ def test_change_hook_for_plugins_and_a_raising_one_is_isolated(pair):
     alice.edit_message(sent.message_id, "final")
     wait_for(lambda: got == [f"{ALICE} edited final"])
     assert any(f.stage == "chat_message_changed" for f in bob.plugin_failures)
+
+
+def test_edits_and_reactions_converge_whatever_the_arrival_order(workspace):
+    """Actions applied by the sender's sequence, not by arrival (found by a review)."""
+    import json
+
+    ws = workspace(ALICE, BOB)
+    bob = ws.client(BOB)
+    original = envelope_body(ALICE, BOB, "v0", seq=1, floor=1)
+    msg_id = json.loads(original)["msg_id"]
+    bodies = [original]
+    for i in range(1, 6):
+        bodies.append(
+            envelope_body(ALICE, BOB, f"v{i}", kind="edit", target=msg_id, seq=1 + i, floor=1)
+        )
+    react = {"kind": "reaction", "target": msg_id}
+    bodies.append(envelope_body(ALICE, BOB, "👍", seq=7, floor=1, metadata={"op": "add"}, **react))
+    bodies.append(
+        envelope_body(ALICE, BOB, "👍", seq=8, floor=1, metadata={"op": "remove"}, **react)
+    )
+    for body in [bodies[0], *reversed(bodies[1:])]:  # newest changes arrive first
+        assert read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=body))[0] == 200
+    message = bob.get_message(msg_id)
+    assert message.content == "v5"  # the sender's last edit, not the last to arrive
+    assert bob.get_chat_history()[0].reactions == {}  # removed after it was added
+    assert [e["content"] for e in bob.get_edits(msg_id)] == ["v0", "v1", "v2", "v3", "v4"]
+
+
+def test_a_delete_erases_the_text_of_the_edits_too(pair):
+    ws, alice, bob = pair
+    sent = alice.send_message(BOB, "hello narwhal")
+    alice.edit_message(sent.message_id, "hello narwhal edited")
+    alice.delete_message(sent.message_id)
+    for db in (ws.db(ALICE), ws.db(BOB)):
+        conn = sqlite3.connect(db)
+        texts = [r[0] for r in conn.execute("SELECT content FROM messages")]
+        conn.close()
+        assert not any("narwhal" in t for t in texts), texts
+    late = envelope_body(ALICE, BOB, "late okapi", kind="edit", target=sent.message_id)
+    late_id = __import__("json").loads(late)["msg_id"]
+    write_raw_request(ws, to=BOB, folder=ALICE, body=late)  # alice's client takes the answer
+    wait_for(lambda: bob.get_message(late_id) is not None)
+    conn = sqlite3.connect(ws.db(BOB))
+    assert not any("okapi" in r[0] for r in conn.execute("SELECT content FROM messages"))
+    conn.close()
+
+
+def test_a_waiting_action_from_a_since_blocked_sender_is_refused(workspace):
+    import json
+
+    ws = workspace(ALICE, BOB, MALLORY)
+    bob = ws.client(BOB)
+    original = envelope_body(ALICE, BOB, "hi", seq=1, floor=1)
+    msg_id = json.loads(original)["msg_id"]
+    react = envelope_body(
+        MALLORY, BOB, "💩", kind="reaction", target=msg_id, metadata={"op": "add"}
+    )
+    assert read_response(write_raw_request(ws, to=BOB, folder=MALLORY, body=react))[0] == 200
+    bob.block(MALLORY)
+    assert read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=original))[0] == 200
+    assert bob.get_chat_history()[0].reactions == {}
+
+
+def test_reactions_are_normalised_at_the_receiver(workspace):
+    import json
+
+    ws = workspace(ALICE, BOB)
+    bob = ws.client(BOB)
+    original = envelope_body(ALICE, BOB, "x")
+    msg_id = json.loads(original)["msg_id"]
+    assert read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=original))[0] == 200
+    for emoji, code in (("  👍  ", 200), ("👍" + " " * 2000, 200), ("\x00", 400), ("\u202e", 400)):
+        body = envelope_body(
+            ALICE, BOB, emoji, kind="reaction", target=msg_id, metadata={"op": "add"}
+        )
+        status, _ = read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=body))
+        assert status == code, repr(emoji)
+    assert bob.get_chat_history()[0].reactions == {"👍": [ALICE]}

@@ -125,3 +125,23 @@ def test_config_with_a_bad_email_is_refused(tmp_path):
     cfg.write_text(json.dumps({"data_dir": str(tmp_path), "email": "a/b@y.org"}))
     with pytest.raises(syft_chat.ConfigError):
         syft_chat.client(cfg, db_path=tmp_path / "x.db")
+
+
+def test_block_ignores_case(workspace):
+    ws = workspace(ALICE, BOB, MALLORY)
+    bob, mallory = ws.client(BOB), ws.client(MALLORY)
+    bob.block(MALLORY.upper())
+    with pytest.raises(syft_chat.MessageRejectedError, match="blocked"):
+        mallory.send_message(BOB, "case games")
+
+
+def test_forged_cursor_and_raw_nul_query_are_typed_errors(pair):
+    import base64
+
+    _, alice, _ = pair
+    alice.send_message(BOB, "census dataset")
+    huge = base64.urlsafe_b64encode(b"1|2026-01-01 00:00:00.000000+00:00|" + b"9" * 40).decode()
+    with pytest.raises(syft_chat.InvalidMessageError):
+        alice.get_history_page(before=huge)
+    with pytest.raises(syft_chat.InvalidMessageError, match="NUL"):
+        alice.search("census\x00dataset", raw=True)

@@ -152,6 +152,7 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         "deleted INTEGER NOT NULL DEFAULT 0",
         "edited_at TEXT",
         "applied INTEGER NOT NULL DEFAULT 1",  # incoming edit/delete/reaction: 0 = waiting
+        "edit_seq INTEGER",  # the sender's sequence number of the edit now shown
     ):
         db.execute_sql(f"ALTER TABLE messages ADD COLUMN {column}")
     db.execute_sql("UPDATE messages SET conversation = peer")
@@ -194,13 +195,17 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         " msg_id TEXT NOT NULL,"  # the edited message
         " content TEXT NOT NULL,"  # the text it had before this edit
         " replaced_at TEXT NOT NULL,"
-        " edit_id TEXT)"  # the edit message that replaced it
+        " edit_id TEXT,"  # the edit message that replaced it
+        " seq INTEGER)"  # the version's place in the sender's order
     )
     db.execute_sql("CREATE INDEX ix_message_edits_msg ON message_edits (msg_id, id)")
     db.execute_sql(
         "CREATE TABLE reactions ("
         " msg_id TEXT NOT NULL, user TEXT NOT NULL, emoji TEXT NOT NULL,"
-        " created_at TEXT NOT NULL, PRIMARY KEY (msg_id, user, emoji))"
+        " created_at TEXT NOT NULL,"
+        " present INTEGER NOT NULL DEFAULT 1,"  # 0: taken back (kept to order late arrivals)
+        " op_seq INTEGER,"  # the reacting datasite's sequence number of the last change
+        " PRIMARY KEY (msg_id, user, emoji))"
     )
     db.execute_sql(
         "CREATE TABLE contacts ("
@@ -214,6 +219,7 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
         "CREATE TABLE groups ("
         " group_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_by TEXT NOT NULL,"
         " members TEXT NOT NULL,"  # JSON list
+        " version INTEGER NOT NULL DEFAULT 0,"  # one more than the change it was based on
         " changed_at TEXT NOT NULL, change_id TEXT NOT NULL)"
     )
 

@@ -404,55 +404,93 @@ class SQLiteStore(HistoryViews):
     def apply_action(self, action: ChatMessage, actor: str) -> str | None:
         """Apply an edit / delete / reaction to its target, in one transaction.
 
-        Returns what changed (``edited``, ``deleted``, ``reaction_added``,
-        ``reaction_removed``) or ``None`` if nothing did (a duplicate reaction,
-        an edit of a deleted message). The caller has checked who may do it.
+        Applying is independent of arrival order: an edit or reaction older
+        (by the actor's sequence number) than what is already applied does
+        not override it (an older edit is kept as an earlier version), and a
+        deletion wins over everything. Returns what changed (``edited``,
+        ``deleted``, ``reaction_added``, ``reaction_removed``) or ``None``.
+        The caller has checked who may do it.
         """
         now = _fmt_ts(utcnow())
-        target = action.target
+        target, seq = action.target, action.seq
         with self._op("update a message in") as t, self._db.atomic():
-            row = t.select(t.c.content, t.c.deleted).where(t.c.msg_id == target).dicts().first()
+            row = (
+                t.select(t.c.content, t.c.deleted, t.c.edit_seq, t.c.seq)
+                .where(t.c.msg_id == target)
+                .dicts()
+                .first()
+            )
             change: str | None = None
             if row is None:
                 return None
-            if action.kind == "edit" and not row["deleted"]:
-                self._db.execute_sql(
-                    "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id)"
-                    " VALUES (?, ?, ?, ?)",
-                    (target, row["content"], now, action.msg_id),
-                )
-                t.update(content=action.content, edited_at=_fmt_ts(action.timestamp)).where(
-                    t.c.msg_id == target
-                ).execute()
-                change = "edited"
-            elif action.kind == "delete" and not row["deleted"]:
+            if row["deleted"]:
+                if action.kind == "edit":  # a deleted message's text is gone, late edits too
+                    t.update(content="").where(t.c.msg_id == action.msg_id).execute()
+            elif action.kind == "edit":
+                change = self._apply_edit(t, action, row, now)
+            elif action.kind == "delete":
                 t.update(content="", deleted=1, edited_at=_fmt_ts(action.timestamp)).where(
                     t.c.msg_id == target
                 ).execute()
+                # every copy of the text: versions, and the edit messages that carried them
                 self._db.execute_sql(
                     "UPDATE message_edits SET content = '' WHERE msg_id = ?", (target,)
                 )
+                t.update(content="").where((t.c.target == target) & (t.c.kind == "edit")).execute()
                 self._db.execute_sql("DELETE FROM reactions WHERE msg_id = ?", (target,))
                 change = "deleted"
-            elif action.kind == "reaction" and not row["deleted"]:
-                if action.metadata.get("op") == "remove":
-                    cursor = self._db.execute_sql(
-                        "DELETE FROM reactions WHERE msg_id = ? AND user = ? AND emoji = ?",
-                        (target, actor, action.content),
-                    )
-                    change = "reaction_removed" if cursor.rowcount else None
-                else:
-                    cursor = self._db.execute_sql(
-                        "INSERT INTO reactions (msg_id, user, emoji, created_at)"
-                        " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (target, actor, action.content, now),
-                    )
-                    change = "reaction_added" if cursor.rowcount else None
+            elif action.kind == "reaction":
+                change = self._apply_reaction(target or "", actor, action, seq, now)
             # an action that changed nothing (a repeated reaction) is not announced
             t.update(applied=1, error=None if change else "changed nothing").where(
                 t.c.msg_id == action.msg_id
             ).execute()
             return change
+
+    def _apply_edit(self, t: Any, action: ChatMessage, row: dict[str, Any], now: str) -> str | None:
+        current = row["edit_seq"] if row["edit_seq"] is not None else row["seq"]
+        newer = action.seq is None or current is None or action.seq > current
+        if newer:  # the shown text becomes an earlier version
+            self._db.execute_sql(
+                "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id, seq)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (action.target, row["content"], now, action.msg_id, current),
+            )
+            t.update(
+                content=action.content,
+                edited_at=_fmt_ts(action.timestamp),
+                edit_seq=action.seq if action.seq is not None else (current or 0) + 1,
+            ).where(t.c.msg_id == action.target).execute()
+            return "edited"
+        # an older edit arriving late: only an earlier version
+        self._db.execute_sql(
+            "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id, seq)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (action.target, action.content, now, action.msg_id, action.seq),
+        )
+        return None
+
+    def _apply_reaction(
+        self, target: str, actor: str, action: ChatMessage, seq: int | None, now: str
+    ) -> str | None:
+        present = 0 if action.metadata.get("op") == "remove" else 1
+        existing = self._db.execute_sql(
+            "SELECT present, op_seq FROM reactions WHERE msg_id = ? AND user = ? AND emoji = ?",
+            (target, actor, action.content),
+        ).fetchone()
+        last_seq = existing[1] if existing is not None else None
+        if last_seq is not None and seq is not None and seq <= last_seq:
+            return None  # an older change arriving late
+        self._db.execute_sql(
+            "INSERT INTO reactions (msg_id, user, emoji, created_at, present, op_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id, user, emoji) DO UPDATE SET"
+            " present = excluded.present, op_seq = excluded.op_seq",
+            (target, actor, action.content, now, present, seq),
+        )
+        was = existing[0] if existing is not None else 0
+        if present == was:
+            return None
+        return "reaction_added" if present else "reaction_removed"
 
     def refuse_action(self, msg_id: str, reason: str) -> None:
         """Settle an incoming action that may not be applied after all."""
@@ -466,7 +504,7 @@ class SQLiteStore(HistoryViews):
         with self._op("read"):
             cursor = self._db.execute_sql(
                 "SELECT content, replaced_at, edit_id FROM message_edits"
-                " WHERE msg_id = ? ORDER BY id",
+                " WHERE msg_id = ? ORDER BY seq IS NOT NULL, seq, id",
                 (msg_id,),
             )
             return [
@@ -484,7 +522,8 @@ class SQLiteStore(HistoryViews):
                 chunk = msg_ids[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 cursor = self._db.execute_sql(
-                    f"SELECT msg_id, emoji, user FROM reactions WHERE msg_id IN ({marks})"
+                    f"SELECT msg_id, emoji, user FROM reactions WHERE present = 1"
+                    f" AND msg_id IN ({marks})"
                     " ORDER BY created_at, user",
                     chunk,
                 )

@@ -97,8 +97,8 @@ def decode_cursor(cursor: object) -> tuple[str, int]:
     if len(parts) != 3 or parts[0] != _CURSOR_VERSION:
         raise problem
     _, timestamp, row_id = parts
-    if not (row_id.isascii() and row_id.isdigit()) or not timestamp:
-        raise problem
+    if not (row_id.isascii() and row_id.isdigit()) or not timestamp or len(row_id) > 18:
+        raise problem  # (more than 18 digits would not fit SQLite's 64-bit integer)
     try:
         datetime.fromisoformat(timestamp)
     except ValueError:
@@ -229,6 +229,8 @@ def fts_query(text: object, *, raw: bool = False) -> str:
     if raw:
         if not text.strip():
             raise InvalidMessageError("the search query is empty")
+        if "\x00" in text:  # SQLite would silently ignore everything after it
+            raise InvalidMessageError("the search query contains a NUL character")
         return text
     terms = []
     for word in text.replace("\x00", " ").split():
