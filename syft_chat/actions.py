@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from .delivery import Incoming, Outgoing
-    from .interfaces import MessageStore
+    from .interfaces import MessageStore, Transport
     from .settings import ChatSettings
 
 __all__ = ["ACTION_KINDS", "ChangeListener", "ClientActions", "authorize"]
@@ -89,6 +89,7 @@ class _Host(Protocol):
 
     email: str
     store: MessageStore
+    transport: Transport
     settings: ChatSettings
     _outgoing: Outgoing
     _incoming: Incoming
@@ -131,7 +132,7 @@ def _send_action(
             content=content,
             kind=kind,
             target=target.msg_id,
-            metadata={**(metadata or {}), CHANGE_KEY: group.change_id},
+            metadata={**(metadata or {}), CHANGE_KEY: group.version},
             group_id=target.group_id,
         )
         self.store.apply_action(record, self.email)

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidMessageError, UnknownRecipientError
 from .models import ChatMessage, ChatResponse, Direction, MessageStatus
@@ -45,8 +45,9 @@ __all__ = [
     "parse_change",
 ]
 
-#: metadata key naming the membership change a group message's author saw last
-CHANGE_KEY = "syft_chat.group_change"
+#: metadata key: the group version (membership change) a message's author had seen
+CHANGE_KEY = "syft_chat.group_version"
+FAILED = MessageStatus.FAILED
 _MAX_MEMBERS = 256
 
 
@@ -59,6 +60,7 @@ class Group(BaseModel):
     name: str
     created_by: str
     members: tuple[str, ...]
+    version: int
     changed_at: datetime
     change_id: str
 
@@ -70,6 +72,8 @@ class GroupChange(BaseModel):
     name: str
     created_by: str
     members: list[str]
+    #: one more than the version of the change its author had seen (create: 1)
+    version: int = Field(default=1, ge=1)
 
 
 def parse_change(message: ChatMessage) -> GroupChange:
@@ -111,7 +115,7 @@ def check_group_message(
     """
     based_on = message.metadata.get(CHANGE_KEY)
     group = store.group(message.group_id or "")
-    if group is None or (isinstance(based_on, str) and store.get(based_on) is None):
+    if group is None or (isinstance(based_on, int) and group.version < based_on):
         return 425, "this member has not seen that group change yet; send again later", True
     if actor not in group.members:
         return 403, f"{actor} is not a member of group {group.group_id}", False
@@ -121,6 +125,7 @@ def check_group_message(
 class _Sender(Protocol):
     email: str
     store: MessageStore
+    transport: Transport
     _outgoing: Outgoing
 
 
@@ -139,13 +144,13 @@ class _Host(Protocol):
     ) -> tuple[str | None, str | None]: ...
 
 
-def _members(client: _Host, emails: Iterable[str]) -> list[str]:
+def _members(client: _Host, emails: Iterable[str], *, reachable: bool = True) -> list[str]:
     found = []
     for email in emails:
         if not isinstance(email, str) or "@" not in email:
             raise InvalidMessageError(f"not a datasite email: {email!r}")
         email = email.strip()
-        if email != client.email and not client.transport.can_reach(email):
+        if reachable and email != client.email and not client.transport.can_reach(email):
             raise UnknownRecipientError(f"{email} does not serve syft-chat in this workspace")
         if email not in found:
             found.append(email)
@@ -167,6 +172,9 @@ def fan_out(client: _Sender, record: ChatMessage, to: Iterable[str]) -> ChatMess
             target=record.msg_id,
             group_id=record.group_id,
         )
+        if not client.transport.can_reach(member):  # e.g. added by someone by mistake
+            client.store.add(copy, direction=Direction.OUTGOING, peer=member, status=FAILED)
+            continue
         client._outgoing.queue(copy, member)
         client._outgoing.attempt(copy.msg_id)
     return record
@@ -182,8 +190,10 @@ def _change(
     notify: Iterable[str],
 ) -> Group:
     """Record a membership change here and tell ``notify``."""
+    current = client.store.group(group_id)
+    version = current.version + 1 if current is not None else 1
     body = GroupChange.model_validate(
-        {"op": op, "name": name, "created_by": created_by, "members": members}
+        {"op": op, "name": name, "created_by": created_by, "members": members, "version": version}
     )
     record = ChatMessage(
         sender=client.email,
@@ -233,7 +243,7 @@ class ClientGroups:
     def remove_group_members(self: _Host, group_id: str, members: Iterable[str]) -> Group:
         """Remove members; everyone, the removed included, is told."""
         group = _my_group(self, group_id)
-        gone = set(_members(self, members))
+        gone = set(_members(self, members, reachable=False))
         if self.email in gone:
             raise InvalidMessageError("use leave_group() to leave a group")
         people = [m for m in group.members if m not in gone]
@@ -268,7 +278,7 @@ class ClientGroups:
         content = self._validate_content(content)
         meta = self._validate_metadata(metadata)
         thread_id, reply_to = self._resolve_thread(thread_id, reply_to)
-        meta[CHANGE_KEY] = group.change_id
+        meta[CHANGE_KEY] = group.version
         draft = ChatMessage(
             sender=self.email,
             content=content,

@@ -84,7 +84,7 @@ def test_a_removed_member_is_refused_everywhere(five):
     # dan forges group messages by hand: every member refuses them, with the reason
     for email in remaining:
         body = envelope_body(
-            dan, email, "sneaking in", group_id=gid, metadata={CHANGE_KEY: group.change_id}
+            dan, email, "sneaking in", group_id=gid, metadata={CHANGE_KEY: group.version}
         )
         status, answer = read_response(write_raw_request(ws, to=email, folder=dan, body=body))
         assert status == 403 and "not a member" in answer["error"]
@@ -97,7 +97,7 @@ def test_a_stranger_cannot_write_to_a_group(five):
     group = clients[FIVE[0]].get_group(gid)
     stranger = "zed@openmined.org"
     body = envelope_body(
-        stranger, FIVE[1], "hi all", group_id=gid, metadata={CHANGE_KEY: group.change_id}
+        stranger, FIVE[1], "hi all", group_id=gid, metadata={CHANGE_KEY: group.version}
     )
     status, answer = read_response(write_raw_request(ws, to=FIVE[1], folder=stranger, body=body))
     assert status == 403
@@ -131,3 +131,33 @@ def test_threads_replies_edits_and_reactions_inside_a_group(five):
     assert thread[1].reply_to == root.message_id
     with pytest.raises(syft_chat.InvalidMessageError, match="only its sender"):
         ben.edit_message(root.message_id, "hijacked")
+
+
+def test_a_change_made_later_wins_whatever_the_clocks_say(five):
+    """Membership changes are ordered by version, not by the author's timestamp (review)."""
+    from datetime import datetime, timedelta, timezone
+
+    ws, clients, gid = five
+    ann, eve = clients[FIVE[0]], FIVE[4]
+    group = ann.get_group(gid)
+    skewed = (datetime.now(timezone.utc) + timedelta(minutes=4)).isoformat()
+    change = json.dumps(
+        {
+            "op": "add",
+            "name": group.name,
+            "created_by": group.created_by,
+            "members": [*FIVE, "ghost@nowhere.org"],
+            "version": group.version + 1,
+        }
+    )
+    for email in FIVE[:4]:  # eve's clock runs fast, and she adds a ghost
+        body = envelope_body(eve, email, change, kind="group", group_id=gid, timestamp=skewed)
+        assert read_response(write_raw_request(ws, to=email, folder=eve, body=body))[0] == 200
+    wait_for(lambda: "ghost@nowhere.org" in ann.get_group(gid).members)
+    after = ann.remove_group_members(gid, [eve, "ghost@nowhere.org"])
+    assert eve not in after.members and "ghost@nowhere.org" not in after.members
+    for email in FIVE[:4]:
+        wait_for(lambda e=email: _knows(clients[e], gid, FIVE[:4]), timeout=10)
+    # a message still addressed to the ghost settles: failed for that member only
+    sent = ann.send_to_group(gid, "hello")
+    wait_for(lambda: set(ann.group_delivery(sent.message_id).values()) == {"delivered"})

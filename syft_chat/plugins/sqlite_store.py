@@ -534,24 +534,32 @@ class SQLiteStore(HistoryViews):
     # ------------------------------------------------------------------ groups
 
     def apply_group_change(self, change: ChatMessage, body: GroupChange) -> bool:
-        """Adopt a membership change if it is the group's latest by ``(timestamp, msg_id)``."""
+        """Adopt a membership change if it is the group's latest by ``(version, msg_id)``.
+
+        ``version`` is one more than the change its author had seen, so a
+        change made after another always wins over it, whatever the clocks
+        say; concurrent changes (same version) are ordered by ``msg_id``, the
+        same way on every member.
+        """
         at = _fmt_ts(change.timestamp)
         with self._op("update a group in"), self._db.atomic():
             row = self._db.execute_sql(
-                "SELECT changed_at, change_id FROM groups WHERE group_id = ?", (change.group_id,)
+                "SELECT version, change_id FROM groups WHERE group_id = ?", (change.group_id,)
             ).fetchone()
-            if row is not None and (row[0], row[1]) >= (at, change.msg_id):
+            if row is not None and (row[0], row[1]) >= (body.version, change.msg_id):
                 return False
             self._db.execute_sql(
-                "INSERT INTO groups (group_id, name, created_by, members, changed_at, change_id)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
-                " name = excluded.name, members = excluded.members,"
+                "INSERT INTO groups"
+                " (group_id, name, created_by, members, version, changed_at, change_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
+                " name = excluded.name, members = excluded.members, version = excluded.version,"
                 " changed_at = excluded.changed_at, change_id = excluded.change_id",
                 (
                     change.group_id,
                     body.name,
                     body.created_by,
                     json.dumps(body.members),
+                    body.version,
                     at,
                     change.msg_id,
                 ),
@@ -559,9 +567,10 @@ class SQLiteStore(HistoryViews):
             return True
 
     def _group_row(self, row: tuple[Any, ...]) -> Group:
-        group_id, name, created_by, members, changed_at, change_id = row
+        group_id, name, created_by, members, version, changed_at, change_id = row
         return Group(
             group_id=group_id,
+            version=version,
             name=name,
             created_by=created_by,
             members=tuple(json.loads(members)),
@@ -573,7 +582,7 @@ class SQLiteStore(HistoryViews):
         """A group's current state, or ``None`` if unknown."""
         with self._op("read"):
             row = self._db.execute_sql(
-                "SELECT group_id, name, created_by, members, changed_at, change_id"
+                "SELECT group_id, name, created_by, members, version, changed_at, change_id"
                 " FROM groups WHERE group_id = ?",
                 (group_id,),
             ).fetchone()
@@ -583,7 +592,7 @@ class SQLiteStore(HistoryViews):
         """Every known group, by name."""
         with self._op("read"):
             rows = self._db.execute_sql(
-                "SELECT group_id, name, created_by, members, changed_at, change_id"
+                "SELECT group_id, name, created_by, members, version, changed_at, change_id"
                 " FROM groups ORDER BY name, group_id"
             ).fetchall()
         return [self._group_row(row) for row in rows]
