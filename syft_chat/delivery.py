@@ -312,6 +312,8 @@ class Incoming:
 
     def resume(self) -> None:
         """At start: announce what was stored but not yet announced (e.g. after a crash)."""
+        # edits / reactions whose message never came (or that a stranger aimed at nothing)
+        self.store.prune_waiting_actions(timedelta(days=self.settings.waiting_action_days))
         for message, peer in self.store.unnotified():
             self._know(peer)
             self.conversations.submit(peer, message)

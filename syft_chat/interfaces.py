@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -183,6 +183,9 @@ class MessageStore(Protocol):
 
     def waiting_actions(self, target: str) -> list[ChatMessage]:
         """Incoming actions stored before their target arrived."""
+
+    def prune_waiting_actions(self, older_than: timedelta) -> int:
+        """Forget incoming actions whose message never arrived; how many."""
 
     def refuse_action(self, msg_id: str, reason: str) -> None:
         """Settle an incoming action that may not be applied."""

@@ -41,6 +41,9 @@ class ChatSettings(BaseModel):
     request_expiry: int = Field(default=24 * 60 * 60, gt=0)
     #: Bytes of a refused request kept in ``failed_messages`` (the rest is dropped).
     failed_raw_bytes: int = Field(default=4096, ge=0)
+    #: Days an edit / deletion / reaction waits for the message it names before
+    #: it is forgotten (checked at start-up).
+    waiting_action_days: int = Field(default=7, ge=1)
     #: Rows kept in ``failed_messages``; older ones are pruned.
     failed_messages_kept: int = Field(default=10_000, ge=1)
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).

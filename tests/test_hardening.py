@@ -145,3 +145,15 @@ def test_forged_cursor_and_raw_nul_query_are_typed_errors(pair):
         alice.get_history_page(before=huge)
     with pytest.raises(syft_chat.InvalidMessageError, match="NUL"):
         alice.search("census\x00dataset", raw=True)
+
+
+def test_stray_actions_make_no_conversation_and_are_forgotten(workspace):
+    from datetime import timedelta
+
+    ws = workspace(ALICE, BOB, MALLORY)
+    bob = ws.client(BOB)
+    for i in range(5):
+        body = envelope_body(MALLORY, BOB, f"junk {i}", kind="edit", target=f"nothing-{i}")
+        assert read_response(write_raw_request(ws, to=BOB, folder=MALLORY, body=body))[0] == 200
+    assert [c.conversation_id for c in bob.list_conversations()] == []
+    assert bob.store.prune_waiting_actions(timedelta(0)) == 5

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +34,7 @@ from .sqlite_schema import (
     _parse_ts,
 )
 from .sqlite_schema import MIGRATIONS as _MIGRATIONS
-from .sqlite_views import HistoryViews
+from .sqlite_views import GROUP_PREFIX, HistoryViews
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
 
@@ -47,8 +47,6 @@ _PENDING = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
 _FINAL = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
 _STATUSES = frozenset(s.value for s in MessageStatus)
 MESSAGE_KIND = "message"
-#: a group conversation's id in the ``conversation`` column is this plus the group id
-GROUP_PREFIX = "group:"
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -491,6 +489,17 @@ class SQLiteStore(HistoryViews):
         if present == was:
             return None
         return "reaction_added" if present else "reaction_removed"
+
+    def prune_waiting_actions(self, older_than: timedelta) -> int:
+        """Forget incoming actions whose message never arrived within ``older_than``."""
+        cutoff = _fmt_ts(utcnow() - older_than)
+        with self._op("update a message in") as t:
+            query = t.delete().where(
+                (t.c.applied == 0)
+                & (t.c.direction == Direction.INCOMING.value)
+                & (t.c.updated_at < cutoff)
+            )
+            return int(self._db.execute(query).rowcount)
 
     def refuse_action(self, msg_id: str, reason: str) -> None:
         """Settle an incoming action that may not be applied after all."""

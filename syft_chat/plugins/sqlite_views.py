@@ -347,7 +347,8 @@ def conversation_rows(run: Run) -> list[dict[str, Any]]:
         "  SELECT id FROM messages"
         f"  WHERE conversation = c AND kind = '{_MESSAGE}'"
         "  ORDER BY timestamp DESC, id DESC LIMIT 1)"
-        " WHERE c IS NOT NULL"
+        " WHERE c IS NOT NULL"  # a stranger's stray edits make no conversation; a group does
+        f" AND (last.id IS NOT NULL OR c LIKE '{GROUP_PREFIX}%')"
         " ORDER BY last_ts DESC, c"
     )
     return run(sql, [])
