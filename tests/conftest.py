@@ -1,23 +1,16 @@
-"""Shared fixtures: real SyftBox workspaces on disk, real clients, real SQLite files."""
+"""Shared fixtures: real SyftBox workspaces on disk, real clients, real SQLite files.
+
+The helpers live in ``support.py``.
+"""
 
 from __future__ import annotations
 
-import json
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import syft_chat
-from syft_chat.testing import make_workspace
-
-ALICE = "alice@openmined.org"
-BOB = "bob@openmined.org"
-CAROL = "carol@openmined.org"
-MALLORY = "mallory@evil.org"
+from support import ALICE, BOB, Workspace
 
 
 @pytest.fixture(autouse=True)
@@ -27,31 +20,6 @@ def _no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SYFT_CHAT_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("SYFT_CHAT_STRICT_PLUGINS", raising=False)
     monkeypatch.delenv("SYFTBOX_CLIENT_CONFIG_PATH", raising=False)
-
-
-class Workspace:
-    """A local SyftBox workspace with one config per datasite and a client factory."""
-
-    def __init__(self, root: Path, emails: list[str]) -> None:
-        self.root = root
-        self.configs = make_workspace(root, emails)
-        self.clients: list[syft_chat.SyftChatClient] = []
-
-    def db(self, email: str) -> Path:
-        return self.root / "dbs" / f"{email}.db"
-
-    def client(self, email: str, **kwargs: Any) -> syft_chat.SyftChatClient:
-        kwargs.setdefault("db_path", self.db(email))
-        c = syft_chat.client(self.configs[email], **kwargs)
-        self.clients.append(c)
-        return c
-
-    def endpoint(self, email: str, app: str = "syft_chat") -> Path:
-        return self.root / "datasites" / email / "app_data" / app / "rpc" / "chat"
-
-    def close(self) -> None:
-        for c in self.clients:
-            c.close()
 
 
 @pytest.fixture
@@ -72,77 +40,3 @@ def workspace(tmp_path: Path) -> Iterator[Callable[..., Workspace]]:
 def pair(workspace: Callable[..., Workspace]) -> tuple[Workspace, Any, Any]:
     ws = workspace(ALICE, BOB)
     return ws, ws.client(ALICE), ws.client(BOB)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Wait until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def write_raw_request(
-    ws: Workspace,
-    *,
-    to: str,
-    folder: str,
-    claimed_sender: str | None = None,
-    body: bytes | None = None,
-    raw: bytes | None = None,
-    name: str | None = None,
-) -> Path:
-    """Write a request file by hand into ``to``'s endpoint, in ``folder``'s sender folder."""
-    from datetime import datetime, timedelta, timezone
-
-    from syft_rpc.protocol import SyftRequest
-    from syft_rpc.rpc import make_url
-
-    request_id = uuid.uuid4()
-    target = ws.endpoint(to) / folder
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / (name or f"{request_id}.request")
-    if raw is None:
-        request = SyftRequest(
-            id=request_id,
-            sender=claimed_sender or folder,
-            method="POST",
-            url=make_url(to, "syft_chat", "chat"),
-            body=body,
-            expires=datetime.now(timezone.utc) + timedelta(minutes=5),
-        )
-        raw = request.model_dump_json().encode()
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_bytes(raw)
-    tmp.rename(path)
-    return path
-
-
-def envelope_body(sender: str, recipient: str, content: str, **extra: Any) -> bytes:
-    env = {
-        "v": 1,
-        "kind": "message",
-        "msg_id": str(uuid.uuid4()),
-        "sender": sender,
-        "recipient": recipient,
-        "content": content,
-        "timestamp": "2026-01-01T00:00:00+00:00",
-        "metadata": {},
-    }
-    env.update(extra)
-    return json.dumps(env).encode()
-
-
-def read_response(path: Path, timeout: float = 5.0) -> tuple[int, dict[str, Any]]:
-    """Wait for the response beside request ``path``; return (status, JSON body)."""
-    import base64
-
-    resp = path.with_suffix(".response")
-    wait_for(resp.exists, timeout)
-    data = json.loads(resp.read_text())
-    body = base64.b64decode(data["body"]) if data.get("body") else b"{}"
-    return int(data["status_code"]), json.loads(body)

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import ALICE, BOB, CAROL, wait_for
+from support import ALICE, BOB, CAROL, wait_for
 
 import syft_chat
 from syft_chat import MessageStatus

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import ALICE, BOB
+from support import ALICE, BOB
 
 import syft_chat
 from syft_chat.cli import parse_since

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ALICE, BOB, CAROL, wait_for
+from support import ALICE, BOB, CAROL, wait_for
 
 import syft_chat
 from syft_chat.testing import make_workspace

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ALICE, BOB, MALLORY, wait_for
+from support import ALICE, BOB, MALLORY, wait_for
 from syft_core.permissions import (
     ComputedPermission,
     PermissionType,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import ALICE, BOB, MALLORY, envelope_body, read_response, wait_for, write_raw_request
+from support import ALICE, BOB, MALLORY, envelope_body, read_response, wait_for, write_raw_request
 
 import syft_chat
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ALICE, BOB
+from support import ALICE, BOB
 
 from syft_chat.testing import make_workspace
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import envelope_body, read_response, wait_for, write_raw_request
+from support import envelope_body, read_response, wait_for, write_raw_request
 
 import syft_chat
 from syft_chat import MessageStatus

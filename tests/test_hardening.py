@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from conftest import ALICE, BOB, MALLORY, envelope_body, read_response, write_raw_request
+from support import ALICE, BOB, MALLORY, envelope_body, read_response, write_raw_request
 
 import syft_chat
 from syft_chat import MessageStatus

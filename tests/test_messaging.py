@@ -7,7 +7,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import ALICE, BOB, CAROL, wait_for
+from support import ALICE, BOB, CAROL, wait_for
 
 import syft_chat
 from syft_chat import ChatMessage, MessageStatus

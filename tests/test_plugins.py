@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ALICE, BOB, wait_for
+from support import ALICE, BOB, wait_for
 
 import syft_chat
 from syft_chat import MessageStatus, hookimpl

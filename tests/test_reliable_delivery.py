@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 
-from conftest import ALICE, BOB, CAROL, envelope_body, read_response, wait_for, write_raw_request
+from support import ALICE, BOB, CAROL, envelope_body, read_response, wait_for, write_raw_request
 
 from syft_chat import ChatMessage, MessageStatus, hookimpl
 

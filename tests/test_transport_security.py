@@ -6,7 +6,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import ALICE, BOB, MALLORY, envelope_body, read_response, wait_for, write_raw_request
+from support import ALICE, BOB, MALLORY, envelope_body, read_response, wait_for, write_raw_request
 
 from syft_chat import ChatMessage
 

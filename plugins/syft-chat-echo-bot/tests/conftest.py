@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,17 +26,3 @@ def echo_network(tmp_path: Path) -> Iterator[ChatNetwork]:
     """alice and bob, each with a client; the echo bot is loaded on both."""
     with local_network(tmp_path, 2) as net:
         yield net
-
-
-_THIS = sys.modules[__name__]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # When this suite runs in one pytest invocation with others (the kernel's
-    # tests/, other plugins'), every rootless conftest.py is imported as the
-    # module "conftest" and the last one wins; step aside so that a suite that
-    # does `from conftest import ...` still finds its own.
-    if sys.modules.get("conftest") is _THIS:
-        del sys.modules["conftest"]
-    here = str(Path(__file__).resolve().parent)
-    sys.path[:] = [p for p in sys.path if p != here]
