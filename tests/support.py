@@ -8,14 +8,12 @@ imported under the same module name when several suites run in one pytest invoca
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import syft_chat
-from syft_chat.testing import make_workspace
+from syft_chat.testing import make_workspace, wait_for
 
 ALICE = "alice@openmined.org"
 BOB = "bob@openmined.org"
@@ -46,18 +44,6 @@ class Workspace:
     def close(self) -> None:
         for c in self.clients:
             c.close()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.005) -> Any:
-    """Wait until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def write_raw_request(
