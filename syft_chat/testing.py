@@ -36,6 +36,7 @@ __all__ = [
     "ChatNetwork",
     "default_emails",
     "files_containing",
+    "isolate_plugins",
     "local_network",
     "make_workspace",
     "register_plugin",
@@ -89,6 +90,23 @@ DEFAULT_EMAILS: tuple[str, ...] = (
     "erin@openmined.org",
     "frank@openmined.org",
 )
+
+
+def isolate_plugins(monkeypatch: Any, *distributions: str, strict: bool = False) -> None:
+    """Make clients created in this test load only ``distributions``' entry points.
+
+    Call it from an autouse fixture with pytest's ``monkeypatch``: no plugin
+    installed on the machine leaks in (none at all without arguments),
+    ``strict`` makes a plugin that fails to load raise, and no SyftBox config
+    is picked up from the environment.
+    """
+    monkeypatch.setenv("SYFT_CHAT_LOAD_PLUGINS", ",".join(distributions))
+    if strict:
+        monkeypatch.setenv("SYFT_CHAT_STRICT_PLUGINS", "1")
+    else:
+        monkeypatch.delenv("SYFT_CHAT_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("SYFT_CHAT_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("SYFTBOX_CLIENT_CONFIG_PATH", raising=False)
 
 
 def default_emails(n: int) -> list[str]:

@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 from support import ALICE, BOB, Workspace
 
+from syft_chat.testing import isolate_plugins
+
 
 @pytest.fixture(autouse=True)
 def _no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never pick up plugins installed on the machine."""
-    monkeypatch.setenv("SYFT_CHAT_LOAD_PLUGINS", "")
-    monkeypatch.delenv("SYFT_CHAT_DISABLE_PLUGINS", raising=False)
-    monkeypatch.delenv("SYFT_CHAT_STRICT_PLUGINS", raising=False)
-    monkeypatch.delenv("SYFTBOX_CLIENT_CONFIG_PATH", raising=False)
+    isolate_plugins(monkeypatch)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syft_chat.testing import ChatNetwork, local_network
+from syft_chat.testing import ChatNetwork, isolate_plugins, local_network
 
 DIST = "syft-chat-encryption"
 
@@ -15,10 +15,7 @@ DIST = "syft-chat-encryption"
 @pytest.fixture(autouse=True)
 def _load_only_the_encryption_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     """Load this distribution's entry point and no other installed plugin; fail loudly."""
-    monkeypatch.setenv("SYFT_CHAT_LOAD_PLUGINS", DIST)
-    monkeypatch.setenv("SYFT_CHAT_STRICT_PLUGINS", "1")
-    monkeypatch.delenv("SYFT_CHAT_DISABLE_PLUGINS", raising=False)
-    monkeypatch.delenv("SYFTBOX_CLIENT_CONFIG_PATH", raising=False)
+    isolate_plugins(monkeypatch, DIST, strict=True)
     monkeypatch.delenv("SYFT_CHAT_ENCRYPTION_ALLOW_PLAINTEXT", raising=False)
 
 
