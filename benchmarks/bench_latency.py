@@ -202,30 +202,20 @@ def chat_throughput(senders: int, n: int) -> float:
     with Chat(emails) as chat:
         for email in emails:  # warm-up: each path once
             chat.clients[email].send_message(BOB, f"warm-up {email}")
-        ok = [0] * senders
-        barrier = threading.Barrier(senders + 1)
 
-        def run(idx: int) -> None:
+        def send_one(idx: int, i: int) -> bool:
             me = chat.clients[emails[idx]]
-            barrier.wait()
-            for i in range(per_sender):
-                try:
-                    me.send_message(BOB, f"msg {i} from {me.email}")
-                    ok[idx] += 1
-                except Exception as exc:
-                    print(f"  send failed: {exc!r}", file=sys.stderr)
+            try:
+                me.send_message(BOB, f"msg {i} from {me.email}")
+            except Exception as exc:
+                print(f"  send failed: {exc!r}", file=sys.stderr)
+                return False
+            return True
 
-        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(senders)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        start = time.perf_counter()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-        if not chat.inbox.wait_count(senders + sum(ok)):
+        ok, elapsed = raw.timed_senders(senders, per_sender, send_one)
+        if not chat.inbox.wait_count(senders + ok):
             print("  bob's listener missed messages", file=sys.stderr)
-    return sum(ok) / elapsed
+    return ok / elapsed
 
 
 # --------------------------------------------------------------------------- subprocess workers

@@ -338,6 +338,30 @@ def run_raw_latency(n: int = 200, *, tmp_outside: bool = False) -> dict[str, Any
     }
 
 
+def timed_senders(
+    senders: int, per_sender: int, send_one: Callable[[int, int], bool]
+) -> tuple[int, float]:
+    """Run ``send_one(sender_index, i)`` ``per_sender`` times on each of ``senders``
+    threads, started together. Returns (how many returned True, seconds taken)."""
+    ok = [0] * senders
+    barrier = threading.Barrier(senders + 1)
+
+    def run(idx: int) -> None:
+        barrier.wait()
+        for i in range(per_sender):
+            if send_one(idx, i):
+                ok[idx] += 1
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(senders)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return sum(ok), time.perf_counter() - start
+
+
 def run_raw_throughput(senders: int = 8, n: int = 400, *, tmp_outside: bool = False) -> float:
     """``senders`` distinct datasites, each on its own thread sending one message at a
     time (send, wait for the response, next) to one server; ``n`` messages in total.
@@ -348,26 +372,14 @@ def run_raw_throughput(senders: int = 8, n: int = 400, *, tmp_outside: bool = Fa
     per_sender = max(1, n // senders)
     with raw_echo(senders, tmp_outside=tmp_outside) as echo:
         _warm_up(echo, 3)
-        ok = [0] * senders
-        barrier = threading.Barrier(senders + 1)
 
-        def run(idx: int) -> None:
+        def send_one(idx: int, i: int) -> bool:
             sender = echo.senders[idx]
-            barrier.wait()
-            for i in range(per_sender):
-                rid = sender.send({"text": f"msg {i} from {sender.email}"})
-                if sender.wait(rid) and sender.status.get(rid) == 200:
-                    ok[idx] += 1
+            rid = sender.send({"text": f"msg {i} from {sender.email}"})
+            return bool(sender.wait(rid) and sender.status.get(rid) == 200)
 
-        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(senders)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        start = time.perf_counter()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - start
-    return sum(ok) / elapsed
+        ok, elapsed = timed_senders(senders, per_sender, send_one)
+    return ok / elapsed
 
 
 def run_raw_cold_start() -> dict[str, float]:
