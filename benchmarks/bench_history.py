@@ -2,7 +2,7 @@
 
 Builds a database of ``--messages`` messages (default 1,000,000) across
 ``--peers`` peers (default 100): the schema is created by
-``syft_chat.plugins.sqlite_store.SQLiteStore`` itself, a few thousand rows go
+``syft_chat.plugins.sqlite.store.SQLiteStore`` itself, a few thousand rows go
 through ``SQLiteStore.add`` (timed), and the bulk is inserted with
 ``sqlite3.executemany`` into the same ``messages`` columns (the schema's
 triggers fill the full-text index as rows go in). Then it times, over
@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from raw_baseline import percentile, print_table
 
 from syft_chat.models import ChatMessage, Direction, MessageStatus
-from syft_chat.plugins.sqlite_store import SQLiteStore
-from syft_chat.plugins.sqlite_views import encode_cursor
+from syft_chat.plugins.sqlite.queries import encode_cursor
+from syft_chat.plugins.sqlite.store import SQLiteStore
 
 OWNER = "me@openmined.org"
 GOAL_MS = 5.0

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from .client import SyftChatClient, client
-from .errors import (
+from syft_chat.client import SyftChatClient, client
+from syft_chat.errors import (
     ClientClosedError,
     ConfigError,
     DeliveryError,
@@ -21,11 +21,11 @@ from .errors import (
     SyftChatError,
     UnknownRecipientError,
 )
-from .hookspecs import hookimpl
-from .manager import PluginFailure
-from .models import ChatMessage, ChatResponse, Direction, MessageStatus
-from .settings import ChatSettings
-from .views import Conversation, HistoryPage, SearchHit
+from syft_chat.features.views import Conversation, HistoryPage, SearchHit
+from syft_chat.hookspecs import hookimpl
+from syft_chat.manager import PluginFailure
+from syft_chat.models import ChatMessage, ChatResponse, Direction, MessageStatus
+from syft_chat.settings import ChatSettings
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns the exit code: 0 on success, 1 for an error from syft-chat, 2 for a
     usage error or a missing SyftBox config.
     """
-    from .cli import main as cli_main
+    from syft_chat.cli import main as cli_main
 
     return cli_main(argv)
 

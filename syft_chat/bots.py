@@ -54,11 +54,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .hookspecs import hookimpl
+from syft_chat.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from .client import SyftChatClient
-    from .models import ChatMessage
+    from syft_chat.client import SyftChatClient
+    from syft_chat.models import ChatMessage
 
 __all__ = ["Command", "CommandBot", "command"]
 

@@ -14,12 +14,9 @@ from typing import Any
 
 from syft_core import Client as SyftClient
 
-from .actions import ClientActions, change_of
-from .contacts import ClientContacts
-from .delivery import Incoming, Outgoing, _json_size
-from .dispatch import Hooks
-from .display import ChatHistory
-from .errors import (
+from syft_chat.dispatch import Hooks
+from syft_chat.display import ChatHistory
+from syft_chat.errors import (
     ClientClosedError,
     ConfigError,
     DeliveryTimeoutError,
@@ -29,11 +26,16 @@ from .errors import (
     SyftChatError,
     UnknownRecipientError,
 )
-from .groups import ClientGroups
-from .hookspecs import hookimpl
-from .interfaces import BackendContext, MessageStore, Transport
-from .manager import PluginFailure, make_plugin_manager, register_plugin
-from .models import (
+from syft_chat.features.actions import ClientActions, change_of
+from syft_chat.features.contacts import ClientContacts
+from syft_chat.features.groups import ClientGroups
+from syft_chat.features.views import ClientViews
+from syft_chat.hookspecs import hookimpl
+from syft_chat.interfaces import BackendContext, MessageStore, Transport
+from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
+from syft_chat.messaging.announcing import Notifier
+from syft_chat.messaging.delivery import Incoming, Outgoing, _json_size
+from syft_chat.models import (
     AUTO_REPLY_KEY,
     ChatMessage,
     ChatResponse,
@@ -41,9 +43,7 @@ from .models import (
     is_auto_reply,
     to_utc,
 )
-from .notifier import Notifier
-from .settings import ChatSettings
-from .views import ClientViews
+from syft_chat.settings import ChatSettings
 
 __all__ = ["SyftChatClient", "client"]
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import click
 
-from .client import SyftChatClient
-from .display import format_messages, format_thread
-from .errors import SyftChatError
-from .hookspecs import hookimpl
-from .manager import make_plugin_manager
-from .models import ChatMessage, MessageStatus, is_auto_reply
-from .testing import make_workspace
+from syft_chat.client import SyftChatClient
+from syft_chat.display import format_messages, format_thread
+from syft_chat.errors import SyftChatError
+from syft_chat.hookspecs import hookimpl
+from syft_chat.manager import make_plugin_manager
+from syft_chat.models import ChatMessage, MessageStatus, is_auto_reply
+from syft_chat.testing import make_workspace
 
 __all__ = ["ALICE", "BOB", "CAROL", "AwayBot", "installed_bots", "run_demo"]
 

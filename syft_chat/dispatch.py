@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from .errors import RefuseMessage, SyftChatError
-from .manager import PluginFailure, trace_enabled
+from syft_chat.errors import RefuseMessage, SyftChatError
+from syft_chat.manager import PluginFailure, trace_enabled
 
 if TYPE_CHECKING:
-    from .client import SyftChatClient
-    from .interfaces import IncomingRequest, StoreFactory, TransportFactory
-    from .models import ChatMessage, ChatResponse, Envelope, MessageStatus
+    from syft_chat.client import SyftChatClient
+    from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
+    from syft_chat.models import ChatMessage, ChatResponse, Envelope, MessageStatus
 
 __all__ = ["HookDecisionError", "Hooks"]
 

@@ -22,7 +22,7 @@ from typing import Any, SupportsIndex, overload
 
 import click
 
-from .models import AUTO_REPLY_KEY, ChatMessage, MessageStatus
+from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, MessageStatus
 
 __all__ = [
     "STATUS_COLOURS",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 
-from . import hookspecs
+from syft_chat import hookspecs
 
 __all__ = ["hook_names", "hook_reference"]
 

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .client import SyftChatClient
-    from .interfaces import IncomingRequest, StoreFactory, TransportFactory
-    from .models import ChatMessage, ChatResponse, Envelope, MessageStatus
+    from syft_chat.client import SyftChatClient
+    from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
+    from syft_chat.models import ChatMessage, ChatResponse, Envelope, MessageStatus
 
 __all__ = ["hookimpl", "hookspec"]
 

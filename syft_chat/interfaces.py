@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from .models import ChatMessage, Direction, MessageStatus
-from .settings import ChatSettings
+from syft_chat.models import ChatMessage, Direction, MessageStatus
+from syft_chat.settings import ChatSettings
 
 if TYPE_CHECKING:
     from syft_core import Client as SyftClient
 
-    from .contacts import ContactPolicy
-    from .groups import Group, GroupChange
+    from syft_chat.features.contacts import ContactPolicy
+    from syft_chat.features.groups import Group, GroupChange
 
 __all__ = [
     "BackendContext",

@@ -28,8 +28,8 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
+from syft_chat import hookspecs
+from syft_chat.errors import PluginError
 
 __all__ = [
     "DEFAULT_PLUGINS",
@@ -47,9 +47,9 @@ ENTRY_POINT_GROUP = "syft_chat"
 
 #: Built-in plugins, registered through :func:`register_plugin` like any other.
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "syft_chat.plugins.sqlite_store",
-    "syft_chat.plugins.rpc_transport",
-    "syft_chat.plugins.discovery",
+    "syft_chat.plugins.sqlite.store",
+    "syft_chat.plugins.syft_rpc.transport",
+    "syft_chat.plugins.syft_rpc.discovery",
     "syft_chat.plugins.contact_policy",
 )
 

@@ -124,7 +124,7 @@ class ChatMessage(BaseModel):
 
     def _repr_html_(self) -> str:
         """Jupyter display: one chat bubble, every user string HTML-escaped."""
-        from .display import message_html
+        from syft_chat.display import message_html
 
         return message_html(self)
 

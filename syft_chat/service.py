@@ -24,7 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .client import SyftChatClient
+    from syft_chat.client import SyftChatClient
 
 __all__ = ["main", "serve_forever"]
 
@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
-    from . import client as make_client
-    from .errors import SyftChatError
+    from syft_chat import client as make_client
+    from syft_chat.errors import SyftChatError
 
     try:
         plugins = [_import_object(spec) for spec in args.plugin]

@@ -270,7 +270,7 @@ def test_serve_answers_until_sigterm(cli):
 def test_plugins_and_hooks(cli):
     report = json.loads(cli.ok("plugins", "--json"))
     names = {p["name"]: p for p in report["plugins"]}
-    assert names["syft_chat.plugins.rpc_transport"]["hooks"] == ["chat_register_transports"]
+    assert names["syft_chat.plugins.syft_rpc.transport"]["hooks"] == ["chat_register_transports"]
     assert report["failed"] == [] and report["interpreter"]
     assert "chat_reply_to" in cli.ok("hooks")
 

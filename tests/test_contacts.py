@@ -90,8 +90,8 @@ def test_policy_survives_a_restart_and_is_in_the_files_from_the_start(workspace)
 
 
 def test_no_email_can_inject_a_permission_rule(workspace, tmp_path):
-    from syft_chat.contacts import ContactPolicy
-    from syft_chat.plugins.rpc_permissions import write_permission_files
+    from syft_chat.features.contacts import ContactPolicy
+    from syft_chat.plugins.syft_rpc.permissions import write_permission_files
 
     ws = workspace(ALICE, BOB)
     bob = ws.client(BOB)

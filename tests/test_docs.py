@@ -60,7 +60,7 @@ def test_plugins_command_lists_builtins():
         check=True,
         env={"SYFT_CHAT_LOAD_PLUGINS": "", "PATH": ""},
     ).stdout
-    assert "syft_chat.plugins.rpc_transport: chat_register_transports" in out
+    assert "syft_chat.plugins.syft_rpc.transport: chat_register_transports" in out
     assert "interpreter:" in out
 
 

@@ -9,7 +9,7 @@ from support import envelope_body, read_response, wait_for, write_raw_request
 
 import syft_chat
 from syft_chat import MessageStatus
-from syft_chat.groups import CHANGE_KEY
+from syft_chat.features.groups import CHANGE_KEY
 
 FIVE = [f"{name}@openmined.org" for name in ("ann", "ben", "cat", "dan", "eve")]
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}

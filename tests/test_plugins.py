@@ -306,7 +306,7 @@ def test_duplicate_backend_name_is_an_error_naming_both(fake_dists, monkeypatch,
     ws = workspace(ALICE, BOB)
     with pytest.raises(syft_chat.PluginError) as info:
         ws.client(ALICE)
-    assert "syft_chat.plugins.sqlite_store" in str(info.value)
+    assert "syft_chat.plugins.sqlite.store" in str(info.value)
     assert "syft-chat-fake-dupe" in str(info.value)
     assert "SYFT_CHAT_DISABLE_PLUGINS" in str(info.value)
 

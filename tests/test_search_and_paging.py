@@ -19,8 +19,8 @@ import syft_chat
 from syft_chat import Conversation, HistoryPage, InvalidMessageError, SearchHit
 from syft_chat.hookspecs import hookimpl
 from syft_chat.models import ChatMessage, Direction, MessageStatus
-from syft_chat.plugins.sqlite_store import SQLiteStore
-from syft_chat.plugins.sqlite_views import decode_cursor, encode_cursor, fts_query
+from syft_chat.plugins.sqlite.queries import decode_cursor, encode_cursor, fts_query
+from syft_chat.plugins.sqlite.store import SQLiteStore
 
 ME = "me@example.org"
 PEER = "peer@example.org"
@@ -451,7 +451,7 @@ def test_client_checks_arguments(pair):
 
 
 def test_unread_counts_use_the_partial_index(store):
-    from syft_chat.plugins.sqlite_views import UNREAD_INDEX
+    from syft_chat.plugins.sqlite.queries import UNREAD_INDEX
 
     add(store, "one", incoming=True)
     add(store, "two", incoming=True)

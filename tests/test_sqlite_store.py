@@ -17,8 +17,8 @@ import pytest
 from syft_chat.errors import StorageError
 from syft_chat.interfaces import BackendContext, MessageStore
 from syft_chat.models import ChatMessage, Direction, MessageStatus
-from syft_chat.plugins import sqlite_store
-from syft_chat.plugins.sqlite_store import SCHEMA_VERSION, SQLiteStore
+from syft_chat.plugins.sqlite import store as sqlite_store
+from syft_chat.plugins.sqlite.store import SCHEMA_VERSION, SQLiteStore
 from syft_chat.settings import ChatSettings
 
 ME = "alice@example.org"
@@ -476,13 +476,13 @@ def test_close_is_idempotent_and_use_after_close_raises(db_path: Path) -> None:
 
 def test_migrates_a_version_1_file(db_path: Path) -> None:
     """A file written by the first release (schema 1) gains the delivery columns in place."""
-    from syft_chat.plugins import sqlite_store as mod
+    from syft_chat.plugins.sqlite import store as mod
 
     conn = sqlite3.connect(db_path)
     conn.close()
     db = mod.pw.SqliteDatabase(str(db_path))
     db.connect()
-    from syft_chat.plugins.sqlite_schema import _migrate_0_to_1
+    from syft_chat.plugins.sqlite.schema import _migrate_0_to_1
 
     _migrate_0_to_1(db, ME)
     db.execute_sql("INSERT INTO schema_version (id, version) VALUES (1, 1)")

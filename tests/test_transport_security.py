@@ -183,9 +183,9 @@ def test_permission_files_let_others_write_only_their_own_folder(workspace):
 def test_response_files_are_written_atomically(pair, monkeypatch):
     """No response is ever observed partially written (fault injected: a slow write)."""
     ws, alice, bob = pair
-    # every response passes through syft_chat.fileio.atomic_write: a tmp file then a rename
-    import syft_chat.fileio as fileio
-    import syft_chat.plugins.rpc_transport as transport
+    # every response passes through files.atomic_write: a tmp file then a rename
+    import syft_chat.plugins.syft_rpc.files as fileio
+    import syft_chat.plugins.syft_rpc.transport as transport
 
     seen: list[str] = []
     real = fileio.atomic_write

@@ -23,11 +23,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..errors import SyftChatError
-from .diagnostics import demo, hooks, plugins
-from .env import CONFIG_ENV, DB_ENV, DEFAULT_APP, Env, _fail, default_db_path
-from .online import allow, block, contacts, send, serve, tail, unblock, users
-from .reading import conversations, history, parse_since, search, status, thread
+from syft_chat.cli.diagnostics import demo, hooks, plugins
+from syft_chat.cli.env import CONFIG_ENV, DB_ENV, DEFAULT_APP, Env, _fail, default_db_path
+from syft_chat.cli.online import allow, block, contacts, send, serve, tail, unblock, users
+from syft_chat.cli.reading import conversations, history, parse_since, search, status, thread
+from syft_chat.errors import SyftChatError
 
 __all__ = ["DEFAULT_APP", "cli", "default_db_path", "main", "parse_since"]
 

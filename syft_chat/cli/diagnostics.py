@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .env import _json_option
+from syft_chat.cli.env import _json_option
 
 __all__ = ["demo", "hooks", "plugins"]
 
@@ -22,7 +22,7 @@ __all__ = ["demo", "hooks", "plugins"]
 @_json_option
 def plugins(as_json: bool) -> None:
     """List the plugins that load (bots marked), and those that failed."""
-    from ..manager import make_plugin_manager
+    from syft_chat.manager import make_plugin_manager
 
     pm, failures = make_plugin_manager()
     entries: list[dict[str, Any]] = []
@@ -56,7 +56,7 @@ def plugins(as_json: bool) -> None:
 @click.command()
 def hooks() -> None:
     """Print the hook reference (Markdown)."""
-    from ..docs import hook_reference
+    from syft_chat.docs import hook_reference
 
     click.echo(hook_reference(), nl=False)
 
@@ -65,6 +65,6 @@ def hooks() -> None:
 @click.option("--keep", is_flag=True, help="Keep the workspace and print how to continue.")
 def demo(keep: bool) -> None:
     """Run a conversation on a temporary local workspace (nothing to configure)."""
-    from ..demo import run_demo
+    from syft_chat.demo import run_demo
 
     run_demo(keep=keep)

@@ -14,13 +14,13 @@ from typing import Any, NoReturn
 
 import click
 
-from ..client import SyftChatClient
-from ..errors import (
+from syft_chat.client import SyftChatClient
+from syft_chat.errors import (
     ConfigError,
     SyftChatError,
     UnknownRecipientError,
 )
-from ..readonly import ReadOnlyHistory
+from syft_chat.plugins.sqlite.reader import ReadOnlyHistory
 
 __all__ = [
     "CONFIG_ENV",

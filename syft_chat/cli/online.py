@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from ..contacts import ContactPolicy
-from ..hookspecs import hookimpl
-from ..models import ChatMessage
-from .env import Env, _json_option, pass_env
+from syft_chat.cli.env import Env, _json_option, pass_env
+from syft_chat.features.contacts import ContactPolicy
+from syft_chat.hookspecs import hookimpl
+from syft_chat.models import ChatMessage
 
 __all__ = [
     "allow",
@@ -96,7 +96,7 @@ def send(
             }
         )
         return
-    from ..display import symbols_for
+    from syft_chat.display import symbols_for
 
     sym = symbols_for()
     mark = click.style(f"{sym.ok} {response.status}", fg="green", bold=True)
@@ -234,7 +234,7 @@ def tail(env: Env, with_user: str | None, thread_id: str | None, last: int, as_j
     This datasite serves chat meanwhile: incoming messages are stored and
     confirmed, and installed bots answer.
     """
-    from ..display import format_message, message_json
+    from syft_chat.display import format_message, message_json
 
     me = env.email()
     lock = threading.Lock()
@@ -264,7 +264,7 @@ def serve(env: Env, quiet: bool) -> None:
 
     Stops cleanly on Ctrl-C or SIGTERM (for a service manager).
     """
-    from ..display import format_message
+    from syft_chat.display import format_message
 
     me = env.email()
     plugins: list[object] = []

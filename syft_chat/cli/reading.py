@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
-from ..display import printable
-from ..models import ChatMessage, to_utc
-from ..views import Conversation, SearchHit
-from .env import CLIError, Env, _json_option, pass_env
+from syft_chat.cli.env import CLIError, Env, _json_option, pass_env
+from syft_chat.display import printable
+from syft_chat.features.views import Conversation, SearchHit
+from syft_chat.models import ChatMessage, to_utc
 
 __all__ = ["conversations", "history", "parse_since", "search", "status", "thread"]
 
@@ -92,7 +92,7 @@ def history(
     as_json: bool,
 ) -> None:
     """Show stored messages, oldest first (read-only: starts no client)."""
-    from ..display import format_messages, message_json
+    from syft_chat.display import format_messages, message_json
 
     with env.reader() as (reader, me):
         if not reader.exists:
@@ -132,7 +132,7 @@ def thread(env: Env, thread_id: str, limit: int, as_json: bool) -> None:
     THREAD_ID may be a thread id, a unique prefix of one, or the id of any
     message in the thread.
     """
-    from ..display import format_thread, message_json
+    from syft_chat.display import format_thread, message_json
 
     with env.reader() as (reader, me):
         resolved = reader.resolve_thread(thread_id)
@@ -157,7 +157,7 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
     MSG_ID may be a unique prefix. Status is one of queued, sent, delivered,
     failed (outgoing) or received (incoming).
     """
-    from ..display import local_time, symbols_for
+    from syft_chat.display import local_time, symbols_for
 
     with env.reader() as (reader, _me):
         found = reader.find(msg_id)
@@ -166,11 +166,11 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
     if as_json:
         env.json(found.as_json())
         return
-    from ..display import printable_message
+    from syft_chat.display import printable_message
 
     m = printable_message(found.message)  # a peer's text is never passed to the terminal raw
     state = m.status.value if m.status else "unknown"
-    from ..display import STATUS_COLOURS as colour
+    from syft_chat.display import STATUS_COLOURS as colour
 
     rows = [
         ("id", m.msg_id),
@@ -246,7 +246,7 @@ def search(
     matches a prefix. Deleted messages are never found; edited ones by their
     current text.
     """
-    from ..display import format_messages
+    from syft_chat.display import format_messages
 
     text = " ".join(query)
     with env.reader() as (reader, me):
@@ -281,7 +281,7 @@ def search(
 @pass_env
 def conversations(env: Env, as_json: bool) -> None:
     """List conversations, most recent first, with unread counts (read-only)."""
-    from ..display import local_time
+    from syft_chat.display import local_time
 
     with env.reader() as (reader, me):
         if not reader.exists:

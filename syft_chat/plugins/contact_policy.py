@@ -1,16 +1,16 @@
 """The built-in contact policy check: blocked senders (and strangers in contacts-only mode)
-are refused before anything is stored. See ``syft_chat.contacts``."""
+are refused before anything is stored. See ``syft_chat.features.contacts``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..hookspecs import hookimpl
+from syft_chat.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from ..client import SyftChatClient
-    from ..contacts import ContactPolicy
-    from ..models import ChatMessage
+    from syft_chat.client import SyftChatClient
+    from syft_chat.features.contacts import ContactPolicy
+    from syft_chat.models import ChatMessage
 
 
 @hookimpl(tryfirst=True)

@@ -3,7 +3,7 @@
 :class:`ClientViews` adds ``search``, ``get_history_page``, ``list_conversations`` and
 ``mark_conversation_read`` to :class:`~syft_chat.SyftChatClient`; a store provides them
 by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
-:mod:`syft_chat.plugins.sqlite_views`).
+:mod:`syft_chat.plugins.sqlite.queries`).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from .errors import InvalidMessageError, StorageError
-from .models import ChatMessage, to_utc
+from syft_chat.errors import InvalidMessageError, StorageError
+from syft_chat.models import ChatMessage, to_utc
 
 if TYPE_CHECKING:
-    from .dispatch import Hooks
-    from .interfaces import MessageStore
+    from syft_chat.dispatch import Hooks
+    from syft_chat.interfaces import MessageStore
 
 __all__ = ["ClientViews", "Conversation", "HistoryPage", "SearchHit", "ViewStore"]
 
@@ -55,7 +55,7 @@ class HistoryPage(BaseModel):
     after: str | None = None
 
     def _repr_html_(self) -> str:
-        from .display import history_html
+        from syft_chat.display import history_html
 
         return history_html(self.messages)
 

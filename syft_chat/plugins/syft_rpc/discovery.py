@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..hookspecs import hookimpl
-from .rpc_transport import serves_chat
+from syft_chat.hookspecs import hookimpl
+from syft_chat.plugins.syft_rpc.transport import serves_chat
 
 if TYPE_CHECKING:
-    from ..client import SyftChatClient
+    from syft_chat.client import SyftChatClient
 
 
 @hookimpl(trylast=True)

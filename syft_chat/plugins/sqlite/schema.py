@@ -11,9 +11,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import StorageError
-from ..models import to_utc, utcnow
-from .sqlite_views import UNREAD_INDEX_SQL
+from syft_chat.errors import StorageError
+from syft_chat.models import to_utc, utcnow
+from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 

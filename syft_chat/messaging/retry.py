@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 __all__ = ["Outbox"]
 
-log = logging.getLogger("syft_chat.outbox")
+log = logging.getLogger("syft_chat.messaging.retry")
 
 
 class Outbox:

@@ -10,7 +10,7 @@ from typing import Any
 
 __all__ = ["Notifier"]
 
-log = logging.getLogger("syft_chat.notifier")
+log = logging.getLogger("syft_chat.messaging.announcing")
 
 _STOP = object()
 

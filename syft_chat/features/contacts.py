@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import InvalidMessageError
+from syft_chat.errors import InvalidMessageError
 
 if TYPE_CHECKING:
-    from .interfaces import MessageStore, Transport
+    from syft_chat.interfaces import MessageStore, Transport
 
 __all__ = ["ClientContacts", "ContactMode", "ContactPolicy"]
 

@@ -43,10 +43,9 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
-from ..contacts import ContactPolicy
-from ..fileio import atomic_write
-from ..hookspecs import hookimpl
-from ..interfaces import (
+from syft_chat.features.contacts import ContactPolicy
+from syft_chat.hookspecs import hookimpl
+from syft_chat.interfaces import (
     BackendContext,
     IncomingHandler,
     IncomingRequest,
@@ -54,8 +53,9 @@ from ..interfaces import (
     Reply,
     ReplyHandler,
 )
-from ..models import describe_error
-from .rpc_permissions import write_permission_files
+from syft_chat.models import describe_error
+from syft_chat.plugins.syft_rpc.files import atomic_write
+from syft_chat.plugins.syft_rpc.permissions import write_permission_files
 
 __all__ = ["ENDPOINT", "RpcTransport", "endpoint_dir", "serves_chat"]
 

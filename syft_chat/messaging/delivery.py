@@ -28,14 +28,20 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .actions import authorize
-from .conversations import Conversations
-from .dispatch import HookDecisionError
-from .display import UNPRINTABLE
-from .errors import DeliveryError, StorageError
-from .groups import check_group_change, check_group_message, group_status, parse_change
-from .interfaces import IncomingRequest, Reply
-from .models import (
+from syft_chat.dispatch import HookDecisionError
+from syft_chat.display import UNPRINTABLE
+from syft_chat.errors import DeliveryError, StorageError
+from syft_chat.features.actions import authorize
+from syft_chat.features.groups import (
+    check_group_change,
+    check_group_message,
+    group_status,
+    parse_change,
+)
+from syft_chat.interfaces import IncomingRequest, Reply
+from syft_chat.messaging.ordering import Conversations
+from syft_chat.messaging.retry import Outbox
+from syft_chat.models import (
     PROTOCOL_VERSION,
     ChatMessage,
     ChatResponse,
@@ -45,14 +51,13 @@ from .models import (
     describe_error,
     utcnow,
 )
-from .outbox import Outbox
 
 if TYPE_CHECKING:
-    from .client import SyftChatClient
+    from syft_chat.client import SyftChatClient
 
 __all__ = ["Incoming", "Outgoing"]
 
-log = logging.getLogger("syft_chat.delivery")
+log = logging.getLogger("syft_chat.messaging.delivery")
 
 _PENDING = (MessageStatus.QUEUED, MessageStatus.SENT)
 _TRANSIENT_CODES = {419, 425, 429, 500, 502, 503, 504}

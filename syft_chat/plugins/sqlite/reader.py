@@ -3,7 +3,7 @@
 The command line's ``history``, ``thread``, ``status``, ``search`` and
 ``conversations`` use it: they open the file with ``mode=ro`` and never touch the
 workspace. Search, pages and the conversation list run the store's own queries
-(:mod:`syft_chat.plugins.sqlite_views`).
+(:mod:`syft_chat.plugins.sqlite.queries`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidMessageError, StorageError
-from .models import ChatMessage, MessageStatus, to_utc
-from .plugins import sqlite_views
-from .plugins.sqlite_schema import _parse_ts as _parse_timestamp
-from .plugins.sqlite_store import _STATUSES, _load_metadata, _storage_error
-from .views import Conversation, HistoryPage, SearchHit
+from syft_chat.errors import InvalidMessageError, StorageError
+from syft_chat.features.views import Conversation, HistoryPage, SearchHit
+from syft_chat.models import ChatMessage, MessageStatus, to_utc
+from syft_chat.plugins.sqlite import queries as sqlite_views
+from syft_chat.plugins.sqlite.schema import _parse_ts as _parse_timestamp
+from syft_chat.plugins.sqlite.store import _STATUSES, _load_metadata, _storage_error
 
 __all__ = ["ReadOnlyHistory", "StoredMessage"]
 
@@ -43,7 +43,7 @@ class StoredMessage:
     updated_at: str | None
 
     def as_json(self) -> dict[str, Any]:
-        from .display import message_json
+        from syft_chat.display import message_json
 
         data = message_json(self.message)
         updated = _parse_timestamp(self.updated_at).isoformat() if self.updated_at else None
@@ -97,7 +97,7 @@ class ReadOnlyHistory:
         return conn
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
-        from .plugins.sqlite_store import SCHEMA_VERSION
+        from syft_chat.plugins.sqlite.store import SCHEMA_VERSION
 
         try:
             row = conn.execute("SELECT version FROM schema_version").fetchone()
@@ -111,7 +111,7 @@ class ReadOnlyHistory:
             )
 
     def _migrate_then_connect(self) -> sqlite3.Connection:
-        from .plugins.sqlite_store import SQLiteStore
+        from syft_chat.plugins.sqlite.store import SQLiteStore
 
         if self.owner is None:
             raise StorageError(

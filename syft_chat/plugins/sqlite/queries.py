@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import peewee as pw
 
-from ..errors import InvalidMessageError
-from ..models import ChatMessage, Direction, to_utc, utcnow
-from ..views import Conversation, HistoryPage, SearchHit
+from syft_chat.errors import InvalidMessageError
+from syft_chat.features.views import Conversation, HistoryPage, SearchHit
+from syft_chat.models import ChatMessage, Direction, to_utc, utcnow
 
 __all__ = [
     "GROUP_PREFIX",
@@ -470,7 +470,7 @@ class HistoryViews:
 
     def conversations(self) -> list[Conversation]:
         """Every conversation with its last chat message and unread count, newest first."""
-        from .sqlite_schema import _parse_ts
+        from syft_chat.plugins.sqlite.schema import _parse_ts
 
         with self._op("read"):
             rows = conversation_rows(self._run)

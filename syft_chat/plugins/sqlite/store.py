@@ -21,20 +21,20 @@ from typing import Any, ClassVar
 
 import peewee as pw
 
-from ..contacts import ContactPolicy
-from ..errors import InvalidMessageError, StorageError
-from ..groups import Group, GroupChange
-from ..hookspecs import hookimpl
-from ..interfaces import BackendContext, StoreFactory
-from ..models import ChatMessage, Direction, MessageStatus, utcnow
-from .sqlite_schema import (
+from syft_chat.errors import InvalidMessageError, StorageError
+from syft_chat.features.contacts import ContactPolicy
+from syft_chat.features.groups import Group, GroupChange
+from syft_chat.hookspecs import hookimpl
+from syft_chat.interfaces import BackendContext, StoreFactory
+from syft_chat.models import ChatMessage, Direction, MessageStatus, utcnow
+from syft_chat.plugins.sqlite.queries import GROUP_PREFIX, HistoryViews
+from syft_chat.plugins.sqlite.schema import (
     _SEED_COLUMNS,
     SCHEMA_VERSION,
     _fmt_ts,
     _parse_ts,
 )
-from .sqlite_schema import MIGRATIONS as _MIGRATIONS
-from .sqlite_views import GROUP_PREFIX, HistoryViews
+from syft_chat.plugins.sqlite.schema import MIGRATIONS as _MIGRATIONS
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import InvalidMessageError, UnknownRecipientError
-from .models import ChatMessage, ChatResponse, Direction, MessageStatus
+from syft_chat.errors import InvalidMessageError, UnknownRecipientError
+from syft_chat.models import ChatMessage, ChatResponse, Direction, MessageStatus
 
 if TYPE_CHECKING:
-    from .delivery import Outgoing
-    from .interfaces import MessageStore, Transport
-    from .settings import ChatSettings
+    from syft_chat.interfaces import MessageStore, Transport
+    from syft_chat.messaging.delivery import Outgoing
+    from syft_chat.settings import ChatSettings
 
 __all__ = [
     "CHANGE_KEY",

@@ -4,7 +4,7 @@ Other datasites may create, read and write requests only inside the folder
 named after their own email, and read (and clean up) the responses in it;
 everyone may read the published schema. Nothing else in the app folder is
 writable by others. The contact policy narrows this further (see
-``syft_chat.contacts``).
+``syft_chat.features.contacts``).
 
 * ``syft.pub.yaml``: the current (Go) SyftBox server's format; syft-event
   writes a broader default on every start, which we replace. It can only
@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from ..contacts import ContactPolicy
-from ..fileio import atomic_write
+from syft_chat.features.contacts import ContactPolicy
+from syft_chat.plugins.syft_rpc.files import atomic_write
 
 __all__ = ["write_permission_files"]
 

@@ -19,21 +19,21 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import InvalidMessageError
-from .groups import CHANGE_KEY, fan_out
-from .hookspecs import hookimpl
-from .models import ChatMessage, ChatResponse, MessageStatus
+from syft_chat.errors import InvalidMessageError
+from syft_chat.features.groups import CHANGE_KEY, fan_out
+from syft_chat.hookspecs import hookimpl
+from syft_chat.models import ChatMessage, ChatResponse, MessageStatus
 
 if TYPE_CHECKING:
     import pluggy
 
-    from .delivery import Incoming, Outgoing
-    from .interfaces import MessageStore, Transport
-    from .settings import ChatSettings
+    from syft_chat.interfaces import MessageStore, Transport
+    from syft_chat.messaging.delivery import Incoming, Outgoing
+    from syft_chat.settings import ChatSettings
 
 __all__ = ["ACTION_KINDS", "ChangeListener", "ClientActions", "authorize"]
 
-log = logging.getLogger("syft_chat.actions")
+log = logging.getLogger("syft_chat.features.actions")
 
 ACTION_KINDS = ("edit", "delete", "reaction")
 ChangeListener = Callable[[str, ChatMessage, str], Any]

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .models import ChatMessage
+from syft_chat.models import ChatMessage
 
 __all__ = ["Conversations"]
 
-log = logging.getLogger("syft_chat.conversations")
+log = logging.getLogger("syft_chat.messaging.ordering")
 
 
 @dataclass

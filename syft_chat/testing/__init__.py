@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from .client import SyftChatClient
-    from .models import ChatMessage
+    from syft_chat.client import SyftChatClient
+    from syft_chat.models import ChatMessage
 
 __all__ = [
     "DEFAULT_EMAILS",
@@ -200,7 +200,7 @@ class ChatNetwork:
 
         A closed client is replaced by a fresh one on the same database.
         """
-        from . import client as make_client
+        from syft_chat import client as make_client
 
         running = self.clients.get(email)
         if running is not None and not running.closed:
