@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,66 +16,39 @@ from syft_core import Client as SyftClient
 from syft_chat.dispatch import Hooks
 from syft_chat.display import ChatHistory
 from syft_chat.errors import (
-    ClientClosedError,
     ConfigError,
     DeliveryTimeoutError,
     InvalidMessageError,
-    MessageRejectedError,
     PluginError,
-    SyftChatError,
     UnknownRecipientError,
 )
-from syft_chat.features.actions import ClientActions, change_of
-from syft_chat.features.contacts import ClientContacts
-from syft_chat.features.groups import ClientGroups
-from syft_chat.features.views import ClientViews
-from syft_chat.hookspecs import hookimpl
-from syft_chat.interfaces import BackendContext, MessageStore, Transport
+from syft_chat.features.actions import ACTION_KINDS, ActionRule, Actions
+from syft_chat.features.contacts import Contacts
+from syft_chat.features.groups import GroupChangeRule, Groups
+from syft_chat.features.views import Conversation, HistoryPage, SearchHit, Views
+from syft_chat.interfaces import BackendContext, MessageQuery, MessageStore, Transport
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
-from syft_chat.messaging.announcing import Notifier
-from syft_chat.messaging.delivery import Incoming, Outgoing, _json_size
+from syft_chat.messaging.core import MessagingCore
+from syft_chat.messaging.kinds import ChatMessageRule
 from syft_chat.models import (
-    AUTO_REPLY_KEY,
     ChatMessage,
     ChatResponse,
+    ContactMode,
+    ContactPolicy,
+    Group,
+    MessageKind,
     MessageStatus,
-    is_auto_reply,
     to_utc,
 )
+from syft_chat.plugins.listeners import ChangeListener, Listeners, MessageListener, StatusListener
 from syft_chat.settings import ChatSettings
 
 __all__ = ["SyftChatClient", "client"]
 
 log = logging.getLogger("syft_chat")
 
-MessageListener = Callable[[ChatMessage], Any]
-StatusListener = Callable[[str, MessageStatus, "str | None"], Any]
 _EMAIL = re.compile(r"^[^@\s/\\]+@[^@\s/\\]+$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class _ListenerPlugin:
-    """``add_message_listener(fn)`` is a tiny plugin implementing ``chat_message_received``."""
-
-    def __init__(self, fn: MessageListener) -> None:
-        self.fn = fn
-
-    @hookimpl
-    def chat_message_received(self, message: ChatMessage) -> None:
-        self.fn(message)
-
-
-class _StatusPlugin:
-    """``add_status_listener(fn)``: a tiny plugin implementing ``chat_message_status_changed``."""
-
-    def __init__(self, fn: StatusListener) -> None:
-        self.fn = fn
-
-    @hookimpl
-    def chat_message_status_changed(
-        self, msg_id: str, status: MessageStatus, error: str | None
-    ) -> None:
-        self.fn(msg_id, status, error)
 
 
 def _load_syft_client(config_path: str | os.PathLike[str] | None) -> SyftClient:
@@ -96,7 +68,7 @@ def _load_syft_client(config_path: str | os.PathLike[str] | None) -> SyftClient:
         ) from exc
 
 
-class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
+class SyftChatClient:
     """A chat participant: sends, receives, stores and serves for one datasite.
 
     :param config_path: SyftBox config file; ``None`` looks where syft-core
@@ -104,14 +76,17 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
     :param app_name: the app folder used on both the sending and serving side.
     :param db_path: the SQLite file holding the ``messages`` table.
     :param transport: name of a registered transport (default ``"syft-rpc"``).
-    :param store: name of a registered store (default ``"sqlite"``).
+    :param store: name of a registered store (default ``"sqlite"``; ``"memory"`` keeps
+        history in memory only, lost on close).
     :param settings: a :class:`ChatSettings` or a dict of its fields.
     :param plugins: extra plugin objects registered for this client only.
     :param load_entry_points: load plugins installed in the ``syft_chat``
         entry-point group (subject to ``SYFT_CHAT_LOAD_PLUGINS``).
 
     The client starts serving as soon as it is constructed; use it as a
-    context manager or call :meth:`close`.
+    context manager or call :meth:`close`. It composes the messaging core
+    (:mod:`syft_chat.messaging`) and the features (:mod:`syft_chat.features`);
+    every method below is a thin, documented entry into one of them.
     """
 
     def __init__(
@@ -147,10 +122,8 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         self.plugin_failures.extend(failures)
         self._pm = pm
         self.hooks = Hooks(pm, self._record_failure)
-        self._listeners: dict[int, _ListenerPlugin] = {}
-        self._status_listeners: dict[int, _StatusPlugin] = {}
-        self._change_listeners: dict[int, object] = {}
-        self._started = False
+        self._listeners = Listeners(pm)
+        self._core: MessagingCore | None = None
         for plugin in plugins:
             self.register_plugin(plugin)
 
@@ -164,31 +137,52 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         self.store: MessageStore = self._make_backend(
             "store", store, self.hooks.register_stores(), context
         )
-        self._notifier = Notifier(name=f"syft-chat-notify[{self.email}]")
         try:
             self.transport: Transport = self._make_backend(
                 "transport", transport, self.hooks.register_transports(), context
             )
-            self._closed = False
-            self._policy = self.store.contact_policy()
-            update_access = getattr(self.transport, "update_access", None)
-            if update_access is not None:
-                update_access(self._policy)  # permission files reflect the policy from the start
-            self._outgoing = Outgoing(self)
-            self._incoming = Incoming(self)
-            self._incoming.resume()  # announce what a crash left unannounced
-            self.transport.start(
-                self._incoming.on_request, self._outgoing.on_reply, self._incoming.reject
+            core = MessagingCore(
+                client=self,
+                email=self.email,
+                settings=self.settings,
+                store=self.store,
+                transport=self.transport,
+                hooks=self.hooks,
+                record_failure=self._record_failure,
+                reply=self._bot_reply,
             )
-            self._outgoing.resume()  # collect answers that came meanwhile; resend the rest
+            self._core = core
+            self._closed = False
+            self._contacts = Contacts(core)
+            self._groups = Groups(core)
+            self._actions = Actions(core, self._groups)
+            self._views = Views(core)
+            self._declare_kinds(core)
+            core.start(hold=self.settings.startup_hold)
         except BaseException:
             self._shutdown()
             raise
-        self._started = True
         self.hooks.client_started(self)
-        # messages that waited for us are announced once a listener is added,
-        # or after a moment (the seed adds its listener right after client())
-        self._incoming.conversations.start(after=self.settings.startup_hold)
+
+    def _declare_kinds(self, core: MessagingCore) -> None:
+        """Every kind that may arrive, with its rule (see :mod:`syft_chat.messaging.kinds`)."""
+        rules = {
+            kind: ActionRule.for_kind(kind)(core, self._groups, lambda: self._contacts.policy)
+            for kind in ACTION_KINDS
+        }
+        core.kinds.register(
+            ChatMessageRule(
+                conversation_check=self._groups.check_message,
+                apply_waiting=rules[MessageKind.EDIT].apply_waiting,
+            )
+        )
+        for rule in rules.values():
+            core.kinds.register(rule)
+        core.kinds.register(GroupChangeRule(self._groups))
+
+    @property
+    def _started(self) -> bool:
+        return self._core is not None and not self._closed
 
     # ------------------------------------------------------------------ plugins
 
@@ -222,7 +216,7 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
             raise PluginError(f"invalid plugin {failure.plugin}: {failure.error}")
         if self._started:
             self.hooks.client_started(self, plugin=plugin)
-            self._incoming.conversations.start()
+            self._live().start_announcing()
 
     def unregister_plugin(self, plugin: object) -> None:
         """Remove a plugin registered with :meth:`register_plugin`."""
@@ -242,61 +236,47 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         path; one that raises is logged and does not affect delivery or other
         listeners. Adding the same function twice has no further effect.
         """
-        if not callable(listener):
-            raise InvalidMessageError(f"listener must be callable, got {type(listener).__name__}")
-        if id(listener) in self._listeners:
-            return
-        plugin = _ListenerPlugin(listener)
-        self._listeners[id(listener)] = plugin
-        name = getattr(listener, "__qualname__", type(listener).__name__)
-        self._pm.register(plugin, name=f"listener:{name}:{id(listener):x}")
-        self._incoming.conversations.start()
+        self._listeners.add("message", listener)
+        if self._core is not None:
+            self._core.start_announcing()
 
     def remove_message_listener(self, listener: MessageListener) -> None:
         """Stop calling ``listener``. Unknown listeners are ignored."""
-        plugin = self._listeners.pop(id(listener), None)
-        if plugin is not None:
-            self._pm.unregister(plugin)
+        self._listeners.remove("message", listener)
+
+    def add_status_listener(self, listener: StatusListener) -> None:
+        """Call ``listener(msg_id, status, error)`` after each status change of a sent message.
+
+        Runs on the client's notification thread, in order; use it to show ticks.
+        A group message is one message: its status changes once every member's copy
+        is settled (:meth:`group_delivery` shows each member's).
+        """
+        self._listeners.add("status", listener)
+
+    def remove_status_listener(self, listener: StatusListener) -> None:
+        """Stop calling a status listener. Unknown listeners are ignored."""
+        self._listeners.remove("status", listener)
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(change, message, actor)`` when another datasite edits, deletes or
+        reacts to a message (``change`` is ``edited``, ``deleted``, ``reaction_added`` or
+        ``reaction_removed``; ``message`` is as stored now)."""
+        self._listeners.add("change", listener)
+        if self._core is not None:
+            self._core.start_announcing()
+
+    def remove_change_listener(self, listener: ChangeListener) -> None:
+        """Stop calling a change listener. Unknown listeners are ignored."""
+        self._listeners.remove("change", listener)
 
     # ------------------------------------------------------------------ sending
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClientClosedError("this SyftChatClient is closed")
-
-    def _validate_content(self, content: Any) -> str:
-        if not isinstance(content, str):
-            raise InvalidMessageError(f"content must be a str, got {type(content).__name__}")
-        if not content.strip():
-            raise InvalidMessageError("content is empty")
-        size = len(content.encode("utf-8", "surrogatepass"))
-        if size > self.settings.max_content_bytes:
-            raise InvalidMessageError(
-                f"content is {size} bytes; the limit is {self.settings.max_content_bytes} "
-                "(ChatSettings.max_content_bytes)"
-            )
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidMessageError(f"content is not valid Unicode text: {exc}") from exc
-        return content
-
-    def _validate_metadata(self, metadata: Any) -> dict[str, Any]:
-        if metadata is None:
-            return {}
-        if not isinstance(metadata, dict):
-            raise InvalidMessageError(f"metadata must be a dict, got {type(metadata).__name__}")
-        if not all(isinstance(key, str) for key in metadata):
-            raise InvalidMessageError("metadata keys must be strings")
-        try:
-            size = _json_size(metadata)
-        except (TypeError, ValueError) as exc:
-            raise InvalidMessageError(f"metadata must be JSON-serialisable: {exc}") from exc
-        if size > self.settings.max_metadata_bytes:
-            raise InvalidMessageError(
-                f"metadata is {size} bytes of JSON; the limit is {self.settings.max_metadata_bytes}"
-            )
-        return dict(metadata)
+    def _live(self) -> MessagingCore:
+        core = self._core
+        if core is None:
+            raise InvalidMessageError("this SyftChatClient did not start")
+        core.check_open()
+        return core
 
     def _validate_recipient(self, to_email: Any) -> str:
         if not isinstance(to_email, str) or not _EMAIL.match(to_email.strip()):
@@ -310,19 +290,6 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
                 "see list_available_users()"
             )
         return recipient
-
-    def _resolve_thread(
-        self, thread_id: str | None, reply_to: str | None
-    ) -> tuple[str | None, str | None]:
-        for name, value in (("thread_id", thread_id), ("reply_to", reply_to)):
-            if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
-                raise InvalidMessageError(f"{name} must be a non-empty str of at most 128 chars")
-        if reply_to is None:
-            return thread_id, None
-        parent = self.store.get(reply_to)
-        if parent is None:
-            raise InvalidMessageError(f"reply_to names no known message: {reply_to!r}")
-        return thread_id or parent.thread_id or parent.msg_id, reply_to
 
     def send_message(
         self,
@@ -353,39 +320,27 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         :raises DeliveryError: a plugin refused to encode it (``failed``), or the
             request could not be written (it stays queued and is retried).
         """
-        self._check_open()
+        core = self._live()
         recipient = self._validate_recipient(to_email)
-        content = self._validate_content(content)
-        meta = self._validate_metadata(metadata)
-        thread_id, reply_to = self._resolve_thread(thread_id, reply_to)
-        wait = self.settings.send_timeout if timeout is None else timeout
-        if (
-            not isinstance(wait, (int, float))
-            or isinstance(wait, bool)
-            or not math.isfinite(wait)
-            or wait < 0
-        ):
-            raise InvalidMessageError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-
+        content = core.validate_content(content)
+        meta = core.validate_metadata(metadata)
+        thread_id, reply_to = core.resolve_thread(thread_id, reply_to)
+        core.validate_timeout(timeout)
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
         threaded = {"thread_id": thread_id or draft.msg_id, "recipient": recipient}
-        message = self._outgoing.queue(draft.model_copy(update=threaded), recipient)
-        self._outgoing.attempt(message.msg_id)
-        stored = (
-            self._outgoing.wait(message.msg_id, float(wait))
-            if wait
-            else self.get_message(message.msg_id)
-        )
-        return self._outcome(message.msg_id, recipient, stored)
+        message = core.queue(draft.model_copy(update=threaded), recipient)
+        return core.deliver(message, recipient, timeout)
 
-    def _outcome(self, msg_id: str, peer: str, stored: ChatMessage | None) -> ChatResponse:
-        if stored is not None and stored.status == MessageStatus.FAILED:
-            reason = stored.error or "refused"
-            raise MessageRejectedError(
-                f"{peer} refused message {msg_id}: {reason}", msg_id=msg_id, reason=reason
+    def _bot_reply(self, message: ChatMessage, content: str, metadata: dict[str, Any]) -> None:
+        """How a bot's answer goes out: a reply to ``message``, without waiting."""
+        if message.group_id:
+            self.send_to_group(
+                message.group_id, content, reply_to=message.msg_id, metadata=metadata
             )
-        status = stored.status.value if stored is not None and stored.status else "sent"
-        return ChatResponse(status=status, message_id=msg_id)
+        else:
+            self.send_message(
+                message.sender, content, reply_to=message.msg_id, metadata=metadata, timeout=0
+            )
 
     def wait_for_delivery(self, msg_id: str, timeout: float | None = None) -> ChatResponse:
         """Wait until an outgoing message is confirmed (or refused), up to ``timeout`` s.
@@ -394,12 +349,12 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         raises :class:`MessageRejectedError` if it was refused and
         :class:`DeliveryTimeoutError` if it is still unconfirmed at the end.
         """
-        self._check_open()
-        message = self.store.get(msg_id)
+        core = self._live()
+        message = core.get(msg_id)
         if message is None or message.sender != self.email:
             raise InvalidMessageError(f"no outgoing message {msg_id!r}")
         wait = self.settings.send_timeout if timeout is None else float(timeout)
-        response = self._outcome(msg_id, message.recipient or "", self._outgoing.wait(msg_id, wait))
+        response = core.outcome(msg_id, message.recipient or "", core.wait(msg_id, wait))
         if response.status in (MessageStatus.QUEUED.value, MessageStatus.SENT.value):
             raise DeliveryTimeoutError(
                 f"message {msg_id} is not confirmed after {wait:g}s (status {response.status}); "
@@ -408,38 +363,6 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
             )
         return response
 
-    def _set_status(self, msg_id: str, status: MessageStatus, error: str | None = None) -> bool:
-        """Record a status change; announce it if something changed."""
-        changed = self.store.set_status(msg_id, status, error=error)
-        if changed:
-            self._notify_status(msg_id, status, error)
-        return changed
-
-    def _notify_status(self, msg_id: str, status: MessageStatus, error: str | None) -> None:
-        self._notify(self.hooks.message_status_changed, msg_id, status, error, self)
-
-    def _notify(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._notifier.submit(fn, *args)
-
-    def add_status_listener(self, listener: StatusListener) -> None:
-        """Call ``listener(msg_id, status, error)`` after each status change of a sent message.
-
-        Runs on the client's notification thread, in order; use it to show ticks.
-        """
-        if not callable(listener):
-            raise InvalidMessageError(f"listener must be callable, got {type(listener).__name__}")
-        if id(listener) in self._status_listeners:
-            return
-        plugin = _StatusPlugin(listener)
-        self._status_listeners[id(listener)] = plugin
-        self._pm.register(plugin, name=f"status-listener:{id(listener):x}")
-
-    def remove_status_listener(self, listener: StatusListener) -> None:
-        """Stop calling a status listener. Unknown listeners are ignored."""
-        plugin = self._status_listeners.pop(id(listener), None)
-        if plugin is not None:
-            self._pm.unregister(plugin)
-
     def mark_read(self, msg_id: str) -> bool:
         """Mark an incoming message read (locally); plugins hear ``chat_message_read``.
 
@@ -447,75 +370,141 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         receipt from that hook; the sender's side records it with
         :meth:`record_read`.
         """
-        self._check_open()
-        message = self.store.get(msg_id)
-        if message is None or message.sender == self.email:
+        core = self._live()
+        found = self.store.get(msg_id)
+        if found is None or found.message.sender == self.email:
             raise InvalidMessageError(f"no incoming message {msg_id!r}")
-        if not self.store.mark_read(msg_id):
-            return False
-        self._notify(self.hooks.message_read, message, self)
-        return True
+        with self.store.transaction():
+            current = self.store.get(msg_id)
+            unread = current is not None and current.read_at is None
+            if unread:
+                self.store.update(msg_id, {"read_at": datetime.now().astimezone()})
+        if unread:
+            core.notify_read(found.message)
+        return unread
 
     def record_read(self, msg_id: str) -> bool:
         """Record that the recipient read a delivered outgoing message (status ``read``)."""
-        self._check_open()
-        message = self.store.get(msg_id)
+        core = self._live()
+        message = core.get(msg_id)
         if message is None or message.sender != self.email:
             raise InvalidMessageError(f"no outgoing message {msg_id!r}")
-        return self._set_status(msg_id, MessageStatus.READ)
+        return core.set_status(msg_id, MessageStatus.READ)
 
     def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
         """Incoming requests that were refused (newest first): sender, reason, raw body."""
-        self._check_open()
+        core = self._live()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidMessageError(f"limit must be a non-negative int, got {limit!r}")
-        return self.store.failed_messages(limit)
+        return core.failed_messages(limit)
 
     def pending_messages(self) -> list[ChatMessage]:
         """Outgoing messages not yet confirmed (the outbox), oldest first."""
-        self._check_open()
-        return [message for message, _, _ in self.store.outbox_requests()]
+        return self._live().outgoing.pending()
 
-    def _announce(self, message: ChatMessage) -> None:
-        """Tell listeners and plugins about a new message, then let bots answer.
+    # ------------------------------------------------------------------ edits, deletions, reactions
 
-        Runs on the listener thread. An edit, deletion or reaction is
-        announced as a change of the message it names (``chat_message_changed``).
+    def edit_message(
+        self, msg_id: str, content: str, *, timeout: float | None = None
+    ) -> ChatResponse:
+        """Replace the text of a message you sent, here and at its recipient.
+
+        The earlier text stays queryable (:meth:`get_edits`). Returns where
+        the edit is (``delivered`` / ``sent``), like :meth:`send_message`.
         """
-        if message.kind != "message":
-            self._announce_change(message)
-            return
-        self.hooks.message_received(message, self)
-        if is_auto_reply(message) or self._closed:
-            return  # bots never answer automatic replies: no bot-to-bot loops
-        for plugin, answer in self.hooks.reply_to(message, self):
-            if isinstance(answer, str):
-                content, extra = answer, {}
-            elif isinstance(answer, dict) and isinstance(answer.get("content"), str):
-                content, extra = answer["content"], dict(answer.get("metadata") or {})
-            else:
-                self._record_failure(
-                    PluginFailure(plugin, "chat_reply_to", f"unusable answer {answer!r}")
-                )
-                continue
-            extra.update({AUTO_REPLY_KEY: True, "syft_chat.bot": plugin})
-            try:
-                self.send_message(
-                    message.sender, content, reply_to=message.msg_id, metadata=extra, timeout=0
-                )
-            except SyftChatError as exc:
-                log.warning("bot %s could not answer %s: %s", plugin, message.msg_id, exc)
-                self._record_failure(PluginFailure(plugin, "chat_reply_to", str(exc)))
+        return self._actions.edit_message(msg_id, content, timeout=timeout)
 
-    def _announce_change(self, action: ChatMessage) -> None:
-        stored = self.store.get(action.msg_id)
-        target = self.store.get(action.target or "")
-        if stored is None or stored.error or target is None:
-            return  # refused, or its message never arrived
-        target = target.model_copy(
-            update={"reactions": self.store.reactions([target.msg_id]).get(target.msg_id, {})}
-        )
-        self.hooks.message_changed(target, change_of(action), action.sender, self)
+    def delete_message(self, msg_id: str, *, timeout: float | None = None) -> ChatResponse:
+        """Delete a message you sent, on both sides.
+
+        Its row stays as a tombstone (``deleted=True``) with its text, its
+        earlier versions and its reactions erased; search never finds it.
+        """
+        return self._actions.delete_message(msg_id, timeout=timeout)
+
+    def react(
+        self, msg_id: str, emoji: str, *, remove: bool = False, timeout: float | None = None
+    ) -> ChatResponse:
+        """Add (or with ``remove=True`` take back) your reaction to a message of a conversation."""
+        return self._actions.react(msg_id, emoji, remove=remove, timeout=timeout)
+
+    def get_edits(self, msg_id: str) -> list[dict[str, Any]]:
+        """Earlier versions of a message, oldest first (``content``, ``replaced_at``)."""
+        return self._actions.get_edits(msg_id)
+
+    # ------------------------------------------------------------------ groups
+
+    def create_group(self, name: str, members: Iterable[str]) -> Group:
+        """Create a group with you and ``members``; each member is told."""
+        return self._groups.create_group(name, members)
+
+    def get_group(self, group_id: str) -> Group:
+        """A group you know, by id."""
+        return self._groups.get_group(group_id)
+
+    def list_groups(self) -> list[Group]:
+        """Every group you are (or were) in."""
+        return self._groups.list_groups()
+
+    def add_group_members(self, group_id: str, members: Iterable[str]) -> Group:
+        """Add members; everyone (old and new) is told the new member list."""
+        return self._groups.add_group_members(group_id, members)
+
+    def remove_group_members(self, group_id: str, members: Iterable[str]) -> Group:
+        """Remove members; everyone, the removed included, is told."""
+        return self._groups.remove_group_members(group_id, members)
+
+    def leave_group(self, group_id: str) -> Group:
+        """Leave a group; the others are told."""
+        return self._groups.leave_group(group_id)
+
+    def send_to_group(
+        self,
+        group_id: str,
+        content: str,
+        thread_id: str | None = None,
+        reply_to: str | None = None,
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> ChatResponse:
+        """Send a message to every member of a group (one delivery per member).
+
+        Returns at once with status ``sent``; :meth:`group_delivery` shows
+        each member's status, and the message becomes ``delivered`` when every
+        member has confirmed it.
+        """
+        return self._groups.send_to_group(group_id, content, thread_id, reply_to, metadata=metadata)
+
+    def group_delivery(self, msg_id: str) -> dict[str, MessageStatus]:
+        """Each member's delivery status of a group message you sent."""
+        return self._groups.group_delivery(msg_id)
+
+    # ------------------------------------------------------------------ contact policy
+
+    @property
+    def contact_policy(self) -> ContactPolicy:
+        """The current policy (mode, allowed and blocked datasites)."""
+        return self._contacts.policy
+
+    def block(self, email: str) -> ContactPolicy:
+        """Refuse everything from ``email`` (and deny it in the permission files)."""
+        return self._contacts.block(email)
+
+    def allow(self, email: str) -> ContactPolicy:
+        """Add ``email`` to your contacts (lifting a block)."""
+        return self._contacts.allow(email)
+
+    def forget_contact(self, email: str) -> ContactPolicy:
+        """Neither allowed nor blocked any more."""
+        return self._contacts.forget_contact(email)
+
+    def unblock(self, email: str) -> ContactPolicy:
+        """Lift a block (the datasite is then neither allowed nor blocked)."""
+        return self._contacts.forget_contact(email)
+
+    def set_contact_mode(self, mode: ContactMode) -> ContactPolicy:
+        """``"open"`` (anyone not blocked) or ``"contacts_only"`` (only allowed datasites)."""
+        return self._contacts.set_contact_mode(mode)
 
     # ------------------------------------------------------------------ reading
 
@@ -536,7 +525,7 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
         :param thread_id: only this thread.
         :param group_id: only this group's conversation (``with_user`` is one-to-one).
         """
-        self._check_open()
+        self._live()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InvalidMessageError(f"limit must be a non-negative int, got {limit!r}")
         if since is not None and not isinstance(since, datetime):
@@ -551,23 +540,116 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
             raise InvalidMessageError(f"since is out of range: {exc}") from exc
         if limit == 0:
             return ChatHistory([], me=self.email)
-        messages = self.store.history(
-            peer=with_user.strip() if with_user else None,
-            limit=limit,
+        conversation = with_user.strip() if with_user else None
+        if group_id is not None:
+            conversation = None if conversation is not None else f"group:{group_id}"
+            if conversation is None:
+                return ChatHistory([], me=self.email)
+        query = MessageQuery(
+            kinds=frozenset({MessageKind.MESSAGE}),
+            conversation=conversation,
             since=since,
             thread_id=thread_id,
-            group_id=group_id,
+            order="time",
+            limit=limit,
+            last=True,
         )
+        messages = self._with_reactions([r.message for r in self.store.find(query)])
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
+
+    def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        found: dict[str, dict[str, list[str]]] = {}
+        for r in self.store.reactions([m.msg_id for m in messages]):
+            found.setdefault(r.msg_id, {}).setdefault(r.emoji, []).append(r.user)
+        return [
+            m.model_copy(update={"reactions": found[m.msg_id]}) if m.msg_id in found else m
+            for m in messages
+        ]
 
     def get_message(self, msg_id: str) -> ChatMessage | None:
         """One stored message (sent or received) by id, with its status."""
-        self._check_open()
-        return self.store.get(msg_id)
+        return self._live().get(msg_id)
+
+    def search(
+        self,
+        query: str,
+        *,
+        with_user: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 20,
+        raw: bool = False,
+        conversation: str | None = None,
+    ) -> list[SearchHit]:
+        """Full-text search of the local history, best matches first.
+
+        ``query`` is plain words that must all occur in a message (any order, case and
+        accents ignored); ``word*`` matches words starting with ``word``. ``raw=True``
+        takes FTS5 query syntax instead (``"exact phrase"``, ``a OR b``, ``a NOT b``,
+        ``NEAR(a b)``). Deleted messages are never found; an edited one is found by its
+        current text. The filters are those of :meth:`get_chat_history`
+        (``conversation`` names a group's conversation instead of ``with_user``).
+
+        :raises InvalidMessageError: an empty or malformed query, or a bad filter.
+        """
+        return self._views.search(
+            query,
+            with_user=with_user,
+            thread_id=thread_id,
+            since=since,
+            limit=limit,
+            raw=raw,
+            conversation=conversation,
+        )
+
+    def get_history_page(
+        self,
+        *,
+        with_user: str | None = None,
+        thread_id: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        before: str | None = None,
+        after: str | None = None,
+        conversation: str | None = None,
+    ) -> HistoryPage:
+        """One page of history, oldest first, for walking a conversation page by page.
+
+        Without a cursor it is the newest ``limit`` messages; ``before=page.before``
+        gives the page just older, ``after=page.after`` the page just newer. Following
+        the cursors (until ``None``) visits every matching message exactly once, in
+        order. Filters as in :meth:`get_chat_history`.
+
+        :raises InvalidMessageError: a cursor not made by this method, both cursors,
+            or a bad filter or limit.
+        """
+        return self._views.get_history_page(
+            with_user=with_user,
+            thread_id=thread_id,
+            since=since,
+            limit=limit,
+            before=before,
+            after=after,
+            conversation=conversation,
+        )
+
+    def list_conversations(self) -> list[Conversation]:
+        """Every conversation (one-to-one and group) with its last message and unread
+        count, the most recently active first. Read state is local (:meth:`mark_read`)."""
+        return self._views.list_conversations()
+
+    def mark_conversation_read(self, with_user: str) -> int:
+        """Mark every unread incoming message of a conversation read; return how many.
+
+        ``with_user`` is the peer's email (or a group's conversation id). Plugins hear
+        ``chat_message_read`` once for each message marked, as with :meth:`mark_read`
+        (a read-receipt plugin sends its receipts from there).
+        """
+        return self._views.mark_conversation_read(with_user)
 
     def list_available_users(self) -> list[str]:
         """Datasites that serve syft-chat (this app), excluding yourself, sorted."""
-        self._check_open()
+        self._live()
         users = self.hooks.discover_users(self)
         users.discard(self.email)
         return sorted(users)
@@ -589,10 +671,8 @@ class SyftChatClient(ClientActions, ClientContacts, ClientGroups, ClientViews):
             if transport is not None:
                 transport.stop()
         finally:
-            for part in (getattr(self, "_outgoing", None), getattr(self, "_incoming", None)):
-                if part is not None:
-                    part.close()
-            self._notifier.close()
+            if self._core is not None:
+                self._core.close()
             self.store.close()
 
     @property

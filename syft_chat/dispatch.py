@@ -91,6 +91,8 @@ class Hooks:
         for impl in self._impls(hook_name):
             try:
                 result = self._call(impl, hook_name, kwargs)
+            except RefuseMessage as exc:  # a refusal on purpose, not a failure
+                raise HookDecisionError(self._plugin_name(impl), hook_name, exc) from exc
             except Exception as exc:
                 name = self._plugin_name(impl)
                 log.warning("syft-chat plugin %r raised in %s: %s", name, hook_name, exc)
@@ -142,12 +144,16 @@ class Hooks:
 
     # ------------------------------------------------------------------ decisions
 
-    def encode_body(self, envelope: Envelope, client: SyftChatClient) -> bytes | None:
+    def encode_body(self, envelope: Envelope, client: SyftChatClient) -> bytes:
         result = self._first("chat_encode_body", envelope=envelope, client=client)
-        return None if result is None else bytes(result)
+        if result is None:
+            raise HookDecisionError("syft_chat", "chat_encode_body", LookupError("no codec"))
+        return bytes(result)
 
-    def decode_body(self, request: IncomingRequest, client: SyftChatClient) -> Envelope | None:
+    def decode_body(self, request: IncomingRequest, client: SyftChatClient) -> Envelope:
         result: Envelope | None = self._first("chat_decode_body", request=request, client=client)
+        if result is None:
+            raise HookDecisionError("syft_chat", "chat_decode_body", LookupError("no codec"))
         return result
 
     def accept_message(

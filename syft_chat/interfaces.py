@@ -7,32 +7,47 @@ for with a :class:`BackendContext`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from syft_chat.models import ChatMessage, Direction, MessageStatus
+from syft_chat.models import (
+    ChatMessage,
+    ContactPolicy,
+    Direction,
+    Group,
+    MessageKind,
+    MessageStatus,
+)
 from syft_chat.settings import ChatSettings
 
 if TYPE_CHECKING:
     from syft_core import Client as SyftClient
 
-    from syft_chat.features.contacts import ContactPolicy
-    from syft_chat.features.groups import Group, GroupChange
+#: Conversation ids of groups start with this; every other conversation is one-to-one.
+GROUP_PREFIX = "group:"
 
 __all__ = [
+    "GROUP_PREFIX",
+    "UPDATABLE",
     "BackendContext",
+    "FailedRequest",
     "IncomingHandler",
     "IncomingRequest",
+    "MessageQuery",
     "MessageStore",
+    "Reaction",
     "RejectHandler",
     "Reply",
     "ReplyHandler",
     "StoreFactory",
+    "StoredMessage",
     "Transport",
     "TransportFactory",
+    "Version",
 ]
 
 
@@ -85,152 +100,272 @@ RejectHandler = Callable[[str, str, bytes], None]
 
 @runtime_checkable
 class Transport(Protocol):
-    """Moves request bodies between datasites and answers for the local one."""
+    """Moves request bodies between datasites and answers for the local one.
+
+    A request is identified by ``request_id`` (fresh for every attempt); its answer
+    reaches ``on_reply`` at most once per request. How requests travel (files, sockets)
+    and how answers are found stay inside the transport. ``syft_chat.testing.
+    transport_contract`` is the suite a transport passes.
+    """
 
     name: ClassVar[str]
 
     def start(
-        self, on_request: IncomingHandler, on_reply: ReplyHandler, on_reject: RejectHandler
+        self,
+        on_request: IncomingHandler,
+        on_reply: ReplyHandler,
+        on_reject: RejectHandler,
+        *,
+        awaiting: Collection[str] = (),
     ) -> None:
-        """Begin serving; the handlers may be called from a background thread."""
+        """Begin serving; the handlers may be called from background threads.
+
+        ``awaiting`` names the datasites that owe answers to requests sent before a
+        restart: answers that arrived meanwhile are passed to ``on_reply`` too.
+        """
 
     def stop(self) -> None:
         """Stop serving and release every thread and watch. Idempotent."""
 
     def can_reach(self, recipient: str) -> bool:
-        """Whether ``recipient`` publishes the chat endpoint this transport can write to."""
+        """Whether ``recipient`` serves this chat app where this transport can write."""
 
-    def send(self, recipient: str, body: bytes, *, request_id: str, expires: datetime) -> None:
-        """Write one request for ``recipient``. Returns once it is durably handed over."""
+    def list_peers(self) -> list[str]:
+        """Every datasite that serves this chat app (discovery); may include this one."""
 
-    def poll_reply(self, recipient: str, request_id: str) -> None:
-        """Look for the answer to a request now (safety net for a missed event)."""
+    def send(
+        self,
+        recipient: str,
+        body: bytes,
+        *,
+        request_id: str,
+        expires: datetime,
+        replaces: str | None = None,
+    ) -> None:
+        """Hand one request for ``recipient`` over durably; returns once it is.
 
-    def withdraw(self, recipient: str, request_id: str) -> None:
-        """Remove an unanswered request that is about to be replaced."""
+        ``replaces`` is the id of an earlier, unanswered attempt at the same message,
+        which the transport may withdraw (an answer to it still counts).
+        """
 
-    def resume(self, recipients: list[str]) -> None:
-        """After a restart: collect answers that arrived meanwhile and watch for more."""
+    def collect_reply(self, recipient: str, request_id: str) -> None:
+        """Pass the answer to ``request_id`` to ``on_reply`` now if it has arrived (a
+        safety net for a missed notification; nothing happens otherwise)."""
+
+    def update_access(self, policy: ContactPolicy) -> None:
+        """Let only the datasites ``policy`` admits write requests here, where the
+        underlying system can express it (the receiver checks every request anyway)."""
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as a store keeps it: the message and its delivery bookkeeping.
+
+    ``peer`` is the datasite the message travels to or from (``None`` for the author's
+    own record of a group message, whose per-member copies carry the peers).
+    ``applied`` is ``False`` for an incoming edit, deletion or reaction that waits for
+    its message; ``notified`` whether listeners were told about an incoming message.
+    """
+
+    message: ChatMessage
+    direction: Direction
+    peer: str | None
+    applied: bool = True
+    notified: bool = True
+    #: the sender's sequence number of the edit whose text is shown (``None``: unedited)
+    edit_seq: int | None = None
+    #: the latest request written for an outgoing message, and how many were
+    request_id: str | None = None
+    attempts: int = 0
+    read_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def msg_id(self) -> str:
+        return self.message.msg_id
+
+    @property
+    def conversation(self) -> str | None:
+        """``group:<id>`` for a group's message, else the peer."""
+        group = self.message.group_id
+        return f"{GROUP_PREFIX}{group}" if group else self.peer
+
+
+#: The fields of a stored message that :meth:`MessageStore.update` may change.
+UPDATABLE = frozenset(
+    {
+        "content",
+        "status",
+        "error",
+        "deleted",
+        "edited_at",
+        "edit_seq",
+        "applied",
+        "notified",
+        "request_id",
+        "attempts",
+        "read_at",
+    }
+)
+
+
+@dataclass(frozen=True)
+class MessageQuery:
+    """A filter over stored messages; every field left ``None`` matches anything.
+
+    ``order`` is ``"stored"`` (insertion order), ``"seq"`` (by peer, then the sender's
+    sequence number, then insertion) or ``"time"`` (timestamp, then insertion). With
+    ``limit`` and ``last=True`` the *last* ``limit`` rows in that order are returned,
+    still in that order (the newest page of a history).
+    """
+
+    msg_ids: tuple[str, ...] | None = None
+    direction: Direction | None = None
+    kinds: frozenset[MessageKind] | None = None
+    statuses: frozenset[MessageStatus] | None = None
+    peer: str | None = None
+    has_peer: bool | None = None
+    conversation: str | None = None
+    thread_id: str | None = None
+    target: str | None = None
+    since: datetime | None = None
+    applied: bool | None = None
+    notified: bool | None = None
+    updated_before: datetime | None = None
+    order: Literal["stored", "seq", "time"] = "stored"
+    limit: int | None = None
+    last: bool = False
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """One user's emoji on one message. ``present=False`` is a reaction taken back, kept
+    so that a change older (by ``op_seq``, the user's sequence number) than it is
+    recognised as late."""
+
+    msg_id: str
+    user: str
+    emoji: str
+    present: bool
+    op_seq: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Version:
+    """An earlier text of an edited message (``content`` erased once it is deleted)."""
+
+    content: str
+    replaced_at: datetime
+    #: the edit message that replaced it, and that edit's sequence number
+    edit_id: str | None
+    seq: int | None
+
+
+@dataclass(frozen=True)
+class FailedRequest:
+    """An incoming request that was refused: who sent it, why, and its raw body."""
+
+    sender: str
+    reason: str
+    raw: bytes
+    msg_id: str | None
+    received_at: datetime
 
 
 @runtime_checkable
 class MessageStore(Protocol):
-    """Persists messages. Every method may be called from any thread."""
+    """Persists and queries; decides nothing.
+
+    Which edit wins, that a delete wins, reaction sets, how group membership converges
+    and that a status never moves backwards are rules of the messaging core and its
+    features, written once above every store (``syft_chat.testing.store_contract`` is
+    the suite a store passes). Every method may be called from any thread and raises
+    :class:`~syft_chat.errors.StorageError` when the storage fails.
+    """
 
     name: ClassVar[str]
 
-    def add(
-        self,
-        message: ChatMessage,
-        *,
-        direction: Direction,
-        peer: str | None,
-        status: MessageStatus,
-    ) -> bool:
-        """Store ``message``; return ``False`` (and change nothing) if its msg_id exists."""
+    def transaction(self) -> AbstractContextManager[None]:
+        """A unit of work: every change made inside it is kept, or none is.
 
-    def get(self, msg_id: str) -> ChatMessage | None:
+        Leaving the block by an exception undoes its changes; nested blocks join the
+        outer one (an inner failure that the caller catches undoes only the inner
+        block's changes). The block holds off other writers, also other processes
+        sharing the storage, so read-then-write inside it is safe.
+        """
+
+    def insert(self, record: StoredMessage) -> bool:
+        """Store a new message; ``False`` (and nothing changed) if its msg_id exists."""
+
+    def get(self, msg_id: str) -> StoredMessage | None:
         """The stored message with this id, or ``None``."""
 
-    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> bool:
-        """Record a new delivery status (and the reason, for ``failed``); never backwards.
-
-        Returns whether anything changed."""
-
-    def history(
+    def update(
         self,
+        msg_id: str,
+        changes: Mapping[str, Any],
         *,
-        peer: str | None = None,
-        limit: int = 50,
-        since: datetime | None = None,
-        thread_id: str | None = None,
-        group_id: str | None = None,
-    ) -> list[ChatMessage]:
-        """The newest ``limit`` matching messages, returned oldest first."""
+        if_status: Collection[MessageStatus] | None = None,
+    ) -> bool:
+        """Change fields of one message (names from :data:`UPDATABLE`).
 
-    # reliable delivery
+        With ``if_status``, only if its status is one of those (a compare-and-set).
+        Returns whether a message was changed.
+        """
 
-    def add_outgoing(self, message: ChatMessage, peer: str) -> ChatMessage:
-        """Store a new outgoing message (``queued``) numbered next in its conversation,
-        atomically; returns it with its ``seq``."""
+    def find(self, query: MessageQuery) -> list[StoredMessage]:
+        """Every stored message matching ``query``, in its order."""
 
-    def next_seq(self, peer: str) -> int:
-        """The next sequence number of an outgoing message to ``peer``."""
+    def remove(self, query: MessageQuery) -> int:
+        """Delete the messages matching ``query``; how many."""
 
-    def record_attempt(self, msg_id: str, request_id: str) -> bool:
-        """Record a request written for an outgoing message (``queued`` becomes ``sent``);
-        whether the status changed."""
+    def max_seq(self, peer: str, direction: Direction, *, notified: bool | None = None) -> int:
+        """The highest sequence number of messages to or from ``peer`` (0 if none)."""
 
-    def outbox_requests(self) -> list[tuple[ChatMessage, str, str | None]]:
-        """``(message, peer, last request id)`` for every unconfirmed outgoing message."""
+    def versions(self, msg_id: str) -> list[Version]:
+        """Earlier texts of a message, oldest first (by ``seq``, unnumbered last)."""
 
-    def unnotified(self) -> list[tuple[ChatMessage, str]]:
-        """Incoming ``(message, peer)`` not yet announced, per peer in sequence order."""
+    def add_version(self, msg_id: str, version: Version) -> None:
+        """Keep an earlier text of a message."""
 
-    def mark_notified(self, msg_id: str) -> None:
-        """Record that an incoming message was announced."""
+    def erase_versions(self, msg_id: str) -> None:
+        """Blank every earlier text of a message (it was deleted)."""
 
-    def last_notified_seq(self, peer: str) -> int | None:
-        """The highest sequence number from ``peer`` already announced."""
+    def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
+        """The reactions on these messages, oldest first; ``removed=True`` includes the
+        ones taken back."""
 
-    def mark_read(self, msg_id: str) -> bool:
-        """Mark an incoming message read; whether it was unread."""
+    def put_reaction(self, reaction: Reaction) -> None:
+        """Store a reaction, replacing the one of the same message, user and emoji
+        (keeping the first ``created_at``)."""
 
-    # edits, deletions, reactions
+    def groups(self, group_id: str | None = None) -> list[Group]:
+        """Every known group by name, or only ``group_id``'s."""
 
-    def apply_action(self, action: ChatMessage, actor: str) -> str | None:
-        """Apply an edit / delete / reaction to its target; what changed, if anything."""
+    def put_group(self, group: Group) -> None:
+        """Store a group's state, replacing the one with its id."""
 
-    def waiting_actions(self, target: str) -> list[ChatMessage]:
-        """Incoming actions stored before their target arrived."""
-
-    def prune_waiting_actions(self, older_than: timedelta) -> int:
-        """Forget incoming actions whose message never arrived; how many."""
-
-    def refuse_action(self, msg_id: str, reason: str) -> None:
-        """Settle an incoming action that may not be applied."""
-
-    def edits(self, msg_id: str) -> list[dict[str, Any]]:
-        """Earlier versions of a message, oldest first."""
-
-    def reactions(self, msg_ids: list[str]) -> dict[str, dict[str, list[str]]]:
-        """``{msg_id: {emoji: [users]}}``."""
-
-    # groups
-
-    def apply_group_change(self, change: ChatMessage, body: GroupChange) -> bool:
-        """Adopt a membership change if it is the group's latest."""
-
-    def group(self, group_id: str) -> Group | None:
-        """A group's current state."""
-
-    def groups(self) -> list[Group]:
-        """Every known group."""
-
-    def copies(self, msg_id: str) -> dict[str, MessageStatus]:
-        """Each member's status of a group message's copies."""
-
-    # contact policy
-
-    def contact_policy(self) -> ContactPolicy:
-        """The stored contact policy."""
+    def contacts(self) -> dict[str, str]:
+        """``{email: "allowed" | "blocked"}``."""
 
     def set_contact(self, email: str, status: str | None) -> None:
-        """Mark a datasite ``allowed`` or ``blocked``, or forget it."""
+        """Mark a datasite ``allowed`` or ``blocked``, or forget it (``None``)."""
+
+    def setting(self, key: str) -> str | None:
+        """A stored setting that survives restarts, or ``None``."""
 
     def set_setting(self, key: str, value: str) -> None:
         """Store a setting that survives restarts."""
 
-    def record_failed(
-        self, *, sender: str, reason: str, raw: bytes, msg_id: str | None, keep: int = 10_000
-    ) -> None:
-        """Keep a refused incoming request, with the reason and its raw body."""
+    def record_failed(self, failure: FailedRequest, *, keep: int) -> None:
+        """Keep a refused incoming request; only the newest ``keep`` are kept."""
 
-    def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest refused incoming requests."""
+    def failed_messages(self, limit: int = 100) -> list[FailedRequest]:
+        """The newest refused incoming requests, newest first."""
 
     def close(self) -> None:
-        """Close the database. Idempotent."""
+        """Release the storage. Idempotent; later calls raise ``StorageError``."""
 
 
 TransportFactory = Callable[[BackendContext], Transport]

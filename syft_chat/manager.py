@@ -49,8 +49,9 @@ ENTRY_POINT_GROUP = "syft_chat"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "syft_chat.plugins.sqlite.store",
     "syft_chat.plugins.syft_rpc.transport",
-    "syft_chat.plugins.syft_rpc.discovery",
+    "syft_chat.plugins.discovery",
     "syft_chat.plugins.contact_policy",
+    "syft_chat.plugins.json_codec",
 )
 
 _ESCAPE = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -12,13 +13,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "AUTO_REPLY_KEY",
     "PROTOCOL_VERSION",
+    "WIRE_KINDS",
     "ChatMessage",
     "ChatResponse",
+    "ContactMode",
+    "ContactPolicy",
     "Direction",
     "Envelope",
+    "Group",
+    "MessageKind",
     "MessageStatus",
     "describe_error",
     "is_auto_reply",
+    "json_size",
     "new_msg_id",
     "to_utc",
     "utcnow",
@@ -75,6 +82,39 @@ class MessageStatus(str, Enum):
         return format(str(self.value), spec)
 
 
+class MessageKind(str, Enum):
+    """What a message is. Stored in the ``kind`` column of ``messages`` and sent on the wire.
+
+    Each kind is declared once, with its validation, who may send it and how it is
+    applied, in :mod:`syft_chat.messaging.kinds`; history and listeners see ``MESSAGE``
+    only, the others act on a message or a group.
+    """
+
+    MESSAGE = "message"  #: a chat message
+    EDIT = "edit"  #: new text for the message named by ``target`` (its sender only)
+    DELETE = "delete"  #: erase the message named by ``target`` (its sender only)
+    REACTION = "reaction"  #: an emoji on ``target``; ``metadata["op"]`` is add or remove
+    GROUP = "group"  #: a membership change of ``group_id`` (the member list after it)
+    #: the author's per-member delivery record of a group message (never on the wire,
+    #: never shown to hooks or listeners: they see the group message itself)
+    COPY = "fanout"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @property
+    def acts_on_message(self) -> bool:
+        """Whether this kind acts on the message named by ``target``."""
+        return self in (MessageKind.EDIT, MessageKind.DELETE, MessageKind.REACTION)
+
+
+#: The kinds that travel between datasites.
+WIRE_KINDS = frozenset(k for k in MessageKind if k is not MessageKind.COPY)
+
+
 class Direction(str, Enum):
     """Whether a stored message was sent or received by this datasite."""
 
@@ -103,9 +143,9 @@ class ChatMessage(BaseModel):
     status: MessageStatus | None = None
     seq: int | None = None
     error: str | None = None
-    #: ``message`` for chat messages; ``edit``, ``delete`` or ``reaction`` for the
-    #: messages that act on another one (named by ``target``)
-    kind: str = "message"
+    #: :attr:`MessageKind.MESSAGE` for chat messages; edits, deletions, reactions and
+    #: group changes act on another message (``target``) or on a group
+    kind: MessageKind = MessageKind.MESSAGE
     target: str | None = None
     deleted: bool = False
     edited_at: datetime | None = None
@@ -156,7 +196,7 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     v: int = PROTOCOL_VERSION
-    kind: Literal["message", "edit", "delete", "reaction", "group"] = "message"
+    kind: MessageKind = MessageKind.MESSAGE
     #: the group conversation (``None``: one-to-one)
     group_id: str | None = Field(default=None, max_length=128)
     #: the msg_id an edit / delete / reaction acts on
@@ -180,6 +220,13 @@ class Envelope(BaseModel):
     def _aware_utc(cls, value: datetime) -> datetime:
         return to_utc(value)
 
+    @field_validator("kind")
+    @classmethod
+    def _wire_kind(cls, value: MessageKind) -> MessageKind:
+        if value not in WIRE_KINDS:
+            raise ValueError(f"{value.value!r} is not a kind that travels")
+        return value
+
     @classmethod
     def from_message(
         cls, message: ChatMessage, recipient: str, floor: int | None = None
@@ -195,7 +242,7 @@ class Envelope(BaseModel):
             metadata=message.metadata,
             seq=message.seq,
             floor=floor,
-            kind=message.kind,  # type: ignore[arg-type]  # validated by pydantic
+            kind=message.kind,
             target=message.target,
             group_id=message.group_id,
         )
@@ -216,6 +263,49 @@ class Envelope(BaseModel):
             target=self.target,
             group_id=self.group_id,
         )
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON; raises ValueError for NaN / infinity."""
+    return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+
+
+class Group(BaseModel):
+    """A group as this datasite knows it: the member list of its latest membership change."""
+
+    model_config = ConfigDict(frozen=True)
+
+    group_id: str
+    name: str
+    created_by: str
+    members: tuple[str, ...]
+    #: one more than the version of the change its author had seen (create: 1)
+    version: int
+    changed_at: datetime
+    #: the msg_id of the membership change this state comes from
+    change_id: str
+
+
+ContactMode = Literal["open", "contacts_only"]
+
+
+class ContactPolicy(BaseModel):
+    """Who may write to this datasite."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: ContactMode = "open"
+    allowed: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()
+
+    def refuses(self, sender: str) -> str | None:
+        """Why a message from ``sender`` is refused, or ``None`` to let it through."""
+        sender = sender.lower()
+        if sender in self.blocked:
+            return "the sender is blocked"
+        if self.mode == "contacts_only" and sender not in self.allowed:
+            return "the recipient accepts messages from contacts only"
+        return None
 
 
 def describe_error(exc: BaseException) -> str:

@@ -156,4 +156,6 @@ def test_stray_actions_make_no_conversation_and_are_forgotten(workspace):
         body = envelope_body(MALLORY, BOB, f"junk {i}", kind="edit", target=f"nothing-{i}")
         assert read_response(write_raw_request(ws, to=BOB, folder=MALLORY, body=body))[0] == 200
     assert [c.conversation_id for c in bob.list_conversations()] == []
-    assert bob.store.prune_waiting_actions(timedelta(0)) == 5
+    from syft_chat.messaging.incoming import stray_actions
+
+    assert bob.store.remove(stray_actions(timedelta(0))) == 5

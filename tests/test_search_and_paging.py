@@ -18,6 +18,7 @@ from support import ALICE, BOB, CAROL, wait_for
 import syft_chat
 from syft_chat import Conversation, HistoryPage, InvalidMessageError, SearchHit
 from syft_chat.hookspecs import hookimpl
+from syft_chat.interfaces import StoredMessage
 from syft_chat.models import ChatMessage, Direction, MessageStatus
 from syft_chat.plugins.sqlite.queries import decode_cursor, encode_cursor, fts_query
 from syft_chat.plugins.sqlite.store import SQLiteStore
@@ -45,12 +46,10 @@ def add(
     **kw: Any,
 ) -> ChatMessage:
     message = ChatMessage(sender=peer if incoming else ME, content=content, timestamp=at, **kw)
-    assert store.add(
-        message,
-        direction=Direction.INCOMING if incoming else Direction.OUTGOING,
-        peer=peer,
-        status=MessageStatus.RECEIVED if incoming else MessageStatus.DELIVERED,
-    )
+    status = MessageStatus.RECEIVED if incoming else MessageStatus.DELIVERED
+    direction = Direction.INCOMING if incoming else Direction.OUTGOING
+    stored = message.model_copy(update={"status": status})
+    assert store.insert(StoredMessage(stored, direction, peer, notified=not incoming))
     return message
 
 

@@ -15,11 +15,94 @@ from typing import Any
 import pytest
 
 from syft_chat.errors import StorageError
-from syft_chat.interfaces import BackendContext, MessageStore
-from syft_chat.models import ChatMessage, Direction, MessageStatus
+from syft_chat.interfaces import (
+    BackendContext,
+    FailedRequest,
+    MessageQuery,
+    MessageStore,
+    StoredMessage,
+)
+from syft_chat.messaging.status import PENDING, may_become
+from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus, utcnow
 from syft_chat.plugins.sqlite import store as sqlite_store
 from syft_chat.plugins.sqlite.store import SCHEMA_VERSION, SQLiteStore
 from syft_chat.settings import ChatSettings
+
+
+class Store(SQLiteStore):
+    """The SQLite store with the operations these tests were first written against,
+    each expressed in the narrow store contract and the core's rules (status never
+    moves backwards: :func:`~syft_chat.messaging.status.may_become`)."""
+
+    def add(
+        self, message: ChatMessage, *, direction: Direction, peer: str | None, status: MessageStatus
+    ) -> bool:
+        stored = message.model_copy(update={"status": status})
+        return self.insert(
+            StoredMessage(stored, direction, peer, notified=direction is Direction.OUTGOING)
+        )
+
+    def get(self, msg_id: str) -> ChatMessage | None:  # type: ignore[override]
+        found = super().get(msg_id)
+        return found.message if found is not None else None
+
+    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> bool:
+        return self.update(msg_id, {"status": status, "error": error}, if_status=may_become(status))
+
+    def history(self, *, peer: str | None = None, limit: int = 50, **kw: Any) -> list[ChatMessage]:
+        query = MessageQuery(
+            kinds=frozenset({MessageKind.MESSAGE}),
+            conversation=peer,
+            since=kw.get("since"),
+            thread_id=kw.get("thread_id"),
+            order="time",
+            limit=limit,
+            last=True,
+        )
+        return [r.message for r in self.find(query)] if limit > 0 else []
+
+    def next_seq(self, peer: str) -> int:
+        return self.max_seq(peer, Direction.OUTGOING) + 1
+
+    def _pending(self) -> list[StoredMessage]:
+        query = MessageQuery(direction=Direction.OUTGOING, statuses=PENDING, has_peer=True)
+        return self.find(query)
+
+    def floor_seq(self, peer: str) -> int | None:
+        seqs = [r.message.seq for r in self._pending() if r.peer == peer and r.message.seq]
+        return min(seqs) if seqs else None
+
+    def record_attempt(self, msg_id: str, request_id: str) -> bool:
+        found = super().get(msg_id)
+        changes = {"request_id": request_id, "attempts": (found.attempts if found else 0) + 1}
+        sent = {**changes, "status": MessageStatus.SENT}
+        if self.update(msg_id, sent, if_status={MessageStatus.QUEUED}):
+            return True
+        self.update(msg_id, changes)
+        return False
+
+    def outbox_requests(self) -> list[tuple[ChatMessage, str | None, str | None]]:
+        return [(r.message, r.peer, r.request_id) for r in self._pending()]
+
+    def outbox(self) -> list[ChatMessage]:
+        query = MessageQuery(direction=Direction.OUTGOING, statuses=PENDING, order="time")
+        return [r.message for r in self.find(query)]
+
+    def unnotified(self) -> list[tuple[ChatMessage, str | None]]:
+        query = MessageQuery(direction=Direction.INCOMING, notified=False, order="seq")
+        return [(r.message, r.peer) for r in self.find(query)]
+
+    def count(self) -> int:
+        return len(self.find(MessageQuery()))
+
+    def record_failed(  # type: ignore[override]
+        self, *, sender: str, reason: str, raw: bytes, msg_id: str | None, keep: int = 10_000
+    ) -> None:
+        super().record_failed(FailedRequest(sender, reason, raw, msg_id, utcnow()), keep=keep)
+
+    def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:  # type: ignore[override]
+        return [vars(f) for f in super().failed_messages(limit)]
+
 
 ME = "alice@example.org"
 BOB = "bob@example.org"
@@ -35,7 +118,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(db_path, owner=ME)
+    s = Store(db_path, owner=ME)
     yield s
     s.close()
 
@@ -206,10 +289,10 @@ def test_outbox(store: SQLiteStore) -> None:
 
 
 def test_reopen_persists(db_path: Path) -> None:
-    first = SQLiteStore(db_path, owner=ME)
+    first = Store(db_path, owner=ME)
     m = send(first, "kept", metadata={"k": "v"})
     first.close()
-    second = SQLiteStore(db_path, owner=ME)
+    second = Store(db_path, owner=ME)
     try:
         assert second.get(m.msg_id) == m.model_copy(
             update={"recipient": BOB, "status": MessageStatus.QUEUED}
@@ -223,7 +306,7 @@ def test_creates_parent_dirs_and_expands_home(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    store = SQLiteStore("~/deep/er/chat.db", owner=ME)
+    store = Store("~/deep/er/chat.db", owner=ME)
     try:
         assert store.path == tmp_path / "deep" / "er" / "chat.db"
         assert store.path.is_file()
@@ -314,7 +397,7 @@ def test_adopts_seed_table(db_path: Path) -> None:
                 ("m-naive", BOB, "naive", str(datetime(2024, 5, 1, 13, 0)), None, None, "{'x': 1}"),
             ],
         )
-    store = SQLiteStore(db_path, owner=ME)
+    store = Store(db_path, owner=ME)
     try:
         assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
         history = store.history()
@@ -342,22 +425,22 @@ def test_adopts_seed_table(db_path: Path) -> None:
         store.close()
     names = {row[0] for row in raw(db_path, "SELECT name FROM sqlite_master")}
     assert "_messages_v0" not in names
-    SQLiteStore(db_path, owner=ME).close()  # reopening is a no-op migration
+    Store(db_path, owner=ME).close()  # reopening is a no-op migration
 
 
 def test_foreign_messages_table_is_refused(db_path: Path) -> None:
     raw(db_path, "CREATE TABLE messages (body TEXT)")
     with pytest.raises(StorageError, match="not a chat database") as info:
-        SQLiteStore(db_path, owner=ME)
+        Store(db_path, owner=ME)
     assert str(db_path) in str(info.value)
     assert raw(db_path, "SELECT name FROM sqlite_master") == [("messages",)]  # rolled back
 
 
 def test_newer_schema_version_is_refused(db_path: Path) -> None:
-    SQLiteStore(db_path, owner=ME).close()
+    Store(db_path, owner=ME).close()
     raw(db_path, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(StorageError, match="newer syft-chat") as info:
-        SQLiteStore(db_path, owner=ME)
+        Store(db_path, owner=ME)
     assert str(db_path) in str(info.value)
 
 
@@ -365,7 +448,7 @@ def test_newer_schema_version_is_refused(db_path: Path) -> None:
 
 
 def test_locked_database_raises_then_recovers(db_path: Path) -> None:
-    store = SQLiteStore(db_path, owner=ME, busy_timeout_ms=100)
+    store = Store(db_path, owner=ME, busy_timeout_ms=100)
     try:
         with closing(sqlite3.connect(db_path, isolation_level=None)) as other:
             other.execute("BEGIN EXCLUSIVE")
@@ -383,7 +466,7 @@ def test_locked_database_raises_then_recovers(db_path: Path) -> None:
 def test_corrupt_file_raises(db_path: Path) -> None:
     db_path.write_bytes(os.urandom(8192))
     with pytest.raises(StorageError, match="not a database") as info:
-        SQLiteStore(db_path, owner=ME)
+        Store(db_path, owner=ME)
     assert str(db_path) in str(info.value) and "move it aside" in str(info.value)
 
 
@@ -391,20 +474,20 @@ def test_unwritable_directory_raises(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     with pytest.raises(StorageError, match="a-file"):
-        SQLiteStore(blocker / "chat.db", owner=ME)
+        Store(blocker / "chat.db", owner=ME)
 
 
 @pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores file permissions"
 )
 def test_read_only_file_raises(db_path: Path) -> None:
-    store = SQLiteStore(db_path, owner=ME)
+    store = Store(db_path, owner=ME)
     send(store, "before")
     store.close()
     db_path.chmod(0o444)
     try:
         with pytest.raises(StorageError, match="read"):
-            s = SQLiteStore(db_path, owner=ME)
+            s = Store(db_path, owner=ME)
             try:
                 send(s, "after")
             finally:
@@ -415,7 +498,7 @@ def test_read_only_file_raises(db_path: Path) -> None:
 
 def test_bad_synchronous_value_is_refused(db_path: Path) -> None:
     with pytest.raises(ValueError, match="synchronous"):
-        SQLiteStore(db_path, owner=ME, synchronous="NORMAL; DROP TABLE messages")
+        Store(db_path, owner=ME, synchronous="NORMAL; DROP TABLE messages")
 
 
 # --------------------------------------------------------------------------- threads and lifecycle
@@ -455,7 +538,7 @@ def test_concurrent_adds(store: SQLiteStore) -> None:
 
 
 def test_close_is_idempotent_and_use_after_close_raises(db_path: Path) -> None:
-    store = SQLiteStore(db_path, owner=ME)
+    store = Store(db_path, owner=ME)
     m = send(store, "x")
     store.close()
     store.close()
@@ -493,7 +576,7 @@ def test_migrates_a_version_1_file(db_path: Path) -> None:
         (BOB, ME, BOB),
     )
     db.close()
-    store = SQLiteStore(db_path, owner=ME)
+    store = Store(db_path, owner=ME)
     try:
         assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
         assert store.get("m1").content == "old"

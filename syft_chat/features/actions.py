@@ -6,38 +6,45 @@ peers and restarts. Who may do what is decided from the transport's
 authenticated sender, never from a body field:
 
 * only a message's original sender may edit or delete it;
-* either party of the conversation may react (one reaction per user, emoji
-  and message; adding twice or removing what is not there changes nothing).
+* either party of the conversation (a member, in a group) may react (one reaction
+  per user, emoji and message; adding twice or removing what is not there changes
+  nothing).
 
-An action that arrives before the message it names is stored and applied
-when that message arrives. Anything refused lands in ``failed_messages``.
+How a change is applied does not depend on arrival order: an edit or reaction
+older (by the actor's sequence number) than the one applied does not override it
+(an older edit is kept as an earlier version), and a deletion wins over everything
+and erases every copy of the text. An action that arrives before the message it
+names is stored and applied when that message arrives (in the same transaction).
+These rules are written here once, over the narrow store interface, for every store.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from syft_chat.display import UNPRINTABLE
 from syft_chat.errors import InvalidMessageError
-from syft_chat.features.groups import CHANGE_KEY, fan_out
-from syft_chat.hookspecs import hookimpl
-from syft_chat.models import ChatMessage, ChatResponse, MessageStatus
+from syft_chat.interfaces import MessageQuery, MessageStore, Reaction, StoredMessage, Version
+from syft_chat.messaging.kinds import Announce, Refusal
+from syft_chat.models import (
+    ChatMessage,
+    ChatResponse,
+    ContactPolicy,
+    MessageKind,
+    MessageStatus,
+    utcnow,
+)
 
 if TYPE_CHECKING:
-    import pluggy
+    from syft_chat.features.groups import Groups
+    from syft_chat.messaging.core import MessagingCore
 
-    from syft_chat.interfaces import MessageStore, Transport
-    from syft_chat.messaging.delivery import Incoming, Outgoing
-    from syft_chat.settings import ChatSettings
+__all__ = ["ACTION_KINDS", "ActionRule", "Actions", "apply_action", "authorize", "change_of"]
 
-__all__ = ["ACTION_KINDS", "ChangeListener", "ClientActions", "authorize"]
-
-log = logging.getLogger("syft_chat.features.actions")
-
-ACTION_KINDS = ("edit", "delete", "reaction")
-ChangeListener = Callable[[str, ChatMessage, str], Any]
+ACTION_KINDS = (MessageKind.EDIT, MessageKind.DELETE, MessageKind.REACTION)
 _MAX_EMOJI = 32
+_EDIT, _DELETE, _REACTION = ACTION_KINDS
 
 
 def authorize(
@@ -51,13 +58,13 @@ def authorize(
 
     ``members`` is the member list of the target's group, for a group message.
     """
-    if target.kind != "message":
+    if target.kind is not MessageKind.MESSAGE:
         return f"{action.kind} names {target.msg_id}, which is not a chat message"
     if action.group_id != target.group_id:
         return f"{action.kind} and its message belong to different conversations"
-    if action.kind in ("edit", "delete") and target.sender != actor:
+    if action.kind in (_EDIT, _DELETE) and target.sender != actor:
         return f"only the sender of a message may {action.kind} it"
-    if action.kind == "reaction":
+    if action.kind is _REACTION:
         party = set(members or ()) if target.group_id else {target.sender, target.recipient or ""}
         if actor not in party or me not in party:
             return f"{actor} is not part of that message's conversation"
@@ -66,155 +73,258 @@ def authorize(
 
 def change_of(action: ChatMessage) -> str:
     """The change an action makes: ``edited``, ``deleted``, ``reaction_added``/``_removed``."""
-    if action.kind == "edit":
+    if action.kind is _EDIT:
         return "edited"
-    if action.kind == "delete":
+    if action.kind is _DELETE:
         return "deleted"
     return "reaction_removed" if action.metadata.get("op") == "remove" else "reaction_added"
 
 
-class _ChangePlugin:
-    """``add_change_listener(fn)``: a tiny plugin implementing ``chat_message_changed``."""
-
-    def __init__(self, fn: ChangeListener) -> None:
-        self.fn = fn
-
-    @hookimpl
-    def chat_message_changed(self, message: ChatMessage, change: str, actor: str) -> None:
-        self.fn(change, message, actor)
+# --------------------------------------------------------------------------- applying
 
 
-class _Host(Protocol):
-    """What the mixin needs of the client."""
+def apply_action(store: MessageStore, action: ChatMessage, actor: str) -> str | None:
+    """Apply an edit / delete / reaction to its target; what changed, if anything.
 
-    email: str
-    store: MessageStore
-    transport: Transport
-    settings: ChatSettings
-    _outgoing: Outgoing
-    _incoming: Incoming
-    _pm: pluggy.PluginManager
-    _change_listeners: dict[int, object]
+    The caller has checked who may do it and holds a transaction. Marks an incoming
+    action applied (an action that changed nothing, such as a repeated reaction, is
+    kept with the note "changed nothing" and not announced).
+    """
+    target = store.get(action.target or "")
+    if target is None:
+        return None
+    change: str | None = None
+    if target.message.deleted:
+        if action.kind is _EDIT:  # a deleted message's text is gone, late edits' too
+            store.update(action.msg_id, {"content": ""})
+    elif action.kind is _EDIT:
+        change = _apply_edit(store, action, target)
+    elif action.kind is _DELETE:
+        _erase(store, target.message, action)
+        change = "deleted"
+    elif action.kind is _REACTION:
+        change = _apply_reaction(store, target.msg_id, actor, action)
+    store.update(action.msg_id, {"applied": True, "error": None if change else "changed nothing"})
+    return change
 
-    def _check_open(self) -> None: ...
-    def _validate_content(self, content: Any) -> str: ...
-    def _outcome(self, msg_id: str, peer: str, stored: ChatMessage | None) -> ChatResponse: ...
 
-
-def _own_message(self: _Host, msg_id: str, verb: str) -> ChatMessage:
-    self._check_open()
-    message = self.store.get(msg_id) if isinstance(msg_id, str) else None
-    if message is None or message.kind != "message":
-        raise InvalidMessageError(f"cannot {verb} {msg_id!r}: no such message")
-    if verb in ("edit", "delete") and message.sender != self.email:
-        raise InvalidMessageError(
-            f"cannot {verb} {msg_id!r}: only its sender ({message.sender}) may"
+def _apply_edit(store: MessageStore, action: ChatMessage, target: StoredMessage) -> str | None:
+    shown = target.message
+    current = target.edit_seq if target.edit_seq is not None else shown.seq
+    now = utcnow()
+    if action.seq is None or current is None or action.seq > current:
+        # the shown text becomes an earlier version
+        store.add_version(shown.msg_id, Version(shown.content, now, action.msg_id, current))
+        seq = action.seq if action.seq is not None else (current or 0) + 1
+        store.update(
+            shown.msg_id,
+            {"content": action.content, "edited_at": action.timestamp, "edit_seq": seq},
         )
-    if message.deleted:
-        raise InvalidMessageError(f"cannot {verb} {msg_id!r}: it was deleted")
-    return message
+        return "edited"
+    # an older edit arriving late: only an earlier version
+    store.add_version(shown.msg_id, Version(action.content, now, action.msg_id, action.seq))
+    return None
 
 
-def _send_action(
-    self: _Host,
-    target: ChatMessage,
-    kind: str,
-    content: str,
-    metadata: dict[str, Any] | None,
-    timeout: float | None,
-) -> ChatResponse:
-    if target.group_id:  # acts on a group message: every member is told
-        group = self.store.group(target.group_id)
-        if group is None or self.email not in group.members:
-            raise InvalidMessageError(f"you are not a member of group {target.group_id!r}")
-        record = ChatMessage(
-            sender=self.email,
+def _erase(store: MessageStore, target: ChatMessage, action: ChatMessage) -> None:
+    """A deletion: the text, its earlier versions, the edits that carried them, reactions."""
+    store.update(target.msg_id, {"content": "", "deleted": True, "edited_at": action.timestamp})
+    store.erase_versions(target.msg_id)
+    for edit in store.find(MessageQuery(target=target.msg_id, kinds=frozenset({_EDIT}))):
+        store.update(edit.msg_id, {"content": ""})
+    for reaction in store.reactions([target.msg_id]):
+        store.put_reaction(
+            Reaction(
+                reaction.msg_id,
+                reaction.user,
+                reaction.emoji,
+                False,
+                reaction.op_seq,
+                reaction.created_at,
+            )
+        )
+
+
+def _apply_reaction(
+    store: MessageStore, target: str, actor: str, action: ChatMessage
+) -> str | None:
+    present = action.metadata.get("op") != "remove"
+    existing = next(
+        (
+            r
+            for r in store.reactions([target], removed=True)
+            if r.user == actor and r.emoji == action.content
+        ),
+        None,
+    )
+    seq = action.seq
+    late = existing is not None and existing.op_seq is not None and seq is not None
+    if late and seq <= existing.op_seq:  # type: ignore[operator,union-attr]
+        return None  # an older change arriving late
+    created = existing.created_at if existing is not None else utcnow()
+    store.put_reaction(Reaction(target, actor, action.content, present, seq, created))
+    if present == (existing.present if existing is not None else False):
+        return None
+    return "reaction_added" if present else "reaction_removed"
+
+
+# --------------------------------------------------------------------------- receiving
+
+
+class ActionRule:
+    """The receive-side rule of an edit, a deletion or a reaction (one class, three kinds)."""
+
+    kind: ClassVar[MessageKind]
+    announce: ClassVar[Announce] = "change"
+
+    def __init__(
+        self,
+        core: MessagingCore,
+        groups: Groups,
+        policy: Callable[[], ContactPolicy],
+    ) -> None:
+        self._core = core
+        self._groups = groups
+        self._policy = policy
+
+    @classmethod
+    def for_kind(cls, kind: MessageKind) -> type[ActionRule]:
+        return type(f"{kind.value.title()}Rule", (cls,), {"kind": kind})
+
+    def normalise(self, message: ChatMessage) -> ChatMessage:
+        if message.kind is _REACTION:  # stored as the sender's client would send it
+            return message.model_copy(update={"content": message.content.strip()})
+        return message
+
+    def check(self, message: ChatMessage, actor: str) -> Refusal | None:
+        if not message.target:
+            return Refusal(400, f"a {message.kind} must name the message it acts on")
+        if message.kind is _REACTION and (
+            not 0 < len(message.content) <= _MAX_EMOJI or UNPRINTABLE.search(message.content)
+        ):
+            return Refusal(400, "a reaction is 1 to 32 printable characters")
+        target = self._core.store.get(message.target)
+        if target is None:
+            return None  # not here yet: checked when it arrives
+        return self._authorize(message, target.message, actor)
+
+    def _authorize(self, action: ChatMessage, target: ChatMessage, actor: str) -> Refusal | None:
+        members = self._groups.members(target.group_id) if target.group_id else None
+        problem = authorize(action, target, actor, self._core.email, members)
+        return None if problem is None else Refusal(403, problem)
+
+    def apply(self, record: StoredMessage) -> None:
+        if self._core.store.get(record.message.target or "") is not None:
+            apply_action(self._core.store, record.message, record.message.sender)
+
+    def describe(self, message: ChatMessage) -> str:
+        return change_of(message)
+
+    def apply_waiting(self, target: ChatMessage) -> None:
+        """``target`` was just stored: apply (or refuse) the actions that waited for it."""
+        store = self._core.store
+        waiting = MessageQuery(target=target.msg_id, applied=False, order="seq")
+        for action in (r.message for r in store.find(waiting)):
+            refused = self._policy().refuses(action.sender)  # blocked since it arrived?
+            problem = Refusal(403, f"refused: {refused}") if refused else None
+            problem = problem or self._authorize(action, target, action.sender)
+            if problem is None:
+                apply_action(store, action, action.sender)
+            else:
+                store.update(
+                    action.msg_id,
+                    {"applied": True, "status": MessageStatus.FAILED, "error": problem.reason},
+                )
+                self._core.record_refusal(action.sender, problem.reason, b"", action.msg_id)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+class Actions:
+    """Edit, delete and react: the API the client offers, over the messaging core."""
+
+    def __init__(self, core: MessagingCore, groups: Groups) -> None:
+        self._core = core
+        self._groups = groups
+
+    def _own_message(self, msg_id: str, verb: str) -> ChatMessage:
+        core = self._core
+        core.check_open()
+        found = core.store.get(msg_id) if isinstance(msg_id, str) else None
+        message = found.message if found is not None else None
+        if message is None or message.kind is not MessageKind.MESSAGE:
+            raise InvalidMessageError(f"cannot {verb} {msg_id!r}: no such message")
+        if verb in ("edit", "delete") and message.sender != core.email:
+            raise InvalidMessageError(
+                f"cannot {verb} {msg_id!r}: only its sender ({message.sender}) may"
+            )
+        if message.deleted:
+            raise InvalidMessageError(f"cannot {verb} {msg_id!r}: it was deleted")
+        return message
+
+    def _send(
+        self,
+        target: ChatMessage,
+        kind: MessageKind,
+        content: str,
+        metadata: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> ChatResponse:
+        core = self._core
+        if target.group_id:  # acts on a group message: every member is told
+            group = self._groups.my_group(target.group_id)
+            record = ChatMessage(
+                sender=core.email,
+                content=content,
+                kind=kind,
+                target=target.msg_id,
+                metadata={**(metadata or {}), **self._groups.based_on(group)},
+                group_id=target.group_id,
+            )
+            self._groups.fan_out(
+                record, group.members, also=lambda: apply_action(core.store, record, core.email)
+            )
+            return ChatResponse(status=MessageStatus.SENT.value, message_id=record.msg_id)
+        peer = target.recipient if target.sender == core.email else target.sender
+        if not peer:
+            raise InvalidMessageError(f"{target.msg_id!r} has no conversation partner")
+        action = ChatMessage(
+            sender=core.email,
             content=content,
+            recipient=peer,
             kind=kind,
             target=target.msg_id,
-            metadata={**(metadata or {}), CHANGE_KEY: group.version},
-            group_id=target.group_id,
+            metadata=metadata or {},
         )
-        self.store.apply_action(record, self.email)
-        fan_out(self, record, group.members)
-        return ChatResponse(status=MessageStatus.SENT.value, message_id=record.msg_id)
-    peer = target.recipient if target.sender == self.email else target.sender
-    if not peer:
-        raise InvalidMessageError(f"{target.msg_id!r} has no conversation partner")
-    action = ChatMessage(
-        sender=self.email,
-        content=content,
-        recipient=peer,
-        kind=kind,
-        target=target.msg_id,
-        metadata=metadata or {},
-    )
-    self.store.apply_action(self._outgoing.queue(action, peer), self.email)
-    self._outgoing.attempt(action.msg_id)
-    wait = self.settings.send_timeout if timeout is None else timeout
-    stored = self._outgoing.wait(action.msg_id, float(wait)) if wait else None
-    return self._outcome(action.msg_id, peer, stored or self.store.get(action.msg_id))
-
-
-class ClientActions:
-    """The client's edit / delete / react API (mixed into :class:`SyftChatClient`)."""
+        with core.store.transaction():
+            queued = core.queue(action, peer)
+            apply_action(core.store, queued, core.email)
+        return core.deliver(queued, peer, timeout)
 
     def edit_message(
-        self: _Host, msg_id: str, content: str, *, timeout: float | None = None
+        self, msg_id: str, content: str, *, timeout: float | None = None
     ) -> ChatResponse:
-        """Replace the text of a message you sent, here and at its recipient.
+        target = self._own_message(msg_id, "edit")
+        content = self._core.validate_content(content)
+        return self._send(target, _EDIT, content, None, timeout)
 
-        The earlier text stays queryable (:meth:`get_edits`). Returns where
-        the edit is (``delivered`` / ``sent``), like :meth:`send_message`.
-        """
-        target = _own_message(self, msg_id, "edit")
-        content = self._validate_content(content)
-        return _send_action(self, target, "edit", content, None, timeout)
-
-    def delete_message(self: _Host, msg_id: str, *, timeout: float | None = None) -> ChatResponse:
-        """Delete a message you sent, on both sides.
-
-        Its row stays as a tombstone (``deleted=True``) with its text, its
-        earlier versions and its reactions erased; search never finds it.
-        """
-        target = _own_message(self, msg_id, "delete")
-        return _send_action(self, target, "delete", "", None, timeout)
+    def delete_message(self, msg_id: str, *, timeout: float | None = None) -> ChatResponse:
+        target = self._own_message(msg_id, "delete")
+        return self._send(target, _DELETE, "", None, timeout)
 
     def react(
-        self: _Host,
-        msg_id: str,
-        emoji: str,
-        *,
-        remove: bool = False,
-        timeout: float | None = None,
+        self, msg_id: str, emoji: str, *, remove: bool = False, timeout: float | None = None
     ) -> ChatResponse:
-        """Add (or with ``remove=True`` take back) your reaction to a message of a conversation."""
-        target = _own_message(self, msg_id, "react to")
+        target = self._own_message(msg_id, "react to")
         if not isinstance(emoji, str) or not emoji.strip() or len(emoji) > _MAX_EMOJI:
             raise InvalidMessageError(f"emoji must be 1-{_MAX_EMOJI} characters, got {emoji!r}")
         op = {"op": "remove" if remove else "add"}
-        return _send_action(self, target, "reaction", emoji.strip(), op, timeout)
+        return self._send(target, _REACTION, emoji.strip(), op, timeout)
 
-    def get_edits(self: _Host, msg_id: str) -> list[dict[str, Any]]:
-        """Earlier versions of a message, oldest first (``content``, ``replaced_at``)."""
-        self._check_open()
-        return self.store.edits(msg_id)
-
-    def add_change_listener(self: _Host, listener: ChangeListener) -> None:
-        """Call ``listener(change, message, actor)`` when another datasite edits, deletes or
-        reacts to a message (``change`` is ``edited``, ``deleted``, ``reaction_added`` or
-        ``reaction_removed``; ``message`` is as stored now)."""
-        if not callable(listener):
-            raise InvalidMessageError(f"listener must be callable, got {type(listener).__name__}")
-        if id(listener) in self._change_listeners:
-            return
-        plugin = _ChangePlugin(listener)
-        self._change_listeners[id(listener)] = plugin
-        self._pm.register(plugin, name=f"change-listener:{id(listener):x}")
-        self._incoming.conversations.start()
-
-    def remove_change_listener(self: _Host, listener: ChangeListener) -> None:
-        """Stop calling a change listener. Unknown listeners are ignored."""
-        plugin = self._change_listeners.pop(id(listener), None)
-        if plugin is not None:
-            self._pm.unregister(plugin)
+    def get_edits(self, msg_id: str) -> list[dict[str, Any]]:
+        self._core.check_open()
+        return [
+            {"content": v.content, "replaced_at": v.replaced_at, "edit_id": v.edit_id}
+            for v in self._core.store.versions(msg_id)
+        ]

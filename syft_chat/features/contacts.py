@@ -18,47 +18,19 @@ enforced twice:
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING
 
 from syft_chat.errors import InvalidMessageError
+from syft_chat.models import ContactMode, ContactPolicy
 
 if TYPE_CHECKING:
-    from syft_chat.interfaces import MessageStore, Transport
+    from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["ClientContacts", "ContactMode", "ContactPolicy"]
+__all__ = ["ContactMode", "ContactPolicy", "Contacts"]
 
-ContactMode = Literal["open", "contacts_only"]
 # a datasite email as SyftBox folder names allow it (no quotes, colons, slashes, wildcards)
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$")
-
-
-class ContactPolicy(BaseModel):
-    """Who may write to this datasite."""
-
-    model_config = ConfigDict(frozen=True)
-
-    mode: ContactMode = "open"
-    allowed: frozenset[str] = frozenset()
-    blocked: frozenset[str] = frozenset()
-
-    def refuses(self, sender: str) -> str | None:
-        """Why a message from ``sender`` is refused, or ``None`` to let it through."""
-        sender = sender.lower()
-        if sender in self.blocked:
-            return "the sender is blocked"
-        if self.mode == "contacts_only" and sender not in self.allowed:
-            return "the recipient accepts messages from contacts only"
-        return None
-
-
-class _Host(Protocol):
-    store: MessageStore
-    transport: Transport
-    _policy: ContactPolicy
-
-    def _check_open(self) -> None: ...
+_MODES = ("open", "contacts_only")
 
 
 def _email(value: object) -> str:
@@ -67,49 +39,51 @@ def _email(value: object) -> str:
     return value.strip().lower()  # emails compare case-insensitively
 
 
-def _changed(client: _Host) -> ContactPolicy:
-    """Reload the policy and push it to the transport (permission files)."""
-    client._policy = client.store.contact_policy()
-    update = getattr(client.transport, "update_access", None)
-    if update is not None:
-        update(client._policy)
-    return client._policy
+class Contacts:
+    """The contact policy: kept in the store, pushed to the transport's permission files."""
 
+    def __init__(self, core: MessagingCore) -> None:
+        self._core = core
+        self._policy = self._load()
+        core.transport.update_access(self._policy)  # permission files reflect it from the start
 
-class ClientContacts:
-    """The client's contact-policy API (mixed into :class:`SyftChatClient`)."""
+    def _load(self) -> ContactPolicy:
+        store = self._core.store
+        contacts = store.contacts()
+        mode = store.setting("contact_mode")
+        return ContactPolicy(
+            mode=mode if mode in _MODES else "open",  # type: ignore[arg-type]
+            allowed=frozenset(e for e, s in contacts.items() if s == "allowed"),
+            blocked=frozenset(e for e, s in contacts.items() if s == "blocked"),
+        )
 
-    @property
-    def contact_policy(self: _Host) -> ContactPolicy:
-        """The current policy (mode, allowed and blocked datasites)."""
+    def _changed(self) -> ContactPolicy:
+        """Reload the policy and push it to the transport (permission files)."""
+        self._policy = self._load()
+        self._core.transport.update_access(self._policy)
         return self._policy
 
-    def block(self: _Host, email: str) -> ContactPolicy:
-        """Refuse everything from ``email`` (and deny it in the permission files)."""
-        self._check_open()
-        self.store.set_contact(_email(email), "blocked")
-        return _changed(self)
+    @property
+    def policy(self) -> ContactPolicy:
+        return self._policy
 
-    def allow(self: _Host, email: str) -> ContactPolicy:
-        """Add ``email`` to your contacts (lifting a block)."""
-        self._check_open()
-        self.store.set_contact(_email(email), "allowed")
-        return _changed(self)
+    def _set(self, email: str, status: str | None) -> ContactPolicy:
+        self._core.check_open()
+        self._core.store.set_contact(_email(email), status)
+        return self._changed()
 
-    def forget_contact(self: _Host, email: str) -> ContactPolicy:
-        """Neither allowed nor blocked any more."""
-        self._check_open()
-        self.store.set_contact(_email(email), None)
-        return _changed(self)
+    def block(self, email: str) -> ContactPolicy:
+        return self._set(email, "blocked")
 
-    def unblock(self: _Host, email: str) -> ContactPolicy:
-        """Lift a block (the datasite is then neither allowed nor blocked)."""
-        return ClientContacts.forget_contact(self, email)
+    def allow(self, email: str) -> ContactPolicy:
+        return self._set(email, "allowed")
 
-    def set_contact_mode(self: _Host, mode: ContactMode) -> ContactPolicy:
-        """``"open"`` (anyone not blocked) or ``"contacts_only"`` (only allowed datasites)."""
-        self._check_open()
-        if mode not in ("open", "contacts_only"):
+    def forget_contact(self, email: str) -> ContactPolicy:
+        return self._set(email, None)
+
+    def set_contact_mode(self, mode: ContactMode) -> ContactPolicy:
+        self._core.check_open()
+        if mode not in _MODES:
             raise InvalidMessageError(f"mode must be 'open' or 'contacts_only', got {mode!r}")
-        self.store.set_setting("contact_mode", mode)
-        return _changed(self)
+        self._core.store.set_setting("contact_mode", mode)
+        return self._changed()

@@ -2,67 +2,53 @@
 
 SyftBox has no multicast: a group message is stored once by its author (the
 row users see, ``conversation = 'group:<id>'``) and travels as one copy per
-member (rows of kind ``fanout``, hidden from history), each a normal
-one-to-one delivery with its own status: ``group_delivery(msg_id)`` shows
-"delivered to 4 of 5". Membership changes are messages too (kind
-``group``), carrying the whole member list after the change; every member
-keeps the list of the latest change by ``(timestamp, msg_id)``, so all
-members converge on the same list whatever order changes arrive in, also
-after being offline.
+member (rows of kind :attr:`~syft_chat.models.MessageKind.COPY`, hidden from
+history, hooks and listeners), each a normal one-to-one delivery with its own
+status: ``group_delivery(msg_id)`` shows "delivered to 4 of 5", and the group
+message itself becomes ``delivered`` once every member confirmed it.
 
-Every group message names the membership change its author's view was based
-on. A receiver that has not seen that change yet asks for it to be sent
-again later (it is on its way); one that has, refuses a message from
-someone who is not (or no longer) a member, with the reason recorded.
+Membership changes are messages too (kind ``group``), carrying the whole member
+list after the change and a ``version``: one more than the version of the change
+its author had seen. Every member keeps the list of the latest change by
+``(version, msg_id)``, so a change made after another always wins over it whatever
+the clocks say, concurrent changes are ordered the same way everywhere, and all
+members converge on the same list whatever order changes arrive in.
+
+Every group message names the version its author's view was based on. A receiver
+that has not seen that change yet asks for it to be sent again later (it is on its
+way); one that has refuses a message from someone who is not (or no longer) a member.
+These rules are written here once, over the narrow store interface, for every store.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from syft_chat.errors import InvalidMessageError, UnknownRecipientError
-from syft_chat.models import ChatMessage, ChatResponse, Direction, MessageStatus
+from syft_chat.interfaces import MessageQuery, StoredMessage
+from syft_chat.messaging.kinds import Announce, Refusal
+from syft_chat.messaging.status import group_status
+from syft_chat.models import (
+    ChatMessage,
+    ChatResponse,
+    Direction,
+    Group,
+    MessageKind,
+    MessageStatus,
+)
 
 if TYPE_CHECKING:
-    from syft_chat.interfaces import MessageStore, Transport
-    from syft_chat.messaging.delivery import Outgoing
-    from syft_chat.settings import ChatSettings
+    from syft_chat.messaging.core import MessagingCore
 
-__all__ = [
-    "CHANGE_KEY",
-    "ClientGroups",
-    "Group",
-    "GroupChange",
-    "check_group_change",
-    "check_group_message",
-    "fan_out",
-    "group_status",
-    "parse_change",
-]
+__all__ = ["CHANGE_KEY", "Group", "GroupChange", "GroupChangeRule", "Groups", "group_status"]
 
 #: metadata key: the group version (membership change) a message's author had seen
 CHANGE_KEY = "syft_chat.group_version"
-FAILED = MessageStatus.FAILED
 _MAX_MEMBERS = 256
-
-
-class Group(BaseModel):
-    """A group as this datasite knows it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    group_id: str
-    name: str
-    created_by: str
-    members: tuple[str, ...]
-    version: int
-    changed_at: datetime
-    change_id: str
 
 
 class GroupChange(BaseModel):
@@ -85,182 +71,240 @@ def parse_change(message: ChatMessage) -> GroupChange:
     return change
 
 
-def check_group_change(
-    store: MessageStore, message: ChatMessage, actor: str, me: str
-) -> tuple[int, str] | None:
-    """Whether ``actor`` may make this membership change (``None``: yes)."""
-    try:
-        change = parse_change(message)
-    except ValueError as exc:
-        return 400, f"malformed group change: {exc}"
-    current = store.group(message.group_id or "")
-    if current is not None:
-        if actor not in current.members:
-            return 403, f"{actor} is not a member of group {current.group_id}"
+class GroupChangeRule:
+    """The receive-side rule of a membership change."""
+
+    kind: ClassVar[MessageKind] = MessageKind.GROUP
+    announce: ClassVar[Announce] = None
+
+    def __init__(self, groups: Groups) -> None:
+        self._groups = groups
+
+    def normalise(self, message: ChatMessage) -> ChatMessage:
+        return message
+
+    def check(self, message: ChatMessage, actor: str) -> Refusal | None:
+        try:
+            change = parse_change(message)
+        except ValueError as exc:
+            return Refusal(400, f"malformed group change: {exc}")
+        current = self._groups.get(message.group_id or "")
+        if current is not None:
+            if actor not in current.members:
+                return Refusal(403, f"{actor} is not a member of group {current.group_id}")
+            return None
+        me = self._groups.me
+        if me not in change.members and change.op != "remove":
+            return Refusal(403, "a change of a group this datasite is not in")
+        if actor not in change.members and change.op != "leave":
+            return Refusal(403, f"{actor} is not a member of the group it changes")
         return None
-    if me not in change.members and change.op != "remove":
-        return 403, "a change of a group this datasite is not in"
-    if actor not in change.members and change.op != "leave":
-        return 403, f"{actor} is not a member of the group it changes"
-    return None
+
+    def apply(self, record: StoredMessage) -> None:
+        self._groups.adopt(record.message, parse_change(record.message))
+
+    def describe(self, message: ChatMessage) -> str:
+        return "group_changed"
 
 
-def check_group_message(
-    store: MessageStore, message: ChatMessage, actor: str
-) -> tuple[int, str, bool] | None:
-    """Whether a group chat message from ``actor`` is acceptable.
+class Groups:
+    """Group state and the group API the client offers, over the messaging core."""
 
-    ``None``: yes; else ``(code, reason, retry)`` where ``retry`` means "not
-    yet" (the membership change it is based on has not arrived here).
-    """
-    based_on = message.metadata.get(CHANGE_KEY)
-    group = store.group(message.group_id or "")
-    if group is None or (isinstance(based_on, int) and group.version < based_on):
-        return 425, "this member has not seen that group change yet; send again later", True
-    if actor not in group.members:
-        return 403, f"{actor} is not a member of group {group.group_id}", False
-    return None
+    def __init__(self, core: MessagingCore) -> None:
+        self._core = core
 
+    @property
+    def me(self) -> str:
+        return self._core.email
 
-class _Sender(Protocol):
-    email: str
-    store: MessageStore
-    transport: Transport
-    _outgoing: Outgoing
+    # ------------------------------------------------------------------ rules
 
+    def get(self, group_id: str) -> Group | None:
+        found = self._core.store.groups(group_id)
+        return found[0] if found else None
 
-class _Host(Protocol):
-    email: str
-    store: MessageStore
-    transport: Transport
-    settings: ChatSettings
-    _outgoing: Outgoing
+    def members(self, group_id: str) -> tuple[str, ...]:
+        group = self.get(group_id)
+        return group.members if group is not None else ()
 
-    def _check_open(self) -> None: ...
-    def _validate_content(self, content: Any) -> str: ...
-    def _validate_metadata(self, metadata: Any) -> dict[str, Any]: ...
-    def _resolve_thread(
-        self, thread_id: str | None, reply_to: str | None
-    ) -> tuple[str | None, str | None]: ...
-
-
-def _members(client: _Host, emails: Iterable[str], *, reachable: bool = True) -> list[str]:
-    found = []
-    for email in emails:
-        if not isinstance(email, str) or "@" not in email:
-            raise InvalidMessageError(f"not a datasite email: {email!r}")
-        email = email.strip()
-        if reachable and email != client.email and not client.transport.can_reach(email):
-            raise UnknownRecipientError(f"{email} does not serve syft-chat in this workspace")
-        if email not in found:
-            found.append(email)
-    return found
-
-
-def fan_out(client: _Sender, record: ChatMessage, to: Iterable[str]) -> ChatMessage:
-    """Store ``record`` (the author's row) and send one copy to each of ``to``."""
-    client.store.add(record, direction=Direction.OUTGOING, peer=None, status=MessageStatus.SENT)
-    for member in to:
-        if member == client.email:
-            continue
-        copy = ChatMessage(
-            msg_id=f"{record.msg_id}/{member}",
-            sender=client.email,
-            content="",
-            recipient=member,
-            kind="fanout",
-            target=record.msg_id,
-            group_id=record.group_id,
+    def adopt(self, change: ChatMessage, body: GroupChange) -> bool:
+        """Adopt a membership change if it is the group's latest by ``(version, msg_id)``."""
+        current = self.get(change.group_id or "")
+        if current is not None and (current.version, current.change_id) >= (
+            body.version,
+            change.msg_id,
+        ):
+            return False
+        self._core.store.put_group(
+            Group(
+                group_id=change.group_id or "",
+                name=body.name,
+                created_by=current.created_by if current is not None else body.created_by,
+                members=tuple(body.members),
+                version=body.version,
+                changed_at=change.timestamp,
+                change_id=change.msg_id,
+            )
         )
-        if not client.transport.can_reach(member):  # e.g. added by someone by mistake
-            client.store.add(copy, direction=Direction.OUTGOING, peer=member, status=FAILED)
-            continue
-        client._outgoing.queue(copy, member)
-        client._outgoing.attempt(copy.msg_id)
-    return record
+        return True
 
+    def check_message(self, message: ChatMessage, actor: str) -> Refusal | None:
+        """Whether a group chat message from ``actor`` is acceptable here (``None``: yes,
+        or not a group message)."""
+        if not message.group_id:
+            return None
+        based_on = message.metadata.get(CHANGE_KEY)
+        group = self.get(message.group_id)
+        if group is None or (isinstance(based_on, int) and group.version < based_on):
+            return Refusal(
+                425, "this member has not seen that group change yet; send again later", True
+            )
+        if actor not in group.members:
+            return Refusal(403, f"{actor} is not a member of group {group.group_id}")
+        return None
 
-def _change(
-    client: _Host,
-    op: str,
-    name: str,
-    members: list[str],
-    created_by: str,
-    group_id: str,
-    notify: Iterable[str],
-) -> Group:
-    """Record a membership change here and tell ``notify``."""
-    current = client.store.group(group_id)
-    version = current.version + 1 if current is not None else 1
-    body = GroupChange.model_validate(
-        {"op": op, "name": name, "created_by": created_by, "members": members, "version": version}
-    )
-    record = ChatMessage(
-        sender=client.email,
-        content=body.model_dump_json(),
-        kind="group",
-        group_id=group_id,
-    )
-    client.store.apply_group_change(record, body)
-    fan_out(client, record, notify)
-    updated = client.store.group(group_id)
-    assert updated is not None
-    return updated
+    @staticmethod
+    def based_on(group: Group) -> dict[str, Any]:
+        """The metadata naming the group version a message is based on."""
+        return {CHANGE_KEY: group.version}
 
+    def my_group(self, group_id: str) -> Group:
+        self._core.check_open()
+        group = self.get(group_id) if isinstance(group_id, str) else None
+        if group is None:
+            raise InvalidMessageError(f"no group {group_id!r}")
+        if self._core.email not in group.members:
+            raise InvalidMessageError(f"you are not a member of group {group_id!r}")
+        return group
 
-class ClientGroups:
-    """The client's group API (mixed into :class:`SyftChatClient`)."""
+    # ------------------------------------------------------------------ sending
 
-    def create_group(self: _Host, name: str, members: Iterable[str]) -> Group:
-        """Create a group with you and ``members``; each member is told."""
-        self._check_open()
+    def _people(self, emails: Iterable[str], *, reachable: bool = True) -> list[str]:
+        found = []
+        for email in emails:
+            if not isinstance(email, str) or "@" not in email:
+                raise InvalidMessageError(f"not a datasite email: {email!r}")
+            email = email.strip()
+            core = self._core
+            if reachable and email != core.email and not core.transport.can_reach(email):
+                raise UnknownRecipientError(f"{email} does not serve syft-chat in this workspace")
+            if email not in found:
+                found.append(email)
+        return found
+
+    def fan_out(
+        self,
+        record: ChatMessage,
+        to: Iterable[str],
+        *,
+        also: Callable[[], object] | None = None,
+    ) -> None:
+        """Store ``record`` (the author's row) and one copy per member of ``to`` in one
+        transaction (with ``also``, run inside it), then send the copies."""
+        core = self._core
+        queued: list[tuple[ChatMessage, str]] = []
+        with core.store.transaction():
+            if also is not None:
+                also()
+            author = record.model_copy(update={"status": MessageStatus.SENT})
+            core.store.insert(StoredMessage(author, Direction.OUTGOING, None))
+            for member in to:
+                if member == core.email:
+                    continue
+                copy = ChatMessage(
+                    msg_id=f"{record.msg_id}/{member}",
+                    sender=core.email,
+                    content="",
+                    recipient=member,
+                    kind=MessageKind.COPY,
+                    target=record.msg_id,
+                    group_id=record.group_id,
+                )
+                if not core.transport.can_reach(member):  # e.g. added by someone by mistake
+                    failed = copy.model_copy(update={"status": MessageStatus.FAILED})
+                    core.store.insert(StoredMessage(failed, Direction.OUTGOING, member))
+                    continue
+                queued.append((core.queue(copy, member), member))
+        for copy, _member in queued:
+            core.attempt_quietly(copy.msg_id)
+
+    def _change(
+        self,
+        op: str,
+        name: str,
+        members: list[str],
+        created_by: str,
+        group_id: str,
+        notify: Iterable[str],
+    ) -> Group:
+        """Record a membership change here and tell ``notify``."""
+        current = self.get(group_id)
+        version = current.version + 1 if current is not None else 1
+        body = GroupChange.model_validate(
+            {
+                "op": op,
+                "name": name,
+                "created_by": created_by,
+                "members": members,
+                "version": version,
+            }
+        )
+        record = ChatMessage(
+            sender=self._core.email,
+            content=body.model_dump_json(),
+            kind=MessageKind.GROUP,
+            group_id=group_id,
+        )
+        self.fan_out(record, notify, also=lambda: self.adopt(record, body))
+        updated = self.get(group_id)
+        assert updated is not None
+        return updated
+
+    # ------------------------------------------------------------------ the API
+
+    def create_group(self, name: str, members: Iterable[str]) -> Group:
+        self._core.check_open()
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise InvalidMessageError("a group name is 1 to 200 characters")
-        people = _members(self, [self.email, *members])
+        me = self._core.email
+        people = self._people([me, *members])
         if len(people) < 2:
             raise InvalidMessageError("a group needs at least one other member")
-        return _change(self, "create", name.strip(), people, self.email, str(uuid.uuid4()), people)
+        return self._change("create", name.strip(), people, me, str(uuid.uuid4()), people)
 
-    def get_group(self: _Host, group_id: str) -> Group:
-        """A group you know, by id."""
-        self._check_open()
-        group = self.store.group(group_id)
+    def get_group(self, group_id: str) -> Group:
+        self._core.check_open()
+        group = self.get(group_id) if isinstance(group_id, str) else None
         if group is None:
             raise InvalidMessageError(f"no group {group_id!r}")
         return group
 
-    def list_groups(self: _Host) -> list[Group]:
-        """Every group you are (or were) in."""
-        self._check_open()
-        return self.store.groups()
+    def list_groups(self) -> list[Group]:
+        self._core.check_open()
+        return self._core.store.groups()
 
-    def add_group_members(self: _Host, group_id: str, members: Iterable[str]) -> Group:
-        """Add members; everyone (old and new) is told the new member list."""
-        group = _my_group(self, group_id)
-        people = list(dict.fromkeys([*group.members, *_members(self, members)]))
-        return _change(self, "add", group.name, people, group.created_by, group_id, people)
+    def add_group_members(self, group_id: str, members: Iterable[str]) -> Group:
+        group = self.my_group(group_id)
+        people = list(dict.fromkeys([*group.members, *self._people(members)]))
+        return self._change("add", group.name, people, group.created_by, group_id, people)
 
-    def remove_group_members(self: _Host, group_id: str, members: Iterable[str]) -> Group:
-        """Remove members; everyone, the removed included, is told."""
-        group = _my_group(self, group_id)
-        gone = set(_members(self, members, reachable=False))
-        if self.email in gone:
+    def remove_group_members(self, group_id: str, members: Iterable[str]) -> Group:
+        group = self.my_group(group_id)
+        gone = set(self._people(members, reachable=False))
+        if self._core.email in gone:
             raise InvalidMessageError("use leave_group() to leave a group")
         people = [m for m in group.members if m not in gone]
-        return _change(
-            self, "remove", group.name, people, group.created_by, group_id, group.members
-        )
+        return self._change("remove", group.name, people, group.created_by, group_id, group.members)
 
-    def leave_group(self: _Host, group_id: str) -> Group:
-        """Leave a group; the others are told."""
-        group = _my_group(self, group_id)
-        people = [m for m in group.members if m != self.email]
+    def leave_group(self, group_id: str) -> Group:
+        group = self.my_group(group_id)
+        people = [m for m in group.members if m != self._core.email]
         if not people:
             raise InvalidMessageError("the last member cannot leave")
-        return _change(self, "leave", group.name, people, group.created_by, group_id, people)
+        return self._change("leave", group.name, people, group.created_by, group_id, people)
 
     def send_to_group(
-        self: _Host,
+        self,
         group_id: str,
         content: str,
         thread_id: str | None = None,
@@ -268,49 +312,22 @@ class ClientGroups:
         *,
         metadata: dict[str, Any] | None = None,
     ) -> ChatResponse:
-        """Send a message to every member of a group (one delivery per member).
-
-        Returns at once with status ``sent``; :meth:`group_delivery` shows
-        each member's status, and the message becomes ``delivered`` when every
-        member has confirmed it.
-        """
-        group = _my_group(self, group_id)
-        content = self._validate_content(content)
-        meta = self._validate_metadata(metadata)
-        thread_id, reply_to = self._resolve_thread(thread_id, reply_to)
-        meta[CHANGE_KEY] = group.version
+        core = self._core
+        group = self.my_group(group_id)
+        content = core.validate_content(content)
+        meta = {**core.validate_metadata(metadata), **self.based_on(group)}
+        thread_id, reply_to = core.resolve_thread(thread_id, reply_to)
         draft = ChatMessage(
-            sender=self.email,
-            content=content,
-            metadata=meta,
-            reply_to=reply_to,
-            group_id=group_id,
+            sender=core.email, content=content, metadata=meta, reply_to=reply_to, group_id=group_id
         )
         record = draft.model_copy(update={"thread_id": thread_id or draft.msg_id})
-        fan_out(self, record, group.members)
+        self.fan_out(record, group.members)
         return ChatResponse(status=MessageStatus.SENT.value, message_id=record.msg_id)
 
-    def group_delivery(self: _Host, msg_id: str) -> dict[str, MessageStatus]:
-        """Each member's delivery status of a group message you sent."""
-        self._check_open()
-        return self.store.copies(msg_id)
-
-
-def _my_group(client: _Host, group_id: str) -> Group:
-    client._check_open()
-    group = client.store.group(group_id) if isinstance(group_id, str) else None
-    if group is None:
-        raise InvalidMessageError(f"no group {group_id!r}")
-    if client.email not in group.members:
-        raise InvalidMessageError(f"you are not a member of group {group_id!r}")
-    return group
-
-
-def group_status(copies: dict[str, MessageStatus]) -> tuple[MessageStatus, str | None] | None:
-    """The author's status of a group message from its copies' (``None``: still going)."""
-    if any(s in (MessageStatus.QUEUED, MessageStatus.SENT) for s in copies.values()):
-        return None
-    failed = sorted(m for m, s in copies.items() if s == MessageStatus.FAILED)
-    if failed:
-        return MessageStatus.FAILED, f"not delivered to {', '.join(failed)}"
-    return MessageStatus.DELIVERED, None
+    def group_delivery(self, msg_id: str) -> dict[str, MessageStatus]:
+        self._core.check_open()
+        copies = MessageQuery(target=msg_id, kinds=frozenset({MessageKind.COPY}))
+        return {
+            r.peer or "": r.message.status or MessageStatus.QUEUED
+            for r in self._core.store.find(copies)
+        }

@@ -1,6 +1,6 @@
 """History beyond the newest page: cursor paging, full-text search and the conversation list.
 
-:class:`ClientViews` adds ``search``, ``get_history_page``, ``list_conversations`` and
+:class:`Views` gives ``search``, ``get_history_page``, ``list_conversations`` and
 ``mark_conversation_read`` to :class:`~syft_chat.SyftChatClient`; a store provides them
 by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
 :mod:`syft_chat.plugins.sqlite.queries`).
@@ -8,9 +8,8 @@ by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -18,10 +17,9 @@ from syft_chat.errors import InvalidMessageError, StorageError
 from syft_chat.models import ChatMessage, to_utc
 
 if TYPE_CHECKING:
-    from syft_chat.dispatch import Hooks
-    from syft_chat.interfaces import MessageStore
+    from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["ClientViews", "Conversation", "HistoryPage", "SearchHit", "ViewStore"]
+__all__ = ["Conversation", "HistoryPage", "SearchHit", "ViewStore", "Views"]
 
 
 class SearchHit(BaseModel):
@@ -86,7 +84,7 @@ class Conversation(BaseModel):
 
 @runtime_checkable
 class ViewStore(Protocol):
-    """What a store implements to support the methods of :class:`ClientViews`."""
+    """What a store implements to support the methods of :class:`Views`."""
 
     def history_page(
         self,
@@ -120,20 +118,15 @@ class ViewStore(Protocol):
         """Mark a conversation's unread incoming messages read; return those marked."""
 
 
-class ClientViews:
-    """Paging, search and the conversation list, for :class:`~syft_chat.SyftChatClient`."""
+class Views:
+    """Paging, search and the conversation list, over a store that offers them."""
 
-    if TYPE_CHECKING:
-        email: str
-        store: MessageStore
-        hooks: Hooks
-
-        def _check_open(self) -> None: ...
-        def _notify(self, fn: Callable[..., Any], *args: Any) -> None: ...
+    def __init__(self, core: MessagingCore) -> None:
+        self._core = core
 
     def _view_store(self) -> ViewStore:
-        self._check_open()
-        store = self.store
+        self._core.check_open()
+        store = self._core.store
         if not isinstance(store, ViewStore):
             raise StorageError(
                 f"the {getattr(store, 'name', type(store).__name__)!r} store does not support "
@@ -245,5 +238,5 @@ class ClientViews:
             raise InvalidMessageError("with_user must be an email or conversation id string")
         marked = self._view_store().mark_conversation_read(conversation)
         for message in marked:
-            self._notify(self.hooks.message_read, message, self)
+            self._core.notify_read(message)
         return len(marked)

@@ -1,4 +1,9 @@
-"""The client's listener thread: runs notifications off the delivery path."""
+"""Announcing: what listeners, plugins and bots hear, off the delivery path.
+
+:class:`Notifier` is the client's notification thread (status changes, reads: in
+order); :class:`Announcer` tells listeners, plugins and bots about new incoming
+messages and changes, and records that it did.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,15 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Notifier"]
+from syft_chat.errors import StorageError, SyftChatError
+from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, is_auto_reply
+
+if TYPE_CHECKING:
+    from syft_chat.messaging.core import MessagingCore
+
+__all__ = ["Announcer", "Notifier"]
 
 log = logging.getLogger("syft_chat.messaging.announcing")
 
@@ -51,3 +62,97 @@ class Notifier:
         self._queue.put(_STOP)
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+
+class Announcer:
+    """What listeners, plugins and bots hear of a stored incoming message.
+
+    Runs on the ordering pool's threads (see :mod:`syft_chat.messaging.ordering`), once
+    per stored message, in its sender's order. The recording that it was announced is
+    retried here if the store refuses it (a locked database), so a message is never
+    announced twice by one process; only a crash between announcing and recording can
+    repeat it after a restart.
+    """
+
+    def __init__(
+        self, core: MessagingCore, reply: Callable[[ChatMessage, str, dict[str, Any]], None]
+    ) -> None:
+        self._core = core
+        self._reply = reply
+        self._unrecorded: dict[str, ChatMessage] = {}
+        self._lock = threading.Lock()
+
+    def announce(self, message: ChatMessage) -> None:
+        """Tell listeners and plugins about a new message, then let bots answer."""
+        core = self._core
+        rule = core.kinds.get(message.kind)
+        how = rule.announce if rule is not None else None
+        if how == "change" and rule is not None:
+            self._announce_change(message, rule.describe(message))
+        elif how == "message":
+            core.hooks.message_received(message, core.client)
+            if not is_auto_reply(message) and not core.closed:
+                self._bots(message)  # bots never answer automatic replies: no loops
+        self.record(message)
+
+    def _bots(self, message: ChatMessage) -> None:
+        core = self._core
+        for plugin, answer in core.hooks.reply_to(message, core.client):
+            if isinstance(answer, str):
+                content, extra = answer, {}
+            elif isinstance(answer, dict) and isinstance(answer.get("content"), str):
+                content, extra = answer["content"], dict(answer.get("metadata") or {})
+            else:
+                core.record_plugin_failure(plugin, "chat_reply_to", f"unusable answer {answer!r}")
+                continue
+            extra.update({AUTO_REPLY_KEY: True, "syft_chat.bot": plugin})
+            try:
+                self._reply(message, content, extra)
+            except SyftChatError as exc:
+                log.warning("bot %s could not answer %s: %s", plugin, message.msg_id, exc)
+                core.record_plugin_failure(plugin, "chat_reply_to", str(exc))
+
+    def _announce_change(self, action: ChatMessage, change: str) -> None:
+        store = self._core.store
+        stored = store.get(action.msg_id)
+        target = store.get(action.target or "")
+        if stored is None or stored.message.error or target is None:
+            return  # refused, changed nothing, or its message never arrived
+        shown = self._core.with_reactions(target.message)
+        self._core.hooks.message_changed(shown, change, action.sender, self._core.client)
+
+    def record(self, message: ChatMessage) -> None:
+        """Record that ``message`` was announced (and any whose recording failed before)."""
+        with self._lock:
+            self._unrecorded[message.msg_id] = message
+            pending = list(self._unrecorded)
+        for msg_id in pending:
+            try:
+                self._core.store.update(msg_id, {"notified": True})
+            except StorageError as exc:
+                log.warning("could not record that %s was announced: %s (will retry)", msg_id, exc)
+                self._retry_later()
+                return
+            with self._lock:
+                self._unrecorded.pop(msg_id, None)
+
+    def _retry_later(self) -> None:
+        timer = threading.Timer(0.5, self._retry)
+        timer.daemon = True
+        timer.start()
+
+    def _retry(self) -> None:
+        with self._lock:
+            first = next(iter(self._unrecorded.values()), None)
+        if first is not None and not self._core.closed:
+            self.record(first)
+
+    def flush(self) -> None:
+        """At close: one last try at recording what is unrecorded."""
+        with self._lock:
+            pending = list(self._unrecorded)
+        for msg_id in pending:
+            try:
+                self._core.store.update(msg_id, {"notified": True})
+            except StorageError:
+                log.error("message %s was announced but that could not be recorded", msg_id)

@@ -35,19 +35,17 @@ class _Peer:
 
 
 class Conversations:
-    """Orders and runs announcements. ``announce`` and ``done`` are called on pool threads."""
+    """Orders and runs announcements; ``announce`` is called on pool threads."""
 
     def __init__(
         self,
         announce: Callable[[ChatMessage], None],
-        done: Callable[[ChatMessage], None],
         *,
         workers: int = 4,
         gap_timeout: float = 60.0,
         name: str = "syft-chat-conversations",
     ) -> None:
         self._announce = announce
-        self._done = done
         self._gap_timeout = gap_timeout
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -149,7 +147,6 @@ class Conversations:
                 message = state.queue.popleft()
             try:
                 self._announce(message)
-                self._done(message)
             except Exception:  # announce isolates plugins; this guards the pool itself
                 log.exception("announcing message %s from %s failed", message.msg_id, peer)
 

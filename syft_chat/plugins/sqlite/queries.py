@@ -29,7 +29,8 @@ import peewee as pw
 
 from syft_chat.errors import InvalidMessageError
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
-from syft_chat.models import ChatMessage, Direction, to_utc, utcnow
+from syft_chat.interfaces import GROUP_PREFIX
+from syft_chat.models import ChatMessage, Direction, MessageKind, to_utc, utcnow
 
 __all__ = [
     "GROUP_PREFIX",
@@ -49,11 +50,7 @@ Row = Mapping[str, Any]
 #: Runs one SQL statement with its parameters and returns every row.
 Run = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
 
-#: Conversation ids of groups start with this; every other conversation is one-to-one.
-GROUP_PREFIX = "group:"
-#: What the chat-message rows are called in ``messages.kind`` (the store's ``MESSAGE_KIND``;
-#: repeated here because the store module imports this one).
-_MESSAGE = "message"
+_MESSAGE = MessageKind.MESSAGE.value
 _CURSOR_VERSION = "1"
 _MAX_QUERY_CHARS = 4096
 _MAX_LIMIT = 10_000

@@ -6,6 +6,9 @@ raw SQL of the seed README keeps working, and adds what delivery tracking needs.
 ``metadata`` is JSON text; ``timestamp`` is UTC text in one fixed format
 (``2024-05-01 12:00:00.000000+00:00``), so text order is time order and SQLite's
 ``datetime()`` reads it.
+
+This module persists and queries; it decides nothing (the rules live in
+:mod:`syft_chat.messaging` and :mod:`syft_chat.features`, above every store).
 """
 
 from __future__ import annotations
@@ -13,21 +16,28 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import peewee as pw
 
 from syft_chat.errors import InvalidMessageError, StorageError
-from syft_chat.features.contacts import ContactPolicy
-from syft_chat.features.groups import Group, GroupChange
 from syft_chat.hookspecs import hookimpl
-from syft_chat.interfaces import BackendContext, StoreFactory
-from syft_chat.models import ChatMessage, Direction, MessageStatus, utcnow
-from syft_chat.plugins.sqlite.queries import GROUP_PREFIX, HistoryViews
+from syft_chat.interfaces import (
+    GROUP_PREFIX,
+    UPDATABLE,
+    BackendContext,
+    FailedRequest,
+    MessageQuery,
+    Reaction,
+    StoredMessage,
+    StoreFactory,
+    Version,
+)
+from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
+from syft_chat.plugins.sqlite.queries import HistoryViews
 from syft_chat.plugins.sqlite.schema import (
     _SEED_COLUMNS,
     SCHEMA_VERSION,
@@ -36,18 +46,24 @@ from syft_chat.plugins.sqlite.schema import (
 )
 from syft_chat.plugins.sqlite.schema import MIGRATIONS as _MIGRATIONS
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores", "record_of_row"]
 
 _READ_COLUMNS = (
     *_SEED_COLUMNS,
     *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
-    "conversation",
+    *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
+    *("attempts", "read_at", "updated_at"),
 )
-_PENDING = (MessageStatus.QUEUED.value, MessageStatus.SENT.value)
-_FINAL = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
 _STATUSES = frozenset(s.value for s in MessageStatus)
-MESSAGE_KIND = "message"
+_KINDS = frozenset(k.value for k in MessageKind)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_BOOLEAN = frozenset({"deleted", "applied", "notified"})
+_TIMES = frozenset({"edited_at", "read_at"})
+_ORDER = {
+    "stored": ("id",),
+    "seq": ("peer", "seq", "id"),
+    "time": ("timestamp", "id"),
+}
 
 
 def _group_of(conversation: Any) -> str | None:
@@ -62,6 +78,47 @@ def _load_metadata(value: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}
+
+
+def message_of_row(row: Mapping[str, Any]) -> ChatMessage:
+    """A :class:`ChatMessage` from a ``messages`` row (the columns it lacks take defaults)."""
+    status, kind = row.get("status"), row.get("kind") or MessageKind.MESSAGE.value
+    edited = row.get("edited_at")
+    return ChatMessage(
+        msg_id=row["msg_id"],
+        sender=row["sender"],
+        content=row["content"],
+        timestamp=_parse_ts(row["timestamp"]),
+        thread_id=row["thread_id"],
+        reply_to=row["reply_to"],
+        metadata=_load_metadata(row["metadata"]),
+        recipient=row.get("recipient"),
+        status=MessageStatus(status) if status in _STATUSES else None,
+        seq=row.get("seq"),
+        error=row.get("error"),
+        kind=MessageKind(kind) if kind in _KINDS else MessageKind.MESSAGE,
+        target=row.get("target"),
+        deleted=bool(row.get("deleted")),
+        edited_at=_parse_ts(edited) if edited else None,
+        group_id=_group_of(row.get("conversation")),
+    )
+
+
+def record_of_row(row: Mapping[str, Any]) -> StoredMessage:
+    """A :class:`StoredMessage` from a ``messages`` row."""
+    read_at, updated = row.get("read_at"), row.get("updated_at")
+    return StoredMessage(
+        message=message_of_row(row),
+        direction=Direction(row.get("direction") or Direction.INCOMING.value),
+        peer=row.get("peer"),
+        applied=bool(row.get("applied", 1)),
+        notified=bool(row.get("notified", 1)),
+        edit_seq=row.get("edit_seq"),
+        request_id=row.get("request_id"),
+        attempts=int(row.get("attempts") or 0),
+        read_at=_parse_ts(read_at) if read_at else None,
+        updated_at=_parse_ts(updated) if updated else None,
+    )
 
 
 def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
@@ -88,7 +145,9 @@ def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
 class SQLiteStore(HistoryViews):
     """A :class:`~syft_chat.interfaces.MessageStore` in one SQLite file.
 
-    One connection is shared by every thread, serialized by a re-entrant lock.
+    One connection is shared by every thread, serialized by a re-entrant lock; a
+    :meth:`transaction` holds the lock and SQLite's write lock (``BEGIN IMMEDIATE``)
+    until it ends, so other processes sharing the file wait for it too.
     """
 
     name: ClassVar[str] = "sqlite"
@@ -111,6 +170,7 @@ class SQLiteStore(HistoryViews):
         self.path = Path(path).expanduser()
         self.owner = owner
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of transaction() blocks (under the lock)
         db = pw.SqliteDatabase(
             str(self.path),
             pragmas=[  # busy_timeout first: the others may wait for a lock
@@ -171,9 +231,7 @@ class SQLiteStore(HistoryViews):
         row = db.execute_sql("SELECT version FROM schema_version").fetchone()
         return int(row[0]) if row else 0
 
-    @staticmethod
-    def _select(t: Any) -> Any:
-        return t.select(*[getattr(t.c, c) for c in _READ_COLUMNS])
+    # ------------------------------------------------------------------ plumbing
 
     @contextmanager
     def _op(self, action: str) -> Iterator[Any]:
@@ -186,550 +244,22 @@ class SQLiteStore(HistoryViews):
             except (pw.PeeweeException, sqlite3.Error) as exc:
                 raise _storage_error(self.path, action, exc) from exc
 
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._db.execute_sql(sql, tuple(params))
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cursor = self._sql(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     @staticmethod
     def _to_message(row: dict[str, Any]) -> ChatMessage:
-        known = row["status"] in _STATUSES
-        return ChatMessage(
-            msg_id=row["msg_id"],
-            sender=row["sender"],
-            content=row["content"],
-            timestamp=_parse_ts(row["timestamp"]),
-            thread_id=row["thread_id"],
-            reply_to=row["reply_to"],
-            metadata=_load_metadata(row["metadata"]),
-            recipient=row["recipient"],
-            status=MessageStatus(row["status"]) if known else None,
-            seq=row["seq"],
-            error=row["error"],
-            kind=row["kind"],
-            target=row["target"],
-            deleted=bool(row["deleted"]),
-            edited_at=_parse_ts(row["edited_at"]) if row["edited_at"] else None,
-            group_id=_group_of(row["conversation"]),
-        )
-
-    def add(
-        self,
-        message: ChatMessage,
-        *,
-        direction: Direction,
-        peer: str | None,
-        status: MessageStatus,
-    ) -> bool:
-        """Store ``message``; return ``False`` (and change nothing) if its msg_id exists.
-
-        ``peer`` is the datasite the message travels to or from; ``None`` for
-        the author's own record of a group message (its copies for each
-        member carry the peers).
-        """
-        direction = Direction(direction)
-        recipient = message.recipient
-        if recipient is None:
-            recipient = peer if direction is Direction.OUTGOING else self.owner
-        try:
-            metadata = json.dumps(message.metadata, ensure_ascii=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidMessageError(f"metadata is not JSON-serializable: {exc}") from exc
-        with self._op("store a message in") as t:
-            query = t.insert(
-                msg_id=message.msg_id,
-                sender=message.sender,
-                recipient=recipient,
-                peer=peer,
-                content=message.content,
-                timestamp=_fmt_ts(message.timestamp),
-                thread_id=message.thread_id,
-                reply_to=message.reply_to,
-                metadata=metadata,
-                direction=direction.value,
-                status=MessageStatus(status).value,
-                updated_at=_fmt_ts(utcnow()),
-                seq=message.seq,
-                notified=0 if direction is Direction.INCOMING else 1,
-                kind=message.kind,
-                target=message.target,
-                conversation=f"{GROUP_PREFIX}{message.group_id}" if message.group_id else peer,
-                # an incoming edit / delete / reaction waits to be applied
-                applied=int(direction is Direction.OUTGOING or message.kind == MESSAGE_KIND),
-            ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
-            return bool(self._db.execute(query).rowcount == 1)
-
-    def get(self, msg_id: str) -> ChatMessage | None:
-        """The stored message with this id, or ``None``."""
-        with self._op("read") as t:
-            rows = list(self._select(t).where(t.c.msg_id == msg_id).dicts())
-        return self._to_message(rows[0]) if rows else None
-
-    def set_status(self, msg_id: str, status: MessageStatus, *, error: str | None = None) -> bool:
-        """Record a new delivery status (and the reason, for ``failed``).
-
-        Returns whether anything changed. Status never moves backwards: a
-        ``delivered`` or ``read`` message stays so whatever arrives later, and
-        ``read`` is only recorded over ``delivered``. An unknown ``msg_id``
-        changes nothing.
-        """
-        new = MessageStatus(status).value
-        with self._op("update a message in") as t:
-            where = (t.c.msg_id == msg_id) & (t.c.status != new)
-            if new == MessageStatus.READ.value:
-                where &= t.c.status == MessageStatus.DELIVERED.value
-            elif new != MessageStatus.DELIVERED.value:
-                where &= t.c.status.not_in(_FINAL)
-            query = t.update(status=new, error=error, updated_at=_fmt_ts(utcnow())).where(where)
-            return bool(self._db.execute(query).rowcount)
-
-    # ------------------------------------------------------------------ reliable delivery
-
-    def add_outgoing(self, message: ChatMessage, peer: str) -> ChatMessage:
-        """Store a new outgoing message (``queued``), numbered next in its conversation.
-
-        Numbering and storing are one write transaction, so two processes
-        sharing the file never hand out the same sequence number.
-        """
-        with self._op("store a message in"), self._db.atomic("IMMEDIATE"):
-            numbered = message.model_copy(
-                update={"seq": self.next_seq(peer), "status": MessageStatus.QUEUED}
-            )
-            self.add(numbered, direction=Direction.OUTGOING, peer=peer, status=MessageStatus.QUEUED)
-        return numbered
-
-    def next_seq(self, peer: str) -> int:
-        """The next sequence number for an outgoing message to ``peer`` (1, 2, ...)."""
-        with self._op("read") as t:
-            last = (
-                t.select(pw.fn.MAX(t.c.seq))
-                .where((t.c.peer == peer) & (t.c.direction == Direction.OUTGOING.value))
-                .scalar()
-            )
-        return int(last or 0) + 1
-
-    def floor_seq(self, peer: str) -> int | None:
-        """The lowest sequence number of a message to ``peer`` not yet confirmed.
-
-        Everything below it is delivered or failed for good, so a receiver
-        need not wait for it. ``None`` when nothing is pending.
-        """
-        with self._op("read") as t:
-            value = (
-                t.select(pw.fn.MIN(t.c.seq))
-                .where(
-                    (t.c.peer == peer)
-                    & (t.c.direction == Direction.OUTGOING.value)
-                    & t.c.status.in_(_PENDING)
-                )
-                .scalar()
-            )
-        return None if value is None else int(value)
-
-    def record_attempt(self, msg_id: str, request_id: str) -> bool:
-        """Record a request written for an outgoing message; ``queued`` becomes ``sent``.
-
-        Returns whether the status changed (one statement in the usual case).
-        """
-        with self._op("update a message in") as t:
-            sent = t.update(
-                request_id=request_id,
-                attempts=t.c.attempts + 1,
-                status=MessageStatus.SENT.value,
-                updated_at=_fmt_ts(utcnow()),
-            ).where((t.c.msg_id == msg_id) & (t.c.status == MessageStatus.QUEUED.value))
-            if self._db.execute(sent).rowcount:
-                return True
-            t.update(request_id=request_id, attempts=t.c.attempts + 1).where(
-                t.c.msg_id == msg_id
-            ).execute()
-            return False
-
-    def outbox_requests(self) -> list[tuple[ChatMessage, str, str | None]]:
-        """``(message, peer, last request id)`` of every outgoing message not yet confirmed,
-        in send order."""
-        with self._op("read") as t:
-            query = (
-                t.select(*[getattr(t.c, c) for c in (*_READ_COLUMNS, "request_id")])
-                .where(
-                    (t.c.direction == Direction.OUTGOING.value)
-                    & t.c.status.in_(_PENDING)
-                    & t.c.peer.is_null(False)  # a group message travels as per-member copies
-                )
-                .order_by(t.c.id)
-            )
-            rows = list(query.dicts())
-        return [(self._to_message(r), r["peer"], r["request_id"]) for r in rows]
-
-    def unnotified(self) -> list[tuple[ChatMessage, str]]:
-        """Incoming ``(message, peer)`` whose listeners have not run yet, per peer in order."""
-        with self._op("read") as t:
-            query = (
-                self._select(t)
-                .where((t.c.direction == Direction.INCOMING.value) & (t.c.notified == 0))
-                .order_by(t.c.peer, t.c.seq, t.c.id)
-            )
-            rows = list(query.dicts())
-        return [(self._to_message(r), r["peer"]) for r in rows]
-
-    def mark_notified(self, msg_id: str) -> None:
-        """Record that listeners and bots were told about an incoming message."""
-        with self._op("update a message in") as t:
-            t.update(notified=1).where(t.c.msg_id == msg_id).execute()
-
-    def last_notified_seq(self, peer: str) -> int | None:
-        """The highest sequence number from ``peer`` already announced, if any."""
-        with self._op("read") as t:
-            value = (
-                t.select(pw.fn.MAX(t.c.seq))
-                .where(
-                    (t.c.peer == peer)
-                    & (t.c.direction == Direction.INCOMING.value)
-                    & (t.c.notified == 1)
-                )
-                .scalar()
-            )
-        return None if value is None else int(value)
-
-    # ------------------------------------------------------------------ edits, deletions, reactions
-
-    def waiting_actions(self, target: str) -> list[ChatMessage]:
-        """Incoming actions on ``target`` not applied yet (it had not arrived), in order."""
-        with self._op("read") as t:
-            query = (
-                self._select(t)
-                .where((t.c.target == target) & (t.c.applied == 0))
-                .order_by(t.c.seq, t.c.id)
-            )
-            rows = list(query.dicts())
-        return [self._to_message(row) for row in rows]
-
-    def apply_action(self, action: ChatMessage, actor: str) -> str | None:
-        """Apply an edit / delete / reaction to its target, in one transaction.
-
-        Applying is independent of arrival order: an edit or reaction older
-        (by the actor's sequence number) than what is already applied does
-        not override it (an older edit is kept as an earlier version), and a
-        deletion wins over everything. Returns what changed (``edited``,
-        ``deleted``, ``reaction_added``, ``reaction_removed``) or ``None``.
-        The caller has checked who may do it.
-        """
-        now = _fmt_ts(utcnow())
-        target, seq = action.target, action.seq
-        with self._op("update a message in") as t, self._db.atomic():
-            row = (
-                t.select(t.c.content, t.c.deleted, t.c.edit_seq, t.c.seq)
-                .where(t.c.msg_id == target)
-                .dicts()
-                .first()
-            )
-            change: str | None = None
-            if row is None:
-                return None
-            if row["deleted"]:
-                if action.kind == "edit":  # a deleted message's text is gone, late edits too
-                    t.update(content="").where(t.c.msg_id == action.msg_id).execute()
-            elif action.kind == "edit":
-                change = self._apply_edit(t, action, row, now)
-            elif action.kind == "delete":
-                t.update(content="", deleted=1, edited_at=_fmt_ts(action.timestamp)).where(
-                    t.c.msg_id == target
-                ).execute()
-                # every copy of the text: versions, and the edit messages that carried them
-                self._db.execute_sql(
-                    "UPDATE message_edits SET content = '' WHERE msg_id = ?", (target,)
-                )
-                t.update(content="").where((t.c.target == target) & (t.c.kind == "edit")).execute()
-                self._db.execute_sql("DELETE FROM reactions WHERE msg_id = ?", (target,))
-                change = "deleted"
-            elif action.kind == "reaction":
-                change = self._apply_reaction(target or "", actor, action, seq, now)
-            # an action that changed nothing (a repeated reaction) is not announced
-            t.update(applied=1, error=None if change else "changed nothing").where(
-                t.c.msg_id == action.msg_id
-            ).execute()
-            return change
-
-    def _apply_edit(self, t: Any, action: ChatMessage, row: dict[str, Any], now: str) -> str | None:
-        current = row["edit_seq"] if row["edit_seq"] is not None else row["seq"]
-        newer = action.seq is None or current is None or action.seq > current
-        if newer:  # the shown text becomes an earlier version
-            self._db.execute_sql(
-                "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id, seq)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (action.target, row["content"], now, action.msg_id, current),
-            )
-            t.update(
-                content=action.content,
-                edited_at=_fmt_ts(action.timestamp),
-                edit_seq=action.seq if action.seq is not None else (current or 0) + 1,
-            ).where(t.c.msg_id == action.target).execute()
-            return "edited"
-        # an older edit arriving late: only an earlier version
-        self._db.execute_sql(
-            "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id, seq)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (action.target, action.content, now, action.msg_id, action.seq),
-        )
-        return None
-
-    def _apply_reaction(
-        self, target: str, actor: str, action: ChatMessage, seq: int | None, now: str
-    ) -> str | None:
-        present = 0 if action.metadata.get("op") == "remove" else 1
-        existing = self._db.execute_sql(
-            "SELECT present, op_seq FROM reactions WHERE msg_id = ? AND user = ? AND emoji = ?",
-            (target, actor, action.content),
-        ).fetchone()
-        last_seq = existing[1] if existing is not None else None
-        if last_seq is not None and seq is not None and seq <= last_seq:
-            return None  # an older change arriving late
-        self._db.execute_sql(
-            "INSERT INTO reactions (msg_id, user, emoji, created_at, present, op_seq)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id, user, emoji) DO UPDATE SET"
-            " present = excluded.present, op_seq = excluded.op_seq",
-            (target, actor, action.content, now, present, seq),
-        )
-        was = existing[0] if existing is not None else 0
-        if present == was:
-            return None
-        return "reaction_added" if present else "reaction_removed"
-
-    def prune_waiting_actions(self, older_than: timedelta) -> int:
-        """Forget incoming actions whose message never arrived within ``older_than``."""
-        cutoff = _fmt_ts(utcnow() - older_than)
-        with self._op("update a message in") as t:
-            query = t.delete().where(
-                (t.c.applied == 0)
-                & (t.c.direction == Direction.INCOMING.value)
-                & (t.c.updated_at < cutoff)
-            )
-            return int(self._db.execute(query).rowcount)
-
-    def refuse_action(self, msg_id: str, reason: str) -> None:
-        """Settle an incoming action that may not be applied after all."""
-        with self._op("update a message in") as t:
-            t.update(applied=1, status=MessageStatus.FAILED.value, error=reason).where(
-                t.c.msg_id == msg_id
-            ).execute()
-
-    def edits(self, msg_id: str) -> list[dict[str, Any]]:
-        """Earlier versions of a message, oldest first (content erased if it was deleted)."""
-        with self._op("read"):
-            cursor = self._db.execute_sql(
-                "SELECT content, replaced_at, edit_id FROM message_edits"
-                " WHERE msg_id = ? ORDER BY seq IS NOT NULL, seq, id",
-                (msg_id,),
-            )
-            return [
-                {"content": c, "replaced_at": _parse_ts(r), "edit_id": e}
-                for c, r, e in cursor.fetchall()
-            ]
-
-    def reactions(self, msg_ids: list[str]) -> dict[str, dict[str, list[str]]]:
-        """``{msg_id: {emoji: [users...]}}`` for the given messages."""
-        if not msg_ids:
-            return {}
-        found: dict[str, dict[str, list[str]]] = {}
-        with self._op("read"):
-            for start in range(0, len(msg_ids), 500):
-                chunk = msg_ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                cursor = self._db.execute_sql(
-                    f"SELECT msg_id, emoji, user FROM reactions WHERE present = 1"
-                    f" AND msg_id IN ({marks})"
-                    " ORDER BY created_at, user",
-                    chunk,
-                )
-                for msg_id, emoji, user in cursor.fetchall():
-                    found.setdefault(msg_id, {}).setdefault(emoji, []).append(user)
-        return found
-
-    # ------------------------------------------------------------------ groups
-
-    def apply_group_change(self, change: ChatMessage, body: GroupChange) -> bool:
-        """Adopt a membership change if it is the group's latest by ``(version, msg_id)``.
-
-        ``version`` is one more than the change its author had seen, so a
-        change made after another always wins over it, whatever the clocks
-        say; concurrent changes (same version) are ordered by ``msg_id``, the
-        same way on every member.
-        """
-        at = _fmt_ts(change.timestamp)
-        with self._op("update a group in"), self._db.atomic():
-            row = self._db.execute_sql(
-                "SELECT version, change_id FROM groups WHERE group_id = ?", (change.group_id,)
-            ).fetchone()
-            if row is not None and (row[0], row[1]) >= (body.version, change.msg_id):
-                return False
-            self._db.execute_sql(
-                "INSERT INTO groups"
-                " (group_id, name, created_by, members, version, changed_at, change_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
-                " name = excluded.name, members = excluded.members, version = excluded.version,"
-                " changed_at = excluded.changed_at, change_id = excluded.change_id",
-                (
-                    change.group_id,
-                    body.name,
-                    body.created_by,
-                    json.dumps(body.members),
-                    body.version,
-                    at,
-                    change.msg_id,
-                ),
-            )
-            return True
-
-    def _group_row(self, row: tuple[Any, ...]) -> Group:
-        group_id, name, created_by, members, version, changed_at, change_id = row
-        return Group(
-            group_id=group_id,
-            version=version,
-            name=name,
-            created_by=created_by,
-            members=tuple(json.loads(members)),
-            changed_at=_parse_ts(changed_at),
-            change_id=change_id,
-        )
-
-    def group(self, group_id: str) -> Group | None:
-        """A group's current state, or ``None`` if unknown."""
-        with self._op("read"):
-            row = self._db.execute_sql(
-                "SELECT group_id, name, created_by, members, version, changed_at, change_id"
-                " FROM groups WHERE group_id = ?",
-                (group_id,),
-            ).fetchone()
-        return None if row is None else self._group_row(row)
-
-    def groups(self) -> list[Group]:
-        """Every known group, by name."""
-        with self._op("read"):
-            rows = self._db.execute_sql(
-                "SELECT group_id, name, created_by, members, version, changed_at, change_id"
-                " FROM groups ORDER BY name, group_id"
-            ).fetchall()
-        return [self._group_row(row) for row in rows]
-
-    def copies(self, msg_id: str) -> dict[str, MessageStatus]:
-        """``{member: status}`` of the per-member copies of a group message."""
-        with self._op("read") as t:
-            rows = list(
-                t.select(t.c.peer, t.c.status)
-                .where((t.c.target == msg_id) & (t.c.kind == "fanout"))
-                .tuples()
-            )
-        return {peer: MessageStatus(status) for peer, status in rows}
-
-    # ------------------------------------------------------------------ contact policy
-
-    def contact_policy(self) -> ContactPolicy:
-        """The stored contact policy."""
-        with self._op("read"):
-            rows = self._db.execute_sql("SELECT email, status FROM contacts").fetchall()
-            mode = self._db.execute_sql(
-                "SELECT value FROM chat_settings WHERE key = 'contact_mode'"
-            ).fetchone()
-        return ContactPolicy(
-            mode=mode[0] if mode and mode[0] in ("open", "contacts_only") else "open",
-            allowed=frozenset(e for e, s in rows if s == "allowed"),
-            blocked=frozenset(e for e, s in rows if s == "blocked"),
-        )
-
-    def set_contact(self, email: str, status: str | None) -> None:
-        """Mark ``email`` ``allowed`` or ``blocked``, or forget it (``None``)."""
-        with self._op("update the contacts in"):
-            if status is None:
-                self._db.execute_sql("DELETE FROM contacts WHERE email = ?", (email,))
-            else:
-                self._db.execute_sql(
-                    "INSERT INTO contacts (email, status, updated_at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (email) DO UPDATE SET status = excluded.status,"
-                    " updated_at = excluded.updated_at",
-                    (email, status, _fmt_ts(utcnow())),
-                )
-
-    def set_setting(self, key: str, value: str) -> None:
-        """Store one client setting that must survive restarts."""
-        with self._op("update the settings in"):
-            self._db.execute_sql(
-                "INSERT INTO chat_settings (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-    def mark_read(self, msg_id: str) -> bool:
-        """Mark an incoming message read; returns whether it was unread."""
-        with self._op("update a message in") as t:
-            query = t.update(read_at=_fmt_ts(utcnow())).where(
-                (t.c.msg_id == msg_id)
-                & (t.c.direction == Direction.INCOMING.value)
-                & t.c.read_at.is_null()
-            )
-            return bool(self._db.execute(query).rowcount)
-
-    def record_failed(
-        self,
-        *,
-        sender: str,
-        reason: str,
-        raw: bytes,
-        msg_id: str | None,
-        keep: int = 10_000,
-    ) -> None:
-        """Keep a refused incoming request in ``failed_messages``, with its raw body.
-
-        Only the newest ``keep`` rows are kept.
-        """
-        with self._op("record a refused message in"), self._db.atomic():
-            cursor = self._db.execute_sql(
-                "INSERT INTO failed_messages (received_at, sender, msg_id, reason, raw)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (_fmt_ts(utcnow()), sender, msg_id, reason, raw),
-            )
-            self._db.execute_sql(
-                "DELETE FROM failed_messages WHERE id <= ?", (cursor.lastrowid - keep,)
-            )
-
-    def failed_messages(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest refused incoming requests, newest first."""
-        with self._op("read"):
-            cursor = self._db.execute_sql(
-                "SELECT received_at, sender, msg_id, reason, raw FROM failed_messages"
-                " ORDER BY id DESC LIMIT ?",
-                (limit,),
-            )
-            names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-
-    def history(
-        self,
-        *,
-        peer: str | None = None,
-        limit: int = 50,
-        since: datetime | None = None,
-        thread_id: str | None = None,
-        group_id: str | None = None,
-    ) -> list[ChatMessage]:
-        """The newest ``limit`` matching messages, returned oldest first.
-
-        ``peer`` matches both directions of the conversation with that datasite;
-        ``since`` (naive means local time) is inclusive; equal timestamps keep
-        insertion order.
-        """
-        if limit <= 0:
-            return []
-        with self._op("read") as t:
-            query = self._select(t).where(t.c.kind == MESSAGE_KIND)
-            if peer is not None:  # the one-to-one conversation (group messages excluded)
-                query = query.where(t.c.conversation == peer)
-            if group_id is not None:
-                query = query.where(t.c.conversation == f"{GROUP_PREFIX}{group_id}")
-            if since is not None:
-                query = query.where(t.c.timestamp >= _fmt_ts(since))
-            if thread_id is not None:
-                query = query.where(t.c.thread_id == thread_id)
-            query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(limit)
-            rows = list(query.dicts())
-        return self._with_reactions([self._to_message(row) for row in reversed(rows)])
+        return message_of_row(row)
 
     def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
-        found = self.reactions([m.msg_id for m in messages])
+        found: dict[str, dict[str, list[str]]] = {}
+        for r in self.reactions([m.msg_id for m in messages]):
+            found.setdefault(r.msg_id, {}).setdefault(r.emoji, []).append(r.user)
         if not found:
             return messages
         return [
@@ -737,22 +267,346 @@ class SQLiteStore(HistoryViews):
             for m in messages
         ]
 
-    def outbox(self) -> list[ChatMessage]:
-        """Outgoing messages still ``queued`` or ``sent``, oldest first."""
-        pending = [MessageStatus.QUEUED.value, MessageStatus.SENT.value]
-        with self._op("read") as t:
-            query = (
-                self._select(t)
-                .where((t.c.direction == Direction.OUTGOING.value) & t.c.status.in_(pending))
-                .order_by(t.c.timestamp, t.c.id)
-            )
-            rows = list(query.dicts())
-        return [self._to_message(row) for row in rows]
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every change inside is kept, or none is (``BEGIN IMMEDIATE``; nested: a savepoint)."""
+        with self._op("write to"):
+            outer = self._depth == 0
+            block = self._db.atomic("IMMEDIATE") if outer else self._db.atomic()
+            self._depth += 1
+            try:
+                with block:
+                    yield
+            finally:
+                self._depth -= 1
+                if outer and self._db is not None and self._db.in_transaction():
+                    self._db.rollback()  # a failed COMMIT leaves the transaction open
 
-    def count(self) -> int:
-        """How many messages are stored."""
-        with self._op("read") as t:
-            return int(t.select(pw.fn.COUNT(pw.SQL("*"))).scalar())
+    # ------------------------------------------------------------------ messages
+
+    def insert(self, record: StoredMessage) -> bool:
+        """Store a new message; ``False`` (and nothing changed) if its msg_id exists."""
+        m = record.message
+        recipient = m.recipient
+        if recipient is None:
+            recipient = record.peer if record.direction is Direction.OUTGOING else self.owner
+        try:
+            metadata = json.dumps(m.metadata, ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidMessageError(f"metadata is not JSON-serializable: {exc}") from exc
+        with self._op("store a message in") as t:
+            query = t.insert(
+                msg_id=m.msg_id,
+                sender=m.sender,
+                recipient=recipient,
+                peer=record.peer,
+                content=m.content,
+                timestamp=_fmt_ts(m.timestamp),
+                thread_id=m.thread_id,
+                reply_to=m.reply_to,
+                metadata=metadata,
+                direction=record.direction.value,
+                status=(m.status or MessageStatus.RECEIVED).value,
+                error=m.error,
+                updated_at=_fmt_ts(utcnow()),
+                seq=m.seq,
+                notified=int(record.notified),
+                kind=m.kind.value,
+                target=m.target,
+                conversation=record.conversation,
+                applied=int(record.applied),
+                deleted=int(m.deleted),
+                edited_at=_fmt_ts(m.edited_at) if m.edited_at else None,
+                edit_seq=record.edit_seq,
+                request_id=record.request_id,
+                attempts=record.attempts,
+                read_at=_fmt_ts(record.read_at) if record.read_at else None,
+            ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
+            return bool(self._db.execute(query).rowcount == 1)
+
+    def get(self, msg_id: str) -> StoredMessage | None:
+        """The stored message with this id, or ``None``."""
+        with self._op("read"):
+            rows = self._rows(
+                f"SELECT {', '.join(_READ_COLUMNS)} FROM messages WHERE msg_id = ?", (msg_id,)
+            )
+        return record_of_row(rows[0]) if rows else None
+
+    def update(
+        self,
+        msg_id: str,
+        changes: Mapping[str, Any],
+        *,
+        if_status: Collection[MessageStatus] | None = None,
+    ) -> bool:
+        """Change fields of one message; with ``if_status``, only from those statuses."""
+        unknown = set(changes) - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        values: dict[str, Any] = {"updated_at": _fmt_ts(utcnow())}
+        for name, value in changes.items():
+            if name in _BOOLEAN:
+                value = int(bool(value))
+            elif name in _TIMES:
+                value = _fmt_ts(value) if value is not None else None
+            elif name == "status":
+                value = MessageStatus(value).value
+            values[name] = value
+        sets = ", ".join(f"{name} = ?" for name in values)
+        params: list[Any] = [*values.values(), msg_id]
+        where = "msg_id = ?"
+        if if_status is not None:
+            allowed = [MessageStatus(s).value for s in if_status]
+            if not allowed:
+                return False
+            where += f" AND status IN ({', '.join('?' * len(allowed))})"
+            params.extend(allowed)
+        with self._op("update a message in"):
+            return bool(self._sql(f"UPDATE messages SET {sets} WHERE {where}", params).rowcount)
+
+    @staticmethod
+    def _where(query: MessageQuery) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+
+        def one_of(column: str, values: Collection[Any]) -> None:
+            clauses.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
+            params.extend(values)
+
+        if query.msg_ids is not None:
+            one_of("msg_id", query.msg_ids)
+        if query.direction is not None:
+            clauses.append("direction = ?")
+            params.append(query.direction.value)
+        if query.kinds is not None:
+            one_of("kind", sorted(k.value for k in query.kinds))
+        if query.statuses is not None:
+            one_of("status", sorted(s.value for s in query.statuses))
+        for column in ("peer", "conversation", "thread_id", "target"):
+            value = getattr(query, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if query.has_peer is not None:
+            clauses.append("peer IS NOT NULL" if query.has_peer else "peer IS NULL")
+        if query.since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(_fmt_ts(query.since))
+        if query.updated_before is not None:
+            clauses.append("updated_at < ?")
+            params.append(_fmt_ts(query.updated_before))
+        for column in ("applied", "notified"):
+            value = getattr(query, column)
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(int(value))
+        return (" AND ".join(clauses) or "1"), params
+
+    def find(self, query: MessageQuery) -> list[StoredMessage]:
+        """Every stored message matching ``query``, in its order."""
+        where, params = self._where(query)
+        order = _ORDER[query.order]
+        direction = " DESC" if query.last else ""
+        sql = (
+            f"SELECT {', '.join(_READ_COLUMNS)} FROM messages WHERE {where}"
+            f" ORDER BY {', '.join(c + direction for c in order)}"
+        )
+        if query.limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(query.limit)))
+        with self._op("read"):
+            rows = self._rows(sql, params)
+        if query.last:
+            rows.reverse()
+        return [record_of_row(row) for row in rows]
+
+    def remove(self, query: MessageQuery) -> int:
+        """Delete the messages matching ``query``; how many."""
+        where, params = self._where(query)
+        with self._op("delete messages from"):
+            return int(self._sql(f"DELETE FROM messages WHERE {where}", params).rowcount)
+
+    def max_seq(self, peer: str, direction: Direction, *, notified: bool | None = None) -> int:
+        """The highest sequence number of messages to or from ``peer`` (0 if none)."""
+        sql = "SELECT MAX(seq) FROM messages WHERE peer = ? AND direction = ?"
+        params: list[Any] = [peer, direction.value]
+        if notified is not None:
+            sql += " AND notified = ?"
+            params.append(int(notified))
+        with self._op("read"):
+            value = self._sql(sql, params).fetchone()[0]
+        return int(value or 0)
+
+    # ------------------------------------------------------------------ earlier versions
+
+    def versions(self, msg_id: str) -> list[Version]:
+        """Earlier texts of a message, oldest first."""
+        with self._op("read"):
+            rows = self._sql(
+                "SELECT content, replaced_at, edit_id, seq FROM message_edits"
+                " WHERE msg_id = ? ORDER BY seq IS NULL, seq, id",
+                (msg_id,),
+            ).fetchall()
+        return [Version(c, _parse_ts(r), e, s) for c, r, e, s in rows]
+
+    def add_version(self, msg_id: str, version: Version) -> None:
+        """Keep an earlier text of a message."""
+        with self._op("store an edit in"):
+            self._sql(
+                "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id, seq)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    msg_id,
+                    version.content,
+                    _fmt_ts(version.replaced_at),
+                    version.edit_id,
+                    version.seq,
+                ),
+            )
+
+    def erase_versions(self, msg_id: str) -> None:
+        """Blank every earlier text of a message."""
+        with self._op("erase the edits in"):
+            self._sql("UPDATE message_edits SET content = '' WHERE msg_id = ?", (msg_id,))
+
+    # ------------------------------------------------------------------ reactions
+
+    def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
+        """The reactions on these messages, oldest first."""
+        found: list[Reaction] = []
+        ids = list(msg_ids)
+        with self._op("read"):
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                present = "" if removed else " AND present = 1"
+                rows = self._sql(
+                    "SELECT msg_id, user, emoji, present, op_seq, created_at FROM reactions"
+                    f" WHERE msg_id IN ({marks}){present} ORDER BY created_at, user",
+                    chunk,
+                ).fetchall()
+                found.extend(
+                    Reaction(m, u, e, bool(p), s, _parse_ts(c)) for m, u, e, p, s, c in rows
+                )
+        return found
+
+    def put_reaction(self, reaction: Reaction) -> None:
+        """Store a reaction, replacing the one of the same message, user and emoji."""
+        r = reaction
+        with self._op("store a reaction in"):
+            self._sql(
+                "INSERT INTO reactions (msg_id, user, emoji, created_at, present, op_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id, user, emoji) DO UPDATE SET"
+                " present = excluded.present, op_seq = excluded.op_seq",
+                (r.msg_id, r.user, r.emoji, _fmt_ts(r.created_at), int(r.present), r.op_seq),
+            )
+
+    # ------------------------------------------------------------------ groups
+
+    def groups(self, group_id: str | None = None) -> list[Group]:
+        """Every known group by name, or only ``group_id``'s."""
+        sql = (
+            "SELECT group_id, name, created_by, members, version, changed_at, change_id FROM groups"
+        )
+        params: tuple[Any, ...] = ()
+        if group_id is not None:
+            sql, params = sql + " WHERE group_id = ?", (group_id,)
+        with self._op("read"):
+            rows = self._sql(sql + " ORDER BY name, group_id", params).fetchall()
+        return [
+            Group(
+                group_id=gid,
+                name=name,
+                created_by=created_by,
+                members=tuple(json.loads(members)),
+                version=version,
+                changed_at=_parse_ts(changed_at),
+                change_id=change_id,
+            )
+            for gid, name, created_by, members, version, changed_at, change_id in rows
+        ]
+
+    def put_group(self, group: Group) -> None:
+        """Store a group's state, replacing the one with its id."""
+        g = group
+        with self._op("update a group in"):
+            self._sql(
+                "INSERT INTO groups"
+                " (group_id, name, created_by, members, version, changed_at, change_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
+                " name = excluded.name, created_by = excluded.created_by,"
+                " members = excluded.members, version = excluded.version,"
+                " changed_at = excluded.changed_at, change_id = excluded.change_id",
+                (
+                    g.group_id,
+                    g.name,
+                    g.created_by,
+                    json.dumps(list(g.members)),
+                    g.version,
+                    _fmt_ts(g.changed_at),
+                    g.change_id,
+                ),
+            )
+
+    # ------------------------------------------------------------------ contacts and settings
+
+    def contacts(self) -> dict[str, str]:
+        """``{email: "allowed" | "blocked"}``."""
+        with self._op("read"):
+            return dict(self._sql("SELECT email, status FROM contacts").fetchall())
+
+    def set_contact(self, email: str, status: str | None) -> None:
+        """Mark ``email`` ``allowed`` or ``blocked``, or forget it (``None``)."""
+        with self._op("update the contacts in"):
+            if status is None:
+                self._sql("DELETE FROM contacts WHERE email = ?", (email,))
+            else:
+                self._sql(
+                    "INSERT INTO contacts (email, status, updated_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (email) DO UPDATE SET status = excluded.status,"
+                    " updated_at = excluded.updated_at",
+                    (email, status, _fmt_ts(utcnow())),
+                )
+
+    def setting(self, key: str) -> str | None:
+        """A stored setting, or ``None``."""
+        with self._op("read"):
+            row = self._sql("SELECT value FROM chat_settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store one client setting that must survive restarts."""
+        with self._op("update the settings in"):
+            self._sql(
+                "INSERT INTO chat_settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ------------------------------------------------------------------ refused requests
+
+    def record_failed(self, failure: FailedRequest, *, keep: int) -> None:
+        """Keep a refused incoming request; only the newest ``keep`` rows are kept."""
+        f = failure
+        with self._op("record a refused message in"), self._db.atomic():
+            cursor = self._sql(
+                "INSERT INTO failed_messages (received_at, sender, msg_id, reason, raw)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (_fmt_ts(f.received_at), f.sender, f.msg_id, f.reason, f.raw),
+            )
+            self._sql("DELETE FROM failed_messages WHERE id <= ?", (cursor.lastrowid - keep,))
+
+    def failed_messages(self, limit: int = 100) -> list[FailedRequest]:
+        """The newest refused incoming requests, newest first."""
+        with self._op("read"):
+            rows = self._sql(
+                "SELECT sender, reason, raw, msg_id, received_at FROM failed_messages"
+                " ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            FailedRequest(s, r, bytes(raw or b""), m, _parse_ts(at)) for s, r, raw, m, at in rows
+        ]
 
     def close(self) -> None:
         """Close the database. Idempotent; any later call raises :class:`StorageError`."""

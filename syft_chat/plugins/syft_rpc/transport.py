@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -212,7 +212,12 @@ class RpcTransport:
     # ------------------------------------------------------------------ lifecycle
 
     def start(
-        self, on_request: IncomingHandler, on_reply: ReplyHandler, on_reject: RejectHandler
+        self,
+        on_request: IncomingHandler,
+        on_reply: ReplyHandler,
+        on_reject: RejectHandler,
+        *,
+        awaiting: Collection[str] = (),
     ) -> None:
         self._on_request, self._on_reply, self._on_reject = on_request, on_reply, on_reject
         events = _ChatEvents(
@@ -234,6 +239,7 @@ class RpcTransport:
         # a request written between syft-event's scan and its observer starting
         # would otherwise wait for the next restart: scan once more
         events.process_pending_requests()
+        self._collect_replies(sorted(set(awaiting)))
 
     def update_access(self, policy: ContactPolicy) -> None:
         """Who may write requests to us: rewrites the permission files (atomically) if serving."""
@@ -258,11 +264,32 @@ class RpcTransport:
     def can_reach(self, recipient: str) -> bool:
         return serves_chat(self.syft, self.app_name, recipient)
 
+    def list_peers(self) -> list[str]:
+        """Datasites in the workspace that publish this app's chat endpoint."""
+        datasites = Path(self.syft.datasites)
+        if not datasites.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in datasites.iterdir()
+            if "@" in entry.name and serves_chat(self.syft, self.app_name, entry.name)
+        )
+
     def outbox_dir(self, recipient: str) -> Path:
         """Where our requests to ``recipient`` (and its answers) live."""
         return endpoint_dir(self.syft, self.app_name, recipient) / self.email
 
-    def send(self, recipient: str, body: bytes, *, request_id: str, expires: datetime) -> None:
+    def send(
+        self,
+        recipient: str,
+        body: bytes,
+        *,
+        request_id: str,
+        expires: datetime,
+        replaces: str | None = None,
+    ) -> None:
+        if replaces is not None:
+            self._withdraw(recipient, replaces)
         folder = self.outbox_dir(recipient)
         folder.mkdir(parents=True, exist_ok=True)
         self._watch_replies(recipient, folder)
@@ -293,19 +320,19 @@ class RpcTransport:
             event_filter=[FileCreatedEvent, FileMovedEvent],
         )
 
-    def poll_reply(self, recipient: str, request_id: str) -> None:
+    def collect_reply(self, recipient: str, request_id: str) -> None:
         """Check for a reply directly (a safety net for a missed file event)."""
         path = self.outbox_dir(recipient) / f"{request_id}.response"
         if path.exists():
             self._handle_response_file(path, recipient)
 
-    def withdraw(self, recipient: str, request_id: str) -> None:
+    def _withdraw(self, recipient: str, request_id: str) -> None:
         """Remove an unanswered request before writing its replacement."""
         request = self.outbox_dir(recipient) / f"{request_id}.request"
         if not request.with_suffix(".response").exists():
             request.unlink(missing_ok=True)
 
-    def resume(self, recipients: list[str]) -> None:
+    def _collect_replies(self, recipients: list[str]) -> None:
         """After a restart: watch these peers' answers again and collect those that arrived."""
         for peer in recipients:
             folder = self.outbox_dir(peer)

@@ -1,0 +1,212 @@
+"""The incoming path: from an authenticated request to a stored, applied message.
+
+Decode (``chat_decode_body``: the built-in JSON codec or a plugin's), check the
+envelope against the transport-authenticated sender, ask ``chat_accept_message``,
+then, in **one store transaction**, run the kind's check, store the message and
+apply it (an edit changes its message, a group change the member list, a chat
+message picks up the changes that waited for it). Either all of it is durable or
+none of it is and the sender is told to send again (503), so a resend can never
+find a half-done state. Only then is the sender answered and the message handed to
+:mod:`syft_chat.messaging.ordering` to be announced, in its sender's order, off the
+serving thread. Refused requests are kept in ``failed_messages``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from syft_chat.dispatch import HookDecisionError
+from syft_chat.errors import StorageError
+from syft_chat.interfaces import IncomingRequest, MessageQuery, Reply, StoredMessage
+from syft_chat.messaging.kinds import Refusal
+from syft_chat.messaging.ordering import Conversations
+from syft_chat.models import (
+    PROTOCOL_VERSION,
+    ChatResponse,
+    Direction,
+    Envelope,
+    MessageStatus,
+    json_size,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from syft_chat.messaging.core import MessagingCore
+
+__all__ = ["Incoming", "stray_actions"]
+
+log = logging.getLogger("syft_chat.incoming")
+
+#: an incoming timestamp further in the future than this is replaced by the
+#: time of receipt (a peer must not pin its messages to the end of history)
+_MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def stray_actions(older_than: timedelta) -> MessageQuery:
+    """Incoming edits, deletions and reactions that waited longer than ``older_than`` for a
+    message that never came (or that a stranger aimed at nothing): forgotten at start."""
+    cutoff = utcnow() - older_than
+    return MessageQuery(direction=Direction.INCOMING, applied=False, updated_before=cutoff)
+
+
+def _answer(code: int, **fields: object) -> Reply:
+    return Reply(code, json.dumps(fields).encode())
+
+
+class Incoming:
+    """The receive path of one client."""
+
+    def __init__(self, core: MessagingCore) -> None:
+        self._core = core
+        self._store = core.store
+        self._settings = core.settings
+        self._seen_peers: set[str] = set()
+        self._lock = threading.Lock()
+        self.ordering = Conversations(
+            core.announcer.announce,
+            workers=self._settings.listener_threads,
+            gap_timeout=self._settings.order_gap_timeout,
+            name=f"syft-chat-listeners[{core.email}]",
+        )
+
+    def _know(self, peer: str) -> None:
+        """On first sight of ``peer`` in this process, continue its conversation's order."""
+        with self._lock:
+            if peer in self._seen_peers:
+                return
+            self._seen_peers.add(peer)
+        last = self._store.max_seq(peer, Direction.INCOMING, notified=True)
+        if last:
+            self.ordering.expect(peer, last + 1)
+
+    def resume(self) -> None:
+        """At start: announce what was stored but not yet announced (e.g. after a crash)."""
+        # edits / reactions whose message never came (or that a stranger aimed at nothing)
+        self._store.remove(stray_actions(timedelta(days=self._settings.waiting_action_days)))
+        waiting = MessageQuery(direction=Direction.INCOMING, notified=False, order="seq")
+        for row in self._store.find(waiting):
+            peer = row.peer or row.message.sender
+            self._know(peer)
+            self.ordering.submit(peer, row.message)
+
+    def _refuse(
+        self,
+        request: IncomingRequest,
+        refusal: Refusal,
+        msg_id: str | None,
+        *,
+        public: str | None = None,
+    ) -> Reply:
+        """Record a refusal (with its reason) and answer the sender (with ``public``)."""
+        self._core.record_refusal(request.sender, refusal.reason, request.body, msg_id)
+        return _answer(
+            refusal.code, status="rejected", message_id=msg_id, error=public or refusal.reason
+        )
+
+    def on_request(self, request: IncomingRequest) -> Reply:
+        """Serving thread: decide, store and apply in one transaction, answer."""
+        core = self._core
+        try:
+            envelope = core.hooks.decode_body(request, core.client)
+        except HookDecisionError as exc:  # details stay local: the sender learns no more
+            reason = f"could not decode: {exc.public or exc}"
+            public = f"could not decode: {exc.public or 'refused by a plugin'}"
+            return self._refuse(request, Refusal(400, reason), None, public=public)
+        msg_id = envelope.msg_id
+        problem = self._check(request, envelope)
+        if problem is not None:
+            return self._refuse(request, problem, msg_id)
+        message = envelope.to_message(status=MessageStatus.RECEIVED)
+        now = utcnow()
+        if message.timestamp > now + _MAX_CLOCK_SKEW:
+            message = message.model_copy(update={"timestamp": now})
+        try:
+            refusal = core.hooks.accept_message(message, request.sender, core.client)
+        except HookDecisionError as exc:  # fail closed; the details stay local
+            public = f"refused: {exc.public or 'refused by a plugin'}"
+            return self._refuse(request, Refusal(403, f"refused: {exc}"), msg_id, public=public)
+        if refusal:
+            return self._refuse(request, Refusal(403, f"refused: {refusal}"), msg_id)
+        rule = core.kinds.get(message.kind)
+        if rule is None:
+            return self._refuse(request, Refusal(400, f"unknown kind {message.kind}"), msg_id)
+        message = rule.normalise(message)
+        self._know(request.sender)
+        record = StoredMessage(
+            message,
+            Direction.INCOMING,
+            request.sender,
+            applied=not message.kind.acts_on_message,
+            notified=False,
+        )
+        try:
+            with self._store.transaction():
+                existing = self._store.get(msg_id)
+                if existing is not None:
+                    if existing.message.sender != request.sender:
+                        refused = Refusal(409, "msg_id already used by another message")
+                    else:
+                        refused = None  # a resend of what is stored and applied
+                    stored = False
+                else:
+                    refused = rule.check(message, request.sender)
+                    stored = refused is None and self._store.insert(record)
+                    if stored:
+                        rule.apply(record)
+        except StorageError as exc:
+            log.error("could not store a message from %s: %s", request.sender, exc)
+            return _answer(
+                503,
+                status="error",
+                message_id=msg_id,
+                retry=True,
+                error="receiver could not store the message",
+            )
+        if refused is not None:
+            if refused.retry:  # not yet: the sender will try again
+                return _answer(
+                    refused.code,
+                    status="error",
+                    message_id=msg_id,
+                    retry=True,
+                    error=refused.reason,
+                )
+            return self._refuse(request, refused, msg_id)
+        if stored:
+            self.ordering.submit(request.sender, message, envelope.floor)
+        response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
+        return Reply(200, response.model_dump_json().encode())
+
+    def _check(self, request: IncomingRequest, envelope: Envelope) -> Refusal | None:
+        limits, me = self._settings, self._core.email
+        if envelope.v > PROTOCOL_VERSION:
+            return Refusal(400, f"unsupported envelope version {envelope.v}")
+        if envelope.sender != request.sender:
+            return Refusal(
+                403,
+                f"sender mismatch: message from {request.sender} "
+                f"claims to be from {envelope.sender}",
+            )
+        if envelope.recipient != me:
+            return Refusal(400, f"addressed to {envelope.recipient}, not {me}")
+        try:
+            size = len(envelope.content.encode("utf-8"))
+        except UnicodeEncodeError:
+            return Refusal(400, "content is not valid Unicode text")
+        if size > limits.max_content_bytes:
+            return Refusal(
+                413, f"content is {size} bytes, over the {limits.max_content_bytes}-byte limit"
+            )
+        try:
+            if json_size(envelope.metadata) > limits.max_metadata_bytes:
+                return Refusal(413, "metadata over the size limit")
+        except ValueError:
+            return Refusal(400, "metadata is not valid JSON (NaN or infinity)")
+        return None
+
+    def close(self) -> None:
+        self.ordering.close()

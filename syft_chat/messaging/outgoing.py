@@ -1,0 +1,301 @@
+"""The outgoing path: outbox, attempts, retries and confirmations.
+
+A message is stored ``queued`` before anything is handed to the transport; each
+attempt sends a fresh request (new id, new expiry) replacing the previous one; the
+answer to *any* attempt settles it (``delivered``, or ``failed`` for a refusal);
+transient answers (a request read half-synced, an expired request, a receiver that
+could not store, "not yet") and silence lead to another attempt, on the schedule of
+:mod:`syft_chat.messaging.retry`. All of it is in the store, so a restart resumes
+where it stopped. A group message travels as one copy per member; the copies'
+statuses are bookkeeping, and hooks hear of the group message only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from syft_chat.dispatch import HookDecisionError
+from syft_chat.errors import DeliveryError
+from syft_chat.interfaces import MessageQuery, Reply, StoredMessage
+from syft_chat.messaging.retry import Outbox
+from syft_chat.messaging.status import PENDING, group_status
+from syft_chat.models import (
+    ChatMessage,
+    ChatResponse,
+    Direction,
+    Envelope,
+    MessageKind,
+    MessageStatus,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from syft_chat.messaging.core import MessagingCore
+
+__all__ = ["Outgoing"]
+
+log = logging.getLogger("syft_chat.outgoing")
+
+_TRANSIENT_CODES = {419, 425, 429, 500, 502, 503, 504}
+
+
+def _parse_json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass
+class _Flight:
+    """What is known in memory about an unconfirmed outgoing message."""
+
+    message: ChatMessage
+    peer: str
+    request_id: str | None = None  # the latest attempt
+    attempts: int = 0
+    settled: threading.Event = field(default_factory=threading.Event)
+
+
+class Outgoing:
+    """Everything that happens to a message after it is stored for sending.
+
+    The store is the truth (a restart rebuilds everything from it); the in-memory
+    flights only spare the hot path from reading it back.
+    """
+
+    def __init__(self, core: MessagingCore) -> None:
+        self._core = core
+        self._store = core.store
+        self._transport = core.transport
+        self._settings = core.settings
+        self._lock = threading.Lock()
+        self._flights: dict[str, _Flight] = {}  # msg_id -> flight, until settled
+        self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
+        self.schedule = Outbox(
+            self._retry,
+            initial=self._settings.retry_initial,
+            maximum=self._settings.retry_max,
+            name=f"syft-chat-outbox[{core.email}]",
+        )
+
+    # ------------------------------------------------------------------ queueing
+
+    def queue(self, message: ChatMessage, peer: str) -> ChatMessage:
+        """Number and store a new outgoing message (status ``queued``), in one transaction
+        (so two processes sharing a store never hand out the same number)."""
+        store = self._store
+        with store.transaction():
+            seq = store.max_seq(peer, Direction.OUTGOING) + 1
+            numbered = message.model_copy(update={"seq": seq, "status": MessageStatus.QUEUED})
+            store.insert(StoredMessage(numbered, Direction.OUTGOING, peer))
+        with self._lock:
+            self._flights[numbered.msg_id] = _Flight(numbered, peer)
+        return numbered
+
+    def resume(self) -> list[str]:
+        """At start: track every unconfirmed message again; the peers that owe answers."""
+        pending = MessageQuery(direction=Direction.OUTGOING, statuses=PENDING, has_peer=True)
+        rows = self._store.find(pending)
+        with self._lock:
+            for row in rows:
+                assert row.peer is not None
+                flight = _Flight(row.message, row.peer, row.request_id, row.attempts)
+                self._flights[row.msg_id] = flight
+                if row.request_id:
+                    self._requests[row.request_id] = row.msg_id
+        for row in rows:
+            self.schedule.track(row.msg_id, delay=0)
+        return sorted({row.peer for row in rows if row.peer})
+
+    def pending(self) -> list[ChatMessage]:
+        """Unconfirmed outgoing messages users sent (not group copies), oldest first."""
+        query = MessageQuery(direction=Direction.OUTGOING, statuses=PENDING, has_peer=True)
+        return [
+            r.message for r in self._store.find(query) if r.message.kind is not MessageKind.COPY
+        ]
+
+    def _floor(self, peer: str) -> int | None:
+        """The lowest unconfirmed sequence number to ``peer`` (see ``Envelope.floor``)."""
+        seqs = [f.message.seq for f in self._flights.values() if f.peer == peer and f.message.seq]
+        return min(seqs) if seqs else None
+
+    # ------------------------------------------------------------------ attempts
+
+    def attempt(self, msg_id: str) -> None:
+        """Send a (new) request for the unconfirmed message ``msg_id``.
+
+        Raises :class:`DeliveryError` if a plugin refuses to encode it (the message is
+        then ``failed``) or the transport cannot take it (retried).
+        """
+        core = self._core
+        with self._lock:
+            flight = self._flights.get(msg_id)
+            floor = self._floor(flight.peer) if flight is not None else None
+        if flight is None:
+            return  # settled meanwhile
+        peer, shown = flight.peer, flight.message
+        if shown.kind is MessageKind.COPY:  # one member's copy of a group message
+            original = self._store.get(shown.target or "")
+            if original is None:
+                self.settle(msg_id)
+                return
+            shown = original.message.model_copy(update={"seq": shown.seq})
+        envelope = Envelope.from_message(shown, peer, floor=floor)
+        try:
+            body = core.hooks.encode_body(envelope, core.client)
+        except HookDecisionError as exc:
+            self._set(flight.message, MessageStatus.FAILED, str(exc))
+            self.settle(msg_id)
+            raise DeliveryError(f"not sent: {exc}", msg_id=msg_id) from exc
+        request_id = str(uuid.uuid4())
+        with self._lock:
+            previous, flight.request_id = flight.request_id, request_id
+            flight.attempts += 1
+            self._requests[request_id] = msg_id
+        self.schedule.track(msg_id)  # the next attempt, unless an answer settles it first
+        try:
+            self._transport.send(
+                peer,
+                body,
+                request_id=request_id,
+                expires=utcnow() + timedelta(seconds=self._settings.request_expiry),
+                replaces=previous,
+            )
+        except Exception as exc:
+            log.warning("could not write a request for %s: %s (will retry)", msg_id, exc)
+            raise DeliveryError(f"could not write the request: {exc}", msg_id=msg_id) from exc
+        changes = {"request_id": request_id, "attempts": flight.attempts}
+        if self._store.update(
+            msg_id, {**changes, "status": MessageStatus.SENT}, if_status={MessageStatus.QUEUED}
+        ):
+            if shown.kind is not MessageKind.COPY:
+                core.notify_status(msg_id, MessageStatus.SENT, None)
+        else:
+            self._store.update(msg_id, changes)
+
+    def _retry(self, msg_id: str) -> None:
+        """Schedule thread: look for an answer, else send again."""
+        with self._lock:
+            flight = self._flights.get(msg_id)
+        if flight is None or self._core.closed:
+            return
+        if flight.request_id is not None:
+            self._transport.collect_reply(flight.peer, flight.request_id)
+        stored = self._store.get(msg_id)
+        if stored is None or stored.message.status not in PENDING:
+            self.settle(msg_id)
+            return
+        with contextlib.suppress(DeliveryError):  # logged; a write error is retried
+            self.attempt(msg_id)
+
+    # ------------------------------------------------------------------ answers
+
+    def on_reply(self, request_id: str, peer: str, reply: Reply) -> None:
+        """Transport thread: the answer to one of our requests (possibly an old attempt)."""
+        body = _parse_json(reply.body)
+        with self._lock:
+            msg_id = self._requests.get(request_id) or str(body.get("message_id") or "")
+            flight = self._flights.get(msg_id)
+        message: ChatMessage | None
+        if flight is not None:
+            message, latest = flight.message, flight.request_id == request_id
+        else:  # a late answer for a message settled or from before a restart
+            found = self._store.get(msg_id) if msg_id else None
+            if found is not None and found.message.group_id and found.message.recipient != peer:
+                found = self._store.get(f"{msg_id}/{peer}")  # that member's copy
+            message, latest = (found.message if found is not None else None), False
+            msg_id = message.msg_id if message is not None else msg_id
+        core = self._core
+        if message is None or message.recipient != peer or message.sender != core.email:
+            log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
+            return
+        if reply.ok:
+            if self._set(message, MessageStatus.DELIVERED, None):
+                core.notify_sent(message, self._response(body, msg_id))
+            self.settle(msg_id)
+        elif body.get("retry") or reply.status_code in _TRANSIENT_CODES:
+            if latest:
+                log.info("transient answer for %s: %s; sending again", msg_id, body.get("error"))
+                self.schedule.track(msg_id, soon=True)
+            return
+        else:
+            error = str(body.get("error") or f"refused with status {reply.status_code}")
+            self._set(message, MessageStatus.FAILED, error)
+            self.settle(msg_id)
+        if message.kind is MessageKind.COPY and message.target:
+            self._settle_group_message(message.target)
+
+    def _set(self, message: ChatMessage, status: MessageStatus, error: str | None) -> bool:
+        """Record a status; hooks hear it unless it is a group copy's (bookkeeping)."""
+        quiet = message.kind is MessageKind.COPY
+        return self._core.set_status(message.msg_id, status, error, announce=not quiet)
+
+    def _settle_group_message(self, msg_id: str) -> None:
+        """A member's copy was settled: is the group message settled for everyone?"""
+        copies = MessageQuery(target=msg_id, kinds=frozenset({MessageKind.COPY}))
+        statuses = {
+            r.peer or "": r.message.status or MessageStatus.QUEUED for r in self._store.find(copies)
+        }
+        outcome = group_status(statuses)
+        if outcome is None:
+            return
+        if self._core.set_status(msg_id, outcome[0], outcome[1]) and outcome[0] is (
+            MessageStatus.DELIVERED
+        ):
+            group_message = self._store.get(msg_id)
+            if group_message is not None and group_message.message.kind is MessageKind.MESSAGE:
+                response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
+                self._core.notify_sent(group_message.message, response)
+
+    @staticmethod
+    def _response(body: dict[str, Any], msg_id: str) -> ChatResponse:
+        try:
+            response = ChatResponse.model_validate(body)
+        except ValidationError:
+            return ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
+        return response.model_copy(update={"message_id": msg_id})
+
+    def settle(self, msg_id: str) -> None:
+        """The message is delivered or failed for good: stop tracking it, wake waiters."""
+        self.schedule.forget(msg_id)
+        with self._lock:
+            flight = self._flights.pop(msg_id, None)
+            if flight is not None:
+                for request_id in [r for r, m in self._requests.items() if m == msg_id]:
+                    del self._requests[request_id]
+        if flight is not None:
+            flight.settled.set()
+
+    def wait(self, msg_id: str, timeout: float) -> ChatMessage | None:
+        """Wait up to ``timeout`` s for ``msg_id`` to be settled; return it as stored."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            flight = self._flights.get(msg_id)
+        while flight is not None and not self._core.closed:
+            remaining = end - time.monotonic()
+            if remaining <= 0 or flight.settled.wait(min(1.0, remaining)):
+                break
+            request_id = flight.request_id  # safety net for a missed notification
+            if request_id is not None:
+                self._transport.collect_reply(flight.peer, request_id)
+        found = self._store.get(msg_id)
+        return found.message if found is not None else None
+
+    def close(self) -> None:
+        self.schedule.close()
+        with self._lock:
+            flights = list(self._flights.values())
+        for flight in flights:
+            flight.settled.set()
