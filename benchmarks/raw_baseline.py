@@ -1,6 +1,6 @@
 """The floor syft-chat is measured against: a raw syft-rpc + syft-event echo.
 
-This is the "watchdog server, atomic writes" row of DESIGN.md, written with
+This is the fastest raw setup (a watchdog server, atomic writes), written with
 nothing but the three SyftBox libraries, so that a benchmark of syft-chat can
 say how much its kernel, plugins and store cost on top of the wire:
 

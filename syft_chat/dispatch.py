@@ -41,8 +41,17 @@ class HookDecisionError(SyftChatError):
         self.public = str(error) if isinstance(error, RefuseMessage) else None
 
 
+def _is_wrapper(impl: Any) -> bool:
+    return bool(impl.hookwrapper or impl.wrapper)
+
+
 class Hooks:
-    """Typed facade over one plugin manager's hooks."""
+    """Typed facade over one plugin manager's hooks.
+
+    Each implementation is called on its own (through a pluggy subset caller, so hook
+    wrappers still wrap it), which is what lets a failing one be recorded and skipped
+    while the others run.
+    """
 
     def __init__(self, pm: pluggy.PluginManager, record: Callable[[PluginFailure], None]) -> None:
         self.pm = pm
@@ -55,14 +64,32 @@ class Hooks:
         return str(impl.plugin_name)
 
     def _call(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
-        result = impl.function(*[kwargs[a] for a in impl.argnames])
+        """Call one implementation through pluggy, so that hook wrappers run around it."""
+        caller = getattr(self.pm.hook, hook_name)
+        spec = caller.spec
+        if spec is not None and spec.opts.get("historic"):
+            # lifecycle hooks are called per plugin by the client (late plugins too)
+            result = impl.function(*[kwargs[a] for a in impl.argnames])
+        else:
+            others = [
+                i.plugin for i in caller.get_hookimpls() if i is not impl and not _is_wrapper(i)
+            ]
+            outcome = self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+            if spec is not None and spec.opts.get("firstresult"):
+                result = outcome
+            else:
+                result = outcome[0] if outcome else None
         if self._trace:
             trace_log.info("%s [%s] -> %r", hook_name, self._plugin_name(impl), result)
         return result
 
     def _impls(self, hook_name: str, plugin: object | None = None) -> list[Any]:
         caller = getattr(self.pm.hook, hook_name)
-        impls = [i for i in caller.get_hookimpls() if plugin is None or i.plugin is plugin]
+        impls = [
+            i
+            for i in caller.get_hookimpls()
+            if (plugin is None or i.plugin is plugin) and not _is_wrapper(i)
+        ]
         return list(reversed(impls))  # pluggy's call order: tryfirst first, LIFO
 
     def _each(self, hook_name: str, plugin: object | None = None, **kwargs: Any) -> list[Any]:

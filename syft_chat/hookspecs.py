@@ -303,8 +303,3 @@ def chat_reply_to(message: ChatMessage, client: SyftChatClient) -> str | dict[st
     ``message``, marked as automatic. A raising implementation is recorded
     and sends nothing; the other bots still answer.
     """
-
-
-def _all_hook_names() -> list[str]:
-    """Names of every hookspec in this module (used by the docs meta-tests)."""
-    return sorted(n for n, v in globals().items() if n.startswith("chat_") and callable(v))

@@ -397,3 +397,33 @@ def test_bot_replies_in_thread_and_bots_never_answer_bots(pair):
     bob.close()  # drains bob's listener queue: any answer to an answer would be sent by now
     history = alice.get_chat_history(limit=10)
     assert sorted(m.content for m in history) == ["echo: hello bot", "fancy", "hello bot"]
+
+
+def test_hook_wrappers_wrap_each_implementation(pair):
+    """Hooks are called through pluggy: a wrapper sees each call, and a raising
+    implementation is still isolated from the others."""
+    ws, alice, bob = pair
+    seen: list[str] = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def chat_message_received(self, message):
+            seen.append(f"before {message.content}")
+            result = yield
+            seen.append(f"after {message.content}")
+            return result
+
+    class Broken:
+        @hookimpl
+        def chat_message_received(self, message):
+            raise RuntimeError("broken listener")
+
+    heard: list[str] = []
+    bob.register_plugin(Wrapper())
+    bob.register_plugin(Broken())
+    bob.add_message_listener(lambda m: heard.append(m.content))
+    alice.send_message(BOB, "wrapped")
+    assert wait_for(lambda: heard == ["wrapped"])
+    assert wait_for(lambda: seen.count("after wrapped") >= 1)
+    assert "before wrapped" in seen
+    assert any(f.stage == "chat_message_received" for f in bob.plugin_failures)

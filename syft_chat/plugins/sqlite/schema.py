@@ -214,7 +214,7 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
     )
     db.execute_sql("CREATE TABLE chat_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     # a group's state is the member list of its latest membership change
-    # (ordered by (timestamp, msg_id), the same on every member: they converge)
+    # (ordered by (version, msg_id), the same on every member: they converge)
     db.execute_sql(
         "CREATE TABLE groups ("
         " group_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_by TEXT NOT NULL,"

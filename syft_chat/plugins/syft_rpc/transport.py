@@ -5,7 +5,7 @@ Layout (syft-rpc's): alice sends to bob by writing
 server answers with ``<request-id>.response`` beside it.
 
 What this module does differently from calling ``syft_rpc.rpc.send`` and
-``SyftEvents.on_request`` directly, and why (see DESIGN.md):
+``SyftEvents.on_request`` directly, and why (each was measured on a shared SyftBox folder):
 
 * every request and response file is written atomically (temp file + rename);
   syft-rpc and syft-event write in place, and readers then see half files;
