@@ -20,11 +20,14 @@ from syft_chat.errors import RefuseMessage, SyftChatError
 from syft_chat.manager import PluginFailure, trace_enabled
 
 if TYPE_CHECKING:
-    from syft_chat.client import SyftChatClient
     from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
     from syft_chat.models import ChatMessage, ChatResponse, Envelope, MessageStatus
 
 __all__ = ["HookDecisionError", "Hooks"]
+
+#: The ``client`` argument every hook receives (a :class:`~syft_chat.SyftChatClient`;
+#: passed through untouched, so the facade does not depend on the client's module).
+HookClient = Any
 
 log = logging.getLogger("syft_chat.plugins")
 trace_log = logging.getLogger("syft_chat.trace")
@@ -131,10 +134,10 @@ class Hooks:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def client_started(self, client: SyftChatClient, plugin: object | None = None) -> None:
+    def client_started(self, client: HookClient, plugin: object | None = None) -> None:
         self._each("chat_client_started", plugin, client=client)
 
-    def client_closing(self, client: SyftChatClient) -> None:
+    def client_closing(self, client: HookClient) -> None:
         self._each("chat_client_closing", client=client)
 
     # ------------------------------------------------------------------ registries
@@ -163,7 +166,7 @@ class Hooks:
 
     # ------------------------------------------------------------------ discovery
 
-    def discover_users(self, client: SyftChatClient) -> set[str]:
+    def discover_users(self, client: HookClient) -> set[str]:
         users: set[str] = set()
         for result in self._each("chat_discover_users", client=client):
             users.update(str(u) for u in result)
@@ -171,56 +174,52 @@ class Hooks:
 
     # ------------------------------------------------------------------ decisions
 
-    def encode_body(self, envelope: Envelope, client: SyftChatClient) -> bytes:
+    def encode_body(self, envelope: Envelope, client: HookClient) -> bytes:
         result = self._first("chat_encode_body", envelope=envelope, client=client)
         if result is None:
             raise HookDecisionError("syft_chat", "chat_encode_body", LookupError("no codec"))
         return bytes(result)
 
-    def decode_body(self, request: IncomingRequest, client: SyftChatClient) -> Envelope:
+    def decode_body(self, request: IncomingRequest, client: HookClient) -> Envelope:
         result: Envelope | None = self._first("chat_decode_body", request=request, client=client)
         if result is None:
             raise HookDecisionError("syft_chat", "chat_decode_body", LookupError("no codec"))
         return result
 
-    def accept_message(
-        self, message: ChatMessage, sender: str, client: SyftChatClient
-    ) -> str | None:
+    def accept_message(self, message: ChatMessage, sender: str, client: HookClient) -> str | None:
         result = self._first("chat_accept_message", message=message, sender=sender, client=client)
         return None if result is None else str(result)
 
     # ------------------------------------------------------------------ notifications
 
-    def message_received(self, message: ChatMessage, client: SyftChatClient) -> None:
+    def message_received(self, message: ChatMessage, client: HookClient) -> None:
         self._each("chat_message_received", message=message, client=client)
 
-    def reply_to(self, message: ChatMessage, client: SyftChatClient) -> list[tuple[str, Any]]:
+    def reply_to(self, message: ChatMessage, client: HookClient) -> list[tuple[str, Any]]:
         """Every bot's answer to ``message``, as ``(plugin name, answer)``."""
         return self._each_named("chat_reply_to", message=message, client=client)
 
     def message_sent(
-        self, message: ChatMessage, response: ChatResponse, client: SyftChatClient
+        self, message: ChatMessage, response: ChatResponse, client: HookClient
     ) -> None:
         self._each("chat_message_sent", message=message, response=response, client=client)
 
     def message_status_changed(
-        self, msg_id: str, status: MessageStatus, error: str | None, client: SyftChatClient
+        self, msg_id: str, status: MessageStatus, error: str | None, client: HookClient
     ) -> None:
         self._each(
             "chat_message_status_changed", msg_id=msg_id, status=status, error=error, client=client
         )
 
     def message_changed(
-        self, message: ChatMessage, change: str, actor: str, client: SyftChatClient
+        self, message: ChatMessage, change: str, actor: str, client: HookClient
     ) -> None:
         self._each(
             "chat_message_changed", message=message, change=change, actor=actor, client=client
         )
 
-    def message_read(self, message: ChatMessage, client: SyftChatClient) -> None:
+    def message_read(self, message: ChatMessage, client: HookClient) -> None:
         self._each("chat_message_read", message=message, client=client)
 
-    def message_rejected(
-        self, sender: str, reason: str, raw: bytes, client: SyftChatClient
-    ) -> None:
+    def message_rejected(self, sender: str, reason: str, raw: bytes, client: HookClient) -> None:
         self._each("chat_message_rejected", sender=sender, reason=reason, raw=raw, client=client)

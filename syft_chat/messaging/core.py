@@ -11,9 +11,9 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from syft_chat.dispatch import Hooks
+from syft_chat.dispatch import HookClient, Hooks
 from syft_chat.errors import (
     ClientClosedError,
     InvalidMessageError,
@@ -30,9 +30,6 @@ from syft_chat.messaging.status import may_become
 from syft_chat.models import ChatMessage, ChatResponse, MessageStatus, json_size, utcnow
 from syft_chat.settings import ChatSettings
 
-if TYPE_CHECKING:
-    from syft_chat.client import SyftChatClient
-
 __all__ = ["MessagingCore"]
 
 log = logging.getLogger("syft_chat")
@@ -48,7 +45,7 @@ class MessagingCore:
     def __init__(
         self,
         *,
-        client: SyftChatClient,
+        client: HookClient,
         email: str,
         settings: ChatSettings,
         store: MessageStore,
