@@ -25,8 +25,15 @@ from syft_chat.errors import (
 from syft_chat.features.actions import ACTION_KINDS, ActionRule, Actions
 from syft_chat.features.contacts import Contacts
 from syft_chat.features.groups import GroupChangeRule, Groups
-from syft_chat.features.views import Conversation, HistoryPage, SearchHit, Views
-from syft_chat.interfaces import BackendContext, MessageQuery, MessageStore, Transport
+from syft_chat.features.views import (
+    Conversation,
+    HistoryPage,
+    SearchHit,
+    Views,
+    history_query,
+    with_reactions,
+)
+from syft_chat.interfaces import BackendContext, MessageStore, Transport
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
 from syft_chat.messaging.kinds import ChatMessageRule
@@ -545,26 +552,12 @@ class SyftChatClient:
             conversation = None if conversation is not None else f"group:{group_id}"
             if conversation is None:
                 return ChatHistory([], me=self.email)
-        query = MessageQuery(
-            kinds=frozenset({MessageKind.MESSAGE}),
-            conversation=conversation,
-            since=since,
-            thread_id=thread_id,
-            order="time",
-            limit=limit,
-            last=True,
+        query = history_query(
+            conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
-        messages = self._with_reactions([r.message for r in self.store.find(query)])
+        records = self.store.find(query)
+        messages = with_reactions([r.message for r in records], self.store.reactions)
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
-
-    def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
-        found: dict[str, dict[str, list[str]]] = {}
-        for r in self.store.reactions([m.msg_id for m in messages]):
-            found.setdefault(r.msg_id, {}).setdefault(r.emoji, []).append(r.user)
-        return [
-            m.model_copy(update={"reactions": found[m.msg_id]}) if m.msg_id in found else m
-            for m in messages
-        ]
 
     def get_message(self, msg_id: str) -> ChatMessage | None:
         """One stored message (sent or received) by id, with its status."""

@@ -64,7 +64,12 @@ def _since_option(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 @click.command()
-@click.option("--with", "with_user", metavar="EMAIL", help="Only the conversation with EMAIL.")
+@click.option(
+    "--with",
+    "with_user",
+    metavar="EMAIL",
+    help="Only the one-to-one conversation with EMAIL (group:ID: that group's).",
+)
 @click.option("--thread", "thread_id", metavar="ID", help="Only this thread.")
 @click.option(
     "--since",
@@ -100,7 +105,7 @@ def history(
             env.note(f"no messages yet (no database at {reader.path})")
         else:
             messages = reader.history(
-                peer=with_user.strip() if with_user else None,
+                conversation=with_user.strip() if with_user else None,
                 limit=limit,
                 since=since,
                 thread_id=thread_id,
@@ -179,10 +184,7 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
         ("written", local_time(m.timestamp)),
     ]
     if found.updated_at:
-        try:
-            rows.append(("updated", local_time(datetime.fromisoformat(found.updated_at))))
-        except ValueError:
-            rows.append(("updated", found.updated_at))
+        rows.append(("updated", local_time(found.updated_at)))
     if m.thread_id:
         rows.append(("thread", m.thread_id))
     if m.reply_to:
@@ -213,7 +215,12 @@ def _styled_snippet(snippet: str, color: bool) -> str:
 
 @click.command()
 @click.argument("query", nargs=-1, required=True, metavar="QUERY...")
-@click.option("--with", "with_user", metavar="EMAIL", help="Only the conversation with EMAIL.")
+@click.option(
+    "--with",
+    "with_user",
+    metavar="EMAIL",
+    help="Only the one-to-one conversation with EMAIL (group:ID: that group's).",
+)
 @click.option("--thread", "thread_id", metavar="ID", help="Only this thread.")
 @click.option(
     "--since", metavar="WHEN", callback=_since_option, help="Only messages since WHEN (as history)."

@@ -8,18 +8,70 @@ by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from syft_chat.errors import InvalidMessageError, StorageError
-from syft_chat.models import ChatMessage, to_utc
+from syft_chat.interfaces import MessageQuery, Reaction
+from syft_chat.models import ChatMessage, MessageKind, to_utc
 
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["Conversation", "HistoryPage", "SearchHit", "ViewStore", "Views"]
+__all__ = [
+    "Conversation",
+    "HistoryPage",
+    "SearchHit",
+    "ViewStore",
+    "Views",
+    "history_query",
+    "with_reactions",
+]
+
+
+def history_query(
+    *,
+    conversation: str | None = None,
+    limit: int = 50,
+    since: datetime | None = None,
+    thread_id: str | None = None,
+) -> MessageQuery:
+    """The query of a history: the newest ``limit`` chat messages that match, oldest first.
+
+    ``conversation`` is a peer's email (that one-to-one conversation, both directions; a
+    group's messages from that peer are not in it) or a group's ``group:<id>``; ``since``
+    is inclusive. Edit, delete and reaction records are not history. The one definition
+    of history: ``SyftChatClient.get_chat_history`` and the command line's ``history``
+    and ``thread`` (through the read-only reader) both run it.
+    """
+    return MessageQuery(
+        kinds=frozenset({MessageKind.MESSAGE}),
+        conversation=conversation,
+        since=since,
+        thread_id=thread_id,
+        order="time",
+        limit=limit,
+        last=True,
+    )
+
+
+def with_reactions(
+    messages: list[ChatMessage], reactions: Callable[[Sequence[str]], Iterable[Reaction]]
+) -> list[ChatMessage]:
+    """``messages`` with their present reactions filled in (``{emoji: [users...]}``, each
+    emoji's users in the order they reacted); ``reactions`` is a store's
+    :meth:`~syft_chat.interfaces.MessageStore.reactions`."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for r in reactions([m.msg_id for m in messages]):
+        if r.present:
+            found.setdefault(r.msg_id, {}).setdefault(r.emoji, []).append(r.user)
+    return [
+        m.model_copy(update={"reactions": found[m.msg_id]}) if m.msg_id in found else m
+        for m in messages
+    ]
 
 
 class SearchHit(BaseModel):

@@ -1,8 +1,16 @@
-"""History views over the ``sqlite`` store: cursor pages, full-text search, conversations.
+"""The reading queries of the ``sqlite`` store: message queries, reactions, cursor pages,
+full-text search, conversations.
 
 The SQL lives in module functions that take a ``run(sql, params) -> rows`` callable, so
 the store (through peewee, :class:`HistoryViews`) and the read-only reader of the command
-line (stdlib ``sqlite3``, ``mode=ro``) run the very same queries.
+line (stdlib ``sqlite3``, ``mode=ro``) run the very same queries; both turn a row into a
+message with :func:`~syft_chat.plugins.sqlite.store.message_of_row`.
+
+* **Message queries**: :func:`find_sql` is the SQL of a
+  :class:`~syft_chat.interfaces.MessageQuery` (``SQLiteStore.find`` and ``remove``), and
+  :func:`find_rows` runs it. History is one such query,
+  :func:`~syft_chat.features.views.history_query`, for ``get_chat_history`` and
+  ``syft-chat history`` / ``thread`` alike.
 
 * **Pages** walk one filtered history in ``(timestamp, id)`` order. A cursor is that pair
   for a page's first or last message, encoded opaquely; two messages sharing a timestamp
@@ -20,30 +28,38 @@ from __future__ import annotations
 import base64
 import binascii
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import peewee as pw
 
 from syft_chat.errors import InvalidMessageError
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
-from syft_chat.interfaces import GROUP_PREFIX
+from syft_chat.interfaces import GROUP_PREFIX, MessageQuery
 from syft_chat.models import ChatMessage, Direction, MessageKind, to_utc, utcnow
 
 __all__ = [
     "GROUP_PREFIX",
+    "READ_COLUMNS",
     "UNREAD_INDEX_SQL",
     "HistoryViews",
     "conversation_rows",
     "decode_cursor",
     "encode_cursor",
+    "find_rows",
+    "find_sql",
     "fts_query",
     "is_query_error",
     "page_rows",
+    "prefixed",
+    "reaction_rows",
     "search_rows",
+    "where_sql",
 ]
+
+_T = TypeVar("_T")
 
 #: A row as a mapping from column name to value.
 Row = Mapping[str, Any]
@@ -135,6 +151,125 @@ def _filters(
         where.append(f"{p}timestamp >= ?")
         params.append(_ts_text(since))
     return where, params
+
+
+# --------------------------------------------------------------------------- message queries
+
+#: The columns a stored message is read from (what ``record_of_row`` converts).
+READ_COLUMNS = (
+    *("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata"),
+    *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
+    *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
+    *("attempts", "read_at", "updated_at"),
+)
+_ORDER = {
+    "stored": ("id",),
+    "seq": ("peer", "seq", "id"),
+    "time": ("timestamp", "id"),
+}
+
+
+def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
+    """The WHERE condition (and its parameters) of the rows ``query`` matches."""
+    clauses: list[str] = []
+    params: list[Any] = []
+
+    def one_of(column: str, values: Collection[Any]) -> None:
+        clauses.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
+        params.extend(values)
+
+    if query.msg_ids is not None:
+        one_of("msg_id", query.msg_ids)
+    if query.direction is not None:
+        clauses.append("direction = ?")
+        params.append(query.direction.value)
+    if query.kinds is not None:
+        one_of("kind", sorted(k.value for k in query.kinds))
+    if query.statuses is not None:
+        one_of("status", sorted(s.value for s in query.statuses))
+    for column in ("peer", "conversation", "thread_id", "target"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.has_peer is not None:
+        clauses.append("peer IS NOT NULL" if query.has_peer else "peer IS NULL")
+    if query.since is not None:
+        clauses.append("timestamp >= ?")
+        params.append(_ts_text(query.since))
+    if query.updated_before is not None:
+        clauses.append("updated_at < ?")
+        params.append(_ts_text(query.updated_before))
+    for column in ("applied", "notified"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(int(value))
+    return (" AND ".join(clauses) or "1"), params
+
+
+def find_sql(query: MessageQuery) -> tuple[str, list[Any]]:
+    """The SELECT (of :data:`READ_COLUMNS`) for ``query``, in its order and limit.
+
+    With ``query.last`` the rows come in the reverse order (the last ``limit`` first):
+    :func:`find_rows` turns them round.
+    """
+    where, params = where_sql(query)
+    order = _ORDER[query.order]
+    direction = " DESC" if query.last else ""
+    sql = (
+        f"SELECT {', '.join(READ_COLUMNS)} FROM messages WHERE {where}"
+        f" ORDER BY {', '.join(c + direction for c in order)}"
+    )
+    if query.limit is not None:
+        sql += " LIMIT ?"
+        params.append(max(0, int(query.limit)))
+    return sql, params
+
+
+def find_rows(run: Run, query: MessageQuery) -> list[dict[str, Any]]:
+    """Every row matching ``query``, in its order (``SQLiteStore.find``'s rows)."""
+    sql, params = find_sql(query)
+    rows = run(sql, params)
+    if query.last:
+        rows.reverse()
+    return rows
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def prefixed(run: Run, column: str, prefix: str, *, limit: int = 2) -> list[str]:
+    """Up to ``limit`` distinct values of ``column`` (``msg_id`` or ``thread_id``) that
+    start with ``prefix``."""
+    if column not in ("msg_id", "thread_id"):
+        raise ValueError(f"cannot look up {column!r} by prefix")
+    rows = run(
+        f"SELECT DISTINCT {column} AS value FROM messages"
+        f" WHERE {column} LIKE ? ESCAPE '\\' LIMIT ?",
+        [_like_prefix(prefix), limit],
+    )
+    return [str(r["value"]) for r in rows]
+
+
+def reaction_rows(
+    run: Run, msg_ids: Sequence[str], *, removed: bool = False
+) -> list[dict[str, Any]]:
+    """The ``reactions`` rows of these messages, oldest first (``SQLiteStore.reactions``);
+    ``removed=True`` includes the ones taken back."""
+    found: list[dict[str, Any]] = []
+    present = "" if removed else " AND present = 1"
+    for chunk in _chunks(list(msg_ids), 500):
+        marks = ",".join("?" * len(chunk))
+        found.extend(
+            run(
+                "SELECT msg_id, user, emoji, present, op_seq, created_at FROM reactions"
+                f" WHERE msg_id IN ({marks}){present} ORDER BY created_at, user",
+                chunk,
+            )
+        )
+    return found
 
 
 def check_limit(limit: object, *, name: str = "limit") -> int:
@@ -504,6 +639,6 @@ class HistoryViews:
         return [self._to_message(r) for r in rows]
 
 
-def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

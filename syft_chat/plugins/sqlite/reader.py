@@ -2,51 +2,88 @@
 
 The command line's ``history``, ``thread``, ``status``, ``search`` and
 ``conversations`` use it: they open the file with ``mode=ro`` and never touch the
-workspace. Search, pages and the conversation list run the store's own queries
-(:mod:`syft_chat.plugins.sqlite.queries`).
+workspace. Every read is the store's own: the query of a history is
+:func:`~syft_chat.features.views.history_query` (what ``get_chat_history`` runs), its
+SQL :func:`~syft_chat.plugins.sqlite.queries.find_sql` (what ``SQLiteStore.find``
+runs), rows become messages through :func:`~syft_chat.plugins.sqlite.store.record_of_row`
+and get their reactions through :func:`~syft_chat.features.views.with_reactions`, so a
+command prints what the matching API call returns.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from syft_chat.errors import InvalidMessageError, StorageError
-from syft_chat.features.views import Conversation, HistoryPage, SearchHit
-from syft_chat.models import ChatMessage, MessageStatus, to_utc
+from syft_chat.features.views import (
+    Conversation,
+    HistoryPage,
+    SearchHit,
+    history_query,
+    with_reactions,
+)
+from syft_chat.interfaces import MessageQuery, Reaction
+from syft_chat.interfaces import StoredMessage as StoredRecord
+from syft_chat.models import ChatMessage
 from syft_chat.plugins.sqlite import queries as sqlite_views
 from syft_chat.plugins.sqlite.schema import _parse_ts as _parse_timestamp
-from syft_chat.plugins.sqlite.store import _STATUSES, _load_metadata, _storage_error
+from syft_chat.plugins.sqlite.store import (
+    _storage_error,
+    message_of_row,
+    reaction_of_row,
+    record_of_row,
+)
 
 __all__ = ["ReadOnlyHistory", "StoredMessage"]
+
+#: What the migration to schema 3 gives the columns a schema-1 or -2 file lacks. Such a
+#: file is read (unmigrated) through a TEMP view that adds them, so that the store's
+#: queries and row conversion run on it unchanged.
+_LEGACY_COLUMNS = {
+    "seq": "NULL",
+    "request_id": "NULL",
+    "attempts": "0",
+    "notified": "1",
+    "read_at": "NULL",
+    "kind": "'message'",
+    "target": "NULL",
+    "conversation": "peer",
+    "deleted": "0",
+    "edited_at": "NULL",
+    "applied": "1",
+    "edit_seq": "NULL",
+}
 
 
 def _db_error(path: Path, exc: BaseException) -> StorageError:
     return _storage_error(path, "read", exc)
 
 
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 @dataclass
 class StoredMessage:
-    """A message as the read-only reader sees it: the message plus its bookkeeping."""
+    """A message as ``status`` shows it: the message (as ``get_message`` returns it) plus
+    its bookkeeping."""
 
     message: ChatMessage
     direction: str
     error: str | None
-    updated_at: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, record: StoredRecord) -> StoredMessage:
+        m = record.message
+        return cls(m, record.direction.value, m.error, record.updated_at)
 
     def as_json(self) -> dict[str, Any]:
         from syft_chat.display import message_json
 
         data = message_json(self.message)
-        updated = _parse_timestamp(self.updated_at).isoformat() if self.updated_at else None
+        updated = self.updated_at.isoformat() if self.updated_at else None
         data.update(direction=self.direction, error=self.error, updated_at=updated)
         return data
 
@@ -54,10 +91,11 @@ class StoredMessage:
 class ReadOnlyHistory:
     """Reads a syft-chat SQLite file without writing to it (``mode=ro``).
 
-    It answers the same history query as the store (newest ``limit``, returned
-    oldest first) and finds messages and threads by a unique id prefix. A file
-    written by an older syft-chat is migrated first, as a client would; that
-    needs ``owner``.
+    It runs the store's queries (history: the newest ``limit``, returned oldest
+    first) and finds messages and threads by a unique id prefix. A file written by
+    the original library is migrated first, as a client would (that needs
+    ``owner``); one written by syft-chat before schema 3 is read as it is, and
+    migrated only for search, pages and the conversation list.
     """
 
     def __init__(self, path: Path, *, owner: str | None = None) -> None:
@@ -93,8 +131,27 @@ class ReadOnlyHistory:
             conn = self._migrate_then_connect()
         else:
             self._check_version(conn)
+            if "kind" not in columns:  # schema 1 or 2
+                self._legacy_view(conn, columns)
         self._conn = conn
         return conn
+
+    def _legacy_view(self, conn: sqlite3.Connection, columns: set[str]) -> None:
+        """Show a schema-1 or -2 file's ``messages`` with schema 3's columns, and no
+        reactions, in TEMP views (of this connection only: the file is not written)."""
+        added = "".join(
+            f", {value} AS {name}" for name, value in _LEGACY_COLUMNS.items() if name not in columns
+        )
+        try:
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute(f"CREATE TEMP VIEW messages AS SELECT *{added} FROM main.messages")
+            conn.execute(
+                "CREATE TEMP VIEW reactions AS SELECT NULL AS msg_id, NULL AS user,"
+                " NULL AS emoji, 1 AS present, NULL AS op_seq, NULL AS created_at WHERE 0"
+            )
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _db_error(self.path, exc) from exc
 
     def _check_version(self, conn: sqlite3.Connection) -> None:
         from syft_chat.plugins.sqlite.store import SCHEMA_VERSION
@@ -124,75 +181,63 @@ class ReadOnlyHistory:
         conn.row_factory = sqlite3.Row
         return conn
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run one of the store's queries (the ``run`` of :mod:`~.queries`)."""
         conn = self._connect()
         try:
-            return list(conn.execute(sql, tuple(params)))
+            return [dict(row) for row in conn.execute(sql, tuple(params))]
         except sqlite3.Error as exc:
             raise _db_error(self.path, exc) from exc
 
-    @staticmethod
-    def _stored(row: sqlite3.Row | Mapping[str, Any]) -> StoredMessage:
-        known = _STATUSES
-        # every column the message model knows (newer schemas add some), converted
-        columns = row.keys()  # iterating a Row gives its values, not its names
-        fields: dict[str, Any] = {
-            name: row[name] for name in columns if name in ChatMessage.model_fields
-        }
-        fields.update(
-            timestamp=_parse_timestamp(row["timestamp"]),
-            metadata=_load_metadata(row["metadata"]),
-            status=MessageStatus(row["status"]) if row["status"] in known else None,
-        )
-        message = ChatMessage(**fields)
-        return StoredMessage(message, row["direction"], row["error"], row["updated_at"])
-
-    def history(
-        self,
-        *,
-        peer: str | None = None,
-        limit: int = 50,
-        since: datetime | None = None,
-        thread_id: str | None = None,
-    ) -> list[ChatMessage]:
-        """The newest ``limit`` matching messages, oldest first (like ``get_chat_history``)."""
-        columns = {row[1] for row in self._query("PRAGMA table_info(messages)")}
-        # edits, deletions and reactions are delivery records, not history
-        where, params = ["kind = 'message'" if "kind" in columns else "1=1"], []
-        if peer is not None:
-            where.append("peer = ?")
-            params.append(peer)
-        if since is not None:
-            where.append("timestamp >= ?")
-            params.append(to_utc(since).isoformat(sep=" ", timespec="microseconds"))
-        if thread_id is not None:
-            where.append("thread_id = ?")
-            params.append(thread_id)
-        rows = self._query(
-            f"SELECT * FROM messages WHERE {' AND '.join(where)}"
-            " ORDER BY timestamp DESC, id DESC LIMIT ?",
-            [*params, limit],
-        )
-        return [self._stored(row).message for row in reversed(rows)]
-
-    # ---- the store's views (schema 3: kinds, conversations, the full-text index)
-
-    def _run(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    def _run_search(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        """:meth:`_run`, letting a malformed FTS5 query through (search_rows says so)."""
         conn = self._connect()
         try:
             return [dict(row) for row in conn.execute(sql, tuple(params))]
         except sqlite3.OperationalError as exc:
             if sqlite_views.is_query_error(exc):
-                raise  # a malformed search query: search_rows says so
+                raise
             raise _db_error(self.path, exc) from exc
         except sqlite3.Error as exc:
             raise _db_error(self.path, exc) from exc
 
+    def find_records(self, query: MessageQuery) -> list[StoredRecord]:
+        """What ``SQLiteStore.find(query)`` returns, from the same SQL and conversion."""
+        return [record_of_row(row) for row in sqlite_views.find_rows(self._run, query)]
+
+    def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
+        """What ``SQLiteStore.reactions`` returns, from the same SQL and conversion."""
+        rows = sqlite_views.reaction_rows(self._run, msg_ids, removed=removed)
+        return [reaction_of_row(row) for row in rows]
+
+    def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        return with_reactions(messages, self.reactions)
+
+    def history(
+        self,
+        *,
+        conversation: str | None = None,
+        limit: int = 50,
+        since: datetime | None = None,
+        thread_id: str | None = None,
+    ) -> list[ChatMessage]:
+        """The newest ``limit`` matching chat messages, oldest first: ``get_chat_history``.
+
+        ``conversation`` is a peer's email (the one-to-one conversation) or a group's
+        ``group:<id>``. The query is :func:`~syft_chat.features.views.history_query`.
+        """
+        query = history_query(
+            conversation=conversation, limit=limit, since=since, thread_id=thread_id
+        )
+        return self._with_reactions([r.message for r in self.find_records(query)])
+
+    # ---- views that need schema 3 (the full-text index)
+
     def _require_views(self) -> None:
         """Search and conversations need schema 3; migrate an older file (as a client
         would) when its owner is known."""
-        tables = {r[0] for r in self._query("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "messages_fts" in tables:
+        found = self._run("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if "messages_fts" in {r["name"] for r in found}:
             return
         if self.owner is None:
             raise StorageError(
@@ -201,9 +246,6 @@ class ReadOnlyHistory:
             )
         self.close()
         self._conn = self._migrate_then_connect()
-
-    def _message(self, row: Mapping[str, Any]) -> ChatMessage:
-        return self._stored(row).message
 
     def search(
         self,
@@ -219,7 +261,7 @@ class ReadOnlyHistory:
         """Chat messages matching ``query``, best first (like ``SyftChatClient.search``)."""
         self._require_views()
         rows = sqlite_views.search_rows(
-            self._run,
+            self._run_search,
             query,
             raw=raw,
             conversation=conversation,
@@ -228,9 +270,10 @@ class ReadOnlyHistory:
             limit=limit,
             highlight=highlight,
         )
+        messages = self._with_reactions([message_of_row(r) for r in rows])
         return [
-            SearchHit(message=self._message(r), snippet=r["snippet"] or "", rank=r["rank"])
-            for r in rows
+            SearchHit(message=m, snippet=r["snippet"] or "", rank=r["rank"])
+            for m, r in zip(messages, rows, strict=True)
         ]
 
     def history_page(
@@ -254,7 +297,8 @@ class ReadOnlyHistory:
             before=before,
             after=after,
         )
-        return HistoryPage(messages=[self._message(r) for r in rows], before=older, after=newer)
+        messages = self._with_reactions([message_of_row(r) for r in rows])
+        return HistoryPage(messages=messages, before=older, after=newer)
 
     def conversations(self) -> list[Conversation]:
         """Every conversation with its last message and unread count, newest first."""
@@ -265,40 +309,42 @@ class ReadOnlyHistory:
         return [
             sqlite_views.make_conversation(
                 r,
-                self._message(last[r["last_id"]]) if r["last_id"] in last else None,
+                message_of_row(last[r["last_id"]]) if r["last_id"] in last else None,
                 _parse_timestamp,
             )
             for r in rows
         ]
 
+    # ---- lookups by id or prefix
+
+    def _record(self, msg_id: str) -> StoredRecord | None:
+        found = self.find_records(MessageQuery(msg_ids=(msg_id,)))  # SQLiteStore.get's query
+        return found[0] if found else None
+
     def find(self, msg_id: str) -> StoredMessage | None:
-        """The message with this id, or the only one whose id starts with it."""
-        rows = self._query("SELECT * FROM messages WHERE msg_id = ?", [msg_id])
-        if not rows and msg_id:
-            rows = self._query(
-                "SELECT * FROM messages WHERE msg_id LIKE ? ESCAPE '\\' LIMIT 2",
-                [_like_prefix(msg_id)],
-            )
-            if len(rows) > 1:
+        """The message with this id, or the only one whose id starts with it (as
+        ``get_message`` returns it, plus its bookkeeping)."""
+        record = self._record(msg_id)
+        if record is None and msg_id:
+            ids = sqlite_views.prefixed(self._run, "msg_id", msg_id)
+            if len(ids) > 1:
                 raise InvalidMessageError(
                     f"{msg_id!r} is the start of several message ids; give more characters"
                 )
-        return self._stored(rows[0]) if rows else None
+            record = self._record(ids[0]) if ids else None
+        return StoredMessage.of(record) if record is not None else None
 
     def resolve_thread(self, thread: str) -> str | None:
         """A thread id from a thread id, a unique prefix of one, or a message in the thread."""
-        if self._query("SELECT 1 FROM messages WHERE thread_id = ? LIMIT 1", [thread]):
+        if self.find_records(MessageQuery(thread_id=thread, limit=1)):
             return thread
-        rows = self._query(
-            "SELECT DISTINCT thread_id FROM messages WHERE thread_id LIKE ? ESCAPE '\\' LIMIT 2",
-            [_like_prefix(thread)],
-        )
-        if len(rows) > 1:
+        ids = sqlite_views.prefixed(self._run, "thread_id", thread)
+        if len(ids) > 1:
             raise InvalidMessageError(
                 f"{thread!r} is the start of several thread ids; give more characters"
             )
-        if rows:
-            return str(rows[0][0])
+        if ids:
+            return ids[0]
         found = self.find(thread)
         return found.message.thread_id or found.message.msg_id if found else None
 

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import peewee as pw
 
 from syft_chat.errors import InvalidMessageError, StorageError
+from syft_chat.features.views import with_reactions
 from syft_chat.hookspecs import hookimpl
 from syft_chat.interfaces import (
     GROUP_PREFIX,
@@ -37,33 +38,33 @@ from syft_chat.interfaces import (
     Version,
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
-from syft_chat.plugins.sqlite.queries import HistoryViews
+from syft_chat.plugins.sqlite.queries import (
+    HistoryViews,
+    find_rows,
+    reaction_rows,
+    where_sql,
+)
+from syft_chat.plugins.sqlite.schema import MIGRATIONS as _MIGRATIONS
 from syft_chat.plugins.sqlite.schema import (
-    _SEED_COLUMNS,
     SCHEMA_VERSION,
     _fmt_ts,
     _parse_ts,
 )
-from syft_chat.plugins.sqlite.schema import MIGRATIONS as _MIGRATIONS
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "chat_register_stores", "record_of_row"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SQLiteStore",
+    "chat_register_stores",
+    "message_of_row",
+    "reaction_of_row",
+    "record_of_row",
+]
 
-_READ_COLUMNS = (
-    *_SEED_COLUMNS,
-    *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
-    *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
-    *("attempts", "read_at", "updated_at"),
-)
 _STATUSES = frozenset(s.value for s in MessageStatus)
 _KINDS = frozenset(k.value for k in MessageKind)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BOOLEAN = frozenset({"deleted", "applied", "notified"})
 _TIMES = frozenset({"edited_at", "read_at"})
-_ORDER = {
-    "stored": ("id",),
-    "seq": ("peer", "seq", "id"),
-    "time": ("timestamp", "id"),
-}
 
 
 def _group_of(conversation: Any) -> str | None:
@@ -101,6 +102,18 @@ def message_of_row(row: Mapping[str, Any]) -> ChatMessage:
         deleted=bool(row.get("deleted")),
         edited_at=_parse_ts(edited) if edited else None,
         group_id=_group_of(row.get("conversation")),
+    )
+
+
+def reaction_of_row(row: Mapping[str, Any]) -> Reaction:
+    """A :class:`Reaction` from a ``reactions`` row."""
+    return Reaction(
+        row["msg_id"],
+        row["user"],
+        row["emoji"],
+        bool(row["present"]),
+        row["op_seq"],
+        _parse_ts(row["created_at"]),
     )
 
 
@@ -257,15 +270,7 @@ class SQLiteStore(HistoryViews):
         return message_of_row(row)
 
     def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
-        found: dict[str, dict[str, list[str]]] = {}
-        for r in self.reactions([m.msg_id for m in messages]):
-            found.setdefault(r.msg_id, {}).setdefault(r.emoji, []).append(r.user)
-        if not found:
-            return messages
-        return [
-            m.model_copy(update={"reactions": found[m.msg_id]}) if m.msg_id in found else m
-            for m in messages
-        ]
+        return with_reactions(messages, self.reactions)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -327,9 +332,7 @@ class SQLiteStore(HistoryViews):
     def get(self, msg_id: str) -> StoredMessage | None:
         """The stored message with this id, or ``None``."""
         with self._op("read"):
-            rows = self._rows(
-                f"SELECT {', '.join(_READ_COLUMNS)} FROM messages WHERE msg_id = ?", (msg_id,)
-            )
+            rows = find_rows(self._run, MessageQuery(msg_ids=(msg_id,)))
         return record_of_row(rows[0]) if rows else None
 
     def update(
@@ -364,65 +367,16 @@ class SQLiteStore(HistoryViews):
         with self._op("update a message in"):
             return bool(self._sql(f"UPDATE messages SET {sets} WHERE {where}", params).rowcount)
 
-    @staticmethod
-    def _where(query: MessageQuery) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-
-        def one_of(column: str, values: Collection[Any]) -> None:
-            clauses.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
-            params.extend(values)
-
-        if query.msg_ids is not None:
-            one_of("msg_id", query.msg_ids)
-        if query.direction is not None:
-            clauses.append("direction = ?")
-            params.append(query.direction.value)
-        if query.kinds is not None:
-            one_of("kind", sorted(k.value for k in query.kinds))
-        if query.statuses is not None:
-            one_of("status", sorted(s.value for s in query.statuses))
-        for column in ("peer", "conversation", "thread_id", "target"):
-            value = getattr(query, column)
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if query.has_peer is not None:
-            clauses.append("peer IS NOT NULL" if query.has_peer else "peer IS NULL")
-        if query.since is not None:
-            clauses.append("timestamp >= ?")
-            params.append(_fmt_ts(query.since))
-        if query.updated_before is not None:
-            clauses.append("updated_at < ?")
-            params.append(_fmt_ts(query.updated_before))
-        for column in ("applied", "notified"):
-            value = getattr(query, column)
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(int(value))
-        return (" AND ".join(clauses) or "1"), params
-
     def find(self, query: MessageQuery) -> list[StoredMessage]:
-        """Every stored message matching ``query``, in its order."""
-        where, params = self._where(query)
-        order = _ORDER[query.order]
-        direction = " DESC" if query.last else ""
-        sql = (
-            f"SELECT {', '.join(_READ_COLUMNS)} FROM messages WHERE {where}"
-            f" ORDER BY {', '.join(c + direction for c in order)}"
-        )
-        if query.limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, int(query.limit)))
+        """Every stored message matching ``query``, in its order (the SQL is
+        :func:`~syft_chat.plugins.sqlite.queries.find_sql`, the command line's too)."""
         with self._op("read"):
-            rows = self._rows(sql, params)
-        if query.last:
-            rows.reverse()
+            rows = find_rows(self._run, query)
         return [record_of_row(row) for row in rows]
 
     def remove(self, query: MessageQuery) -> int:
         """Delete the messages matching ``query``; how many."""
-        where, params = self._where(query)
+        where, params = where_sql(query)
         with self._op("delete messages from"):
             return int(self._sql(f"DELETE FROM messages WHERE {where}", params).rowcount)
 
@@ -473,22 +427,9 @@ class SQLiteStore(HistoryViews):
 
     def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
         """The reactions on these messages, oldest first."""
-        found: list[Reaction] = []
-        ids = list(msg_ids)
         with self._op("read"):
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                present = "" if removed else " AND present = 1"
-                rows = self._sql(
-                    "SELECT msg_id, user, emoji, present, op_seq, created_at FROM reactions"
-                    f" WHERE msg_id IN ({marks}){present} ORDER BY created_at, user",
-                    chunk,
-                ).fetchall()
-                found.extend(
-                    Reaction(m, u, e, bool(p), s, _parse_ts(c)) for m, u, e, p, s, c in rows
-                )
-        return found
+            rows = reaction_rows(self._run, msg_ids, removed=removed)
+        return [reaction_of_row(row) for row in rows]
 
     def put_reaction(self, reaction: Reaction) -> None:
         """Store a reaction, replacing the one of the same message, user and emoji."""
