@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from syft_chat.plugins.memory import MemoryStore
 from syft_chat.plugins.sqlite.store import SQLiteStore
 from syft_chat.testing.store_contract import OWNER, StoreContract
 
@@ -14,3 +15,9 @@ class TestSQLiteStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> SQLiteStore:
         return SQLiteStore(tmp_path / "chat.db", owner=OWNER)
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> MemoryStore:
+        return MemoryStore(owner=OWNER)
