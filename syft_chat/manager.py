@@ -48,6 +48,7 @@ ENTRY_POINT_GROUP = "syft_chat"
 #: Built-in plugins, registered through :func:`register_plugin` like any other.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "syft_chat.plugins.sqlite.store",
+    "syft_chat.plugins.memory",
     "syft_chat.plugins.syft_rpc.transport",
     "syft_chat.plugins.discovery",
     "syft_chat.plugins.contact_policy",
