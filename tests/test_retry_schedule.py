@@ -20,6 +20,7 @@ from syft_chat.messaging import retry as retry_module
 from syft_chat.messaging.retry import Outbox
 
 TIMEOUT = 5.0  # generous: how long to wait for something that should happen
+QUIET = 0.1  # how long to watch for something that must not happen
 
 
 class Calls:
@@ -175,6 +176,32 @@ def test_retrack_supersedes_the_previous_due_time(outboxes: list[Outbox]) -> Non
     when = dict(got)
     assert when["later"] - start >= 0.15
     assert when["earlier"] - start < 0.45
+
+
+def test_retrack_supersedes_while_the_thread_is_busy(outboxes: list[Outbox]) -> None:
+    # several messages fall due while ``retry`` is busy: a superseded due time among them
+    # must not be called (the message's own, later due time still stands)
+    busy = threading.Event()
+    release = threading.Event()
+
+    def block(msg_id: str) -> None:
+        if msg_id == "blocker":
+            busy.set()
+            assert release.wait(TIMEOUT)
+
+    calls = Calls(then=block)
+    outbox = make(outboxes, calls, initial=1.0, maximum=1.0)
+    outbox.track("blocker", delay=0)
+    assert busy.wait(TIMEOUT)
+    outbox.track("a", delay=0.01)
+    outbox.track("b", delay=0.02)
+    outbox.track("b", delay=30)  # pushed back while both old due times pass
+    time.sleep(0.1)
+    release.set()
+    calls.wait_for(2)
+    time.sleep(QUIET)
+    assert calls.ids() == ["blocker", "a"]
+    assert outbox.pending() == 1  # "b", still due later
 
 
 def test_raising_retry_is_logged_and_tracked_again(
