@@ -454,12 +454,18 @@ class SyftChatClient:
         return self._groups.list_groups()
 
     def add_group_members(self, group_id: str, members: Iterable[str]) -> Group:
-        """Add members; everyone (old and new) is told the new member list."""
+        """Add members (the owner and admins may); everyone, old and new, is told."""
         return self._groups.add_group_members(group_id, members)
 
     def remove_group_members(self, group_id: str, members: Iterable[str]) -> Group:
-        """Remove members; everyone, the removed included, is told."""
+        """Remove members (the owner and admins may; the owner cannot be removed); everyone,
+        the removed included, is told."""
         return self._groups.remove_group_members(group_id, members)
+
+    def set_group_admins(self, group_id: str, admins: Iterable[str]) -> Group:
+        """Name the admins of a group you own (they may add and remove members); every
+        member is told. Members not listed stop being admins."""
+        return self._groups.set_group_admins(group_id, admins)
 
     def leave_group(self, group_id: str) -> Group:
         """Leave a group; the others are told."""

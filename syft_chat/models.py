@@ -23,6 +23,7 @@ __all__ = [
     "Group",
     "MessageKind",
     "MessageStatus",
+    "RosterEntry",
     "describe_error",
     "is_auto_reply",
     "json_size",
@@ -210,10 +211,10 @@ class Envelope(BaseModel):
     reply_to: str | None = Field(default=None, max_length=128)
     metadata: dict[str, Any] = Field(default_factory=dict)
     #: sender-side sequence number within the one-to-one conversation
-    seq: int | None = Field(default=None, ge=1)
+    seq: int | None = Field(default=None, ge=1, lt=2**53)
     #: the sender's lowest unconfirmed ``seq`` to this recipient: nothing below
     #: it will ever be (re)sent, so a receiver need not wait for it
-    floor: int | None = Field(default=None, ge=1)
+    floor: int | None = Field(default=None, ge=1, lt=2**53)
 
     @field_validator("timestamp")
     @classmethod
@@ -270,8 +271,30 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
 
 
+class RosterEntry(BaseModel):
+    """One datasite's place in a group: whether it is a member, whether an admin, and
+    the version of the last change to this entry (with that change's msg_id to order
+    concurrent changes the same way everywhere)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    member: bool
+    admin: bool = False
+    v: int = Field(ge=1, lt=2**31)
+    change: str = Field(default="", max_length=128)
+
+    def newer_than(self, other: RosterEntry | None) -> bool:
+        return other is None or (self.v, self.change) > (other.v, other.change)
+
+
 class Group(BaseModel):
-    """A group as this datasite knows it: the member list of its latest membership change."""
+    """A group as this datasite knows it.
+
+    ``roster`` holds every datasite that was ever in it (an entry per datasite, merged
+    entry by entry: see :mod:`syft_chat.features.groups`); ``members`` and ``admins``
+    are the ones whose entry says so. The creator (``created_by``) owns the group.
+    ``version`` is the sum of the entries' versions: it grows with every change seen.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -279,11 +302,24 @@ class Group(BaseModel):
     name: str
     created_by: str
     members: tuple[str, ...]
-    #: one more than the version of the change its author had seen (create: 1)
     version: int
     changed_at: datetime
-    #: the msg_id of the membership change this state comes from
+    #: the msg_id of the last membership change adopted
     change_id: str
+    roster: dict[str, RosterEntry] = Field(default_factory=dict)
+
+    @property
+    def owner(self) -> str:
+        return self.created_by
+
+    @property
+    def admins(self) -> tuple[str, ...]:
+        return tuple(e for e, r in self.roster.items() if r.member and r.admin)
+
+    def may_manage(self, who: str) -> bool:
+        """Whether ``who`` may add and remove members (the owner and the admins)."""
+        entry = self.roster.get(who)
+        return entry is not None and entry.member and (who == self.created_by or entry.admin)
 
 
 ContactMode = Literal["open", "contacts_only"]

@@ -139,15 +139,21 @@ def test_a_change_made_later_wins_whatever_the_clocks_say(five):
 
     ws, clients, gid = five
     ann, eve = clients[FIVE[0]], FIVE[4]
+    ann.set_group_admins(gid, [eve])  # (only the owner and admins add members)
+    for email in FIVE:
+        wait_for(lambda e=email: clients[e].get_group(gid).admins == (eve,), timeout=10)
     group = ann.get_group(gid)
     skewed = (datetime.now(timezone.utc) + timedelta(minutes=4)).isoformat()
+    roster = {e: r.model_dump() for e, r in group.roster.items()}
+    roster["ghost@nowhere.org"] = {"member": True, "admin": False, "v": 1, "change": ""}
     change = json.dumps(
         {
             "op": "add",
             "name": group.name,
             "created_by": group.created_by,
+            "targets": ["ghost@nowhere.org"],
+            "roster": roster,
             "members": [*FIVE, "ghost@nowhere.org"],
-            "version": group.version + 1,
         }
     )
     for email in FIVE[:4]:  # eve's clock runs fast, and she adds a ghost

@@ -426,4 +426,4 @@ def test_hook_wrappers_wrap_each_implementation(pair):
     assert wait_for(lambda: heard == ["wrapped"])
     assert wait_for(lambda: seen.count("after wrapped") >= 1)
     assert "before wrapped" in seen
-    assert any(f.stage == "chat_message_received" for f in bob.plugin_failures)
+    assert wait_for(lambda: any(f.stage == "chat_message_received" for f in bob.plugin_failures))

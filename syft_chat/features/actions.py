@@ -217,6 +217,9 @@ class ActionRule:
         if self._core.store.get(record.message.target or "") is not None:
             apply_action(self._core.store, record.message, record.message.sender)
 
+    def after(self, record: StoredMessage) -> None:
+        pass
+
     def describe(self, message: ChatMessage) -> str:
         return change_of(message)
 

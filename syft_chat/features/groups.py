@@ -7,27 +7,40 @@ history, hooks and listeners), each a normal one-to-one delivery with its own
 status: ``group_delivery(msg_id)`` shows "delivered to 4 of 5", and the group
 message itself becomes ``delivered`` once every member confirmed it.
 
-Membership changes are messages too (kind ``group``), carrying the whole member
-list after the change and a ``version``: one more than the version of the change
-its author had seen. Every member keeps the list of the latest change by
-``(version, msg_id)``, so a change made after another always wins over it whatever
-the clocks say, concurrent changes are ordered the same way everywhere, and all
-members converge on the same list whatever order changes arrive in.
+Membership changes are messages too (kind ``group``). A group belongs to its creator
+(its id carries a tag of the creator's email, so nobody else can create a group under
+that id), who may name admins; the owner and the admins add and remove members, anyone
+may leave. Each change carries the whole roster: one entry per datasite that was ever in
+the group (member or not, admin or not, and the version of the last change to that
+entry). A receiver merges a change entry by entry, keeping for each datasite the entry
+with the higher ``(version, change msg_id)``, and only the entries the change's
+(authenticated) author may set: entries are independent, so two admins adding carol and
+dave at the same time both take effect, and every member converges on the same roster
+whatever order changes arrive in. Versions are bounded (at most ``MAX_STEP`` above the
+receiver's entry, below 2**31), so no number a peer sends can freeze a roster.
 
-Every group message names the version its author's view was based on. A receiver
-that has not seen that change yet asks for it to be sent again later (it is on its
-way); one that has refuses a message from someone who is not (or no longer) a member.
+When a member who may manage the group learns, from a change, of members the change's
+author did not know, it forwards its roster to those it knows that the author did not
+reach (a ``sync``), so that members added concurrently learn of each other.
+
+Every group message names the group version (the sum of the roster's versions) its
+author's view was based on. A receiver that has not seen that much yet, or does not know
+the author at all, asks for it to be sent again later (the change is on its way); one
+that knows the author is no longer a member refuses the message.
 These rules are written here once, over the narrow store interface, for every store.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from syft_chat.display import UNPRINTABLE
 from syft_chat.errors import InvalidMessageError, UnknownRecipientError
 from syft_chat.interfaces import MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
@@ -39,6 +52,8 @@ from syft_chat.models import (
     Group,
     MessageKind,
     MessageStatus,
+    RosterEntry,
+    describe_error,
 )
 
 if TYPE_CHECKING:
@@ -51,24 +66,69 @@ CHANGE_KEY = "syft_chat.group_version"
 _MAX_MEMBERS = 256
 
 
-class GroupChange(BaseModel):
-    """The content of a ``group`` message: the member list after the change."""
+Op = Literal["create", "add", "remove", "leave", "admins", "sync"]
+#: the most an entry's version may move in one change (a peer cannot jump it to the end)
+MAX_STEP = 1024
+_GROUP_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{16}$")
+_LEGACY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids of groups made before owners
 
-    op: Literal["create", "add", "remove", "leave"]
-    name: str
-    created_by: str
-    members: list[str]
-    #: one more than the version of the change its author had seen (create: 1)
-    version: int = Field(default=1, ge=1)
+
+def creator_tag(email: str) -> str:
+    """The part of a group id that names its creator."""
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()[:16]
+
+
+def new_group_id(creator: str) -> str:
+    """A fresh group id bound to ``creator``: only ``creator`` can create it anywhere."""
+    return f"{uuid.uuid4().hex}-{creator_tag(creator)}"
+
+
+class GroupChange(BaseModel):
+    """The content of a ``group`` message: what changed and the roster after it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    op: Op
+    name: str = Field(min_length=1, max_length=200)
+    created_by: str = Field(min_length=3, max_length=320)
+    #: the datasites whose entries this change sets (the others are relayed state)
+    targets: list[str] = Field(default_factory=list, max_length=_MAX_MEMBERS)
+    roster: dict[str, RosterEntry] = Field(default_factory=dict, max_length=4 * _MAX_MEMBERS)
+    #: the members after the change (for readers of the raw table; the roster decides)
+    members: list[str] = Field(default_factory=list, max_length=_MAX_MEMBERS)
+    version: int = Field(default=1, ge=1, lt=2**40)
 
 
 def parse_change(message: ChatMessage) -> GroupChange:
     change = GroupChange.model_validate_json(message.content)
-    if not 0 < len(change.members) <= _MAX_MEMBERS or len(set(change.members)) != len(
-        change.members
-    ):
-        raise ValueError("a group has 1 to 256 distinct members")
+    for email in [*change.roster, *change.targets, change.created_by]:
+        if "@" not in email or len(email) > 320 or UNPRINTABLE.search(email):
+            raise ValueError(f"not a datasite email: {email[:64]!r}")
+    if not set(change.targets) <= set(change.roster):
+        raise ValueError("a change sets entries its roster lacks")
+    members = [e for e, r in change.roster.items() if r.member]
+    if change.op != "sync" and not 0 < len(members) <= _MAX_MEMBERS:
+        raise ValueError(f"a group has 1 to {_MAX_MEMBERS} members")
     return change
+
+
+def _members_of(roster: dict[str, RosterEntry]) -> tuple[str, ...]:
+    return tuple(e for e, r in roster.items() if r.member)
+
+
+def _state(
+    group_id: str, name: str, owner: str, roster: dict[str, RosterEntry], change: ChatMessage
+) -> Group:
+    return Group(
+        group_id=group_id,
+        name=name,
+        created_by=owner,
+        members=_members_of(roster),
+        version=sum(r.v for r in roster.values()),
+        changed_at=change.timestamp,
+        change_id=change.msg_id,
+        roster=roster,
+    )
 
 
 class GroupChangeRule:
@@ -84,27 +144,40 @@ class GroupChangeRule:
         return message
 
     def check(self, message: ChatMessage, actor: str) -> Refusal | None:
+        if not message.group_id or not (
+            _GROUP_ID.match(message.group_id) or _LEGACY_ID.match(message.group_id)
+        ):
+            return Refusal(400, "a group change must name a valid group_id")
+        current = self._groups.get(message.group_id)
+        if current is not None and actor not in current.members:
+            return Refusal(403, f"{actor} is not a member of group {current.group_id}")
         try:
             change = parse_change(message)
         except ValueError as exc:
-            return Refusal(400, f"malformed group change: {exc}")
-        current = self._groups.get(message.group_id or "")
-        if current is not None:
-            if actor not in current.members:
-                return Refusal(403, f"{actor} is not a member of group {current.group_id}")
-            return None
-        me = self._groups.me
-        if me not in change.members and change.op != "remove":
-            return Refusal(403, "a change of a group this datasite is not in")
-        if actor not in change.members and change.op != "leave":
-            return Refusal(403, f"{actor} is not a member of the group it changes")
+            return Refusal(400, f"malformed group change: {describe_error(exc)}")
+        try:
+            self._groups.merge(message, change, actor)
+        except GroupRefusal as refusal:
+            return refusal.refusal
         return None
 
     def apply(self, record: StoredMessage) -> None:
-        self._groups.adopt(record.message, parse_change(record.message))
+        message = record.message
+        self._groups.adopt(message, parse_change(message), message.sender)
+
+    def after(self, record: StoredMessage) -> None:
+        self._groups.forward(record.message, parse_change(record.message))
 
     def describe(self, message: ChatMessage) -> str:
         return "group_changed"
+
+
+class GroupRefusal(Exception):
+    """A membership change that may not be adopted (carries the answer)."""
+
+    def __init__(self, code: int, reason: str, *, retry: bool = False) -> None:
+        super().__init__(reason)
+        self.refusal = Refusal(code, reason, retry)
 
 
 class Groups:
@@ -127,26 +200,145 @@ class Groups:
         group = self.get(group_id)
         return group.members if group is not None else ()
 
-    def adopt(self, change: ChatMessage, body: GroupChange) -> bool:
-        """Adopt a membership change if it is the group's latest by ``(version, msg_id)``."""
-        current = self.get(change.group_id or "")
-        if current is not None and (current.version, current.change_id) >= (
-            body.version,
-            change.msg_id,
-        ):
-            return False
-        self._core.store.put_group(
-            Group(
-                group_id=change.group_id or "",
-                name=body.name,
-                created_by=current.created_by if current is not None else body.created_by,
-                members=tuple(body.members),
-                version=body.version,
-                changed_at=change.timestamp,
-                change_id=change.msg_id,
-            )
+    def merge(self, message: ChatMessage, change: GroupChange, actor: str) -> Group | None:
+        """The group after ``actor``'s change, or ``None`` if it changes nothing here.
+
+        Raises :class:`GroupRefusal` when ``actor`` may not make it.
+        """
+        gid = message.group_id or ""
+        current = self.get(gid)
+        if current is None:
+            base = self._unknown(gid, change, actor)
+            roster: dict[str, RosterEntry] = {}
+            owner, name = change.created_by, change.name
+        else:
+            if change.op == "create":
+                raise GroupRefusal(409, f"group {gid} exists already: a second create is refused")
+            base = current
+            roster, owner, name = dict(current.roster), current.created_by, current.name
+        self._authorize(base, change, actor)
+        changed = False
+        for email, entry in change.roster.items():
+            old = roster.get(email)
+            if email in change.targets:
+                entry = entry.model_copy(update={"change": message.msg_id})
+            elif not self._may_relay(base, actor, old, entry):
+                continue
+            if old is not None and entry.v > old.v + MAX_STEP:
+                raise GroupRefusal(400, f"the version of {email} jumps by more than {MAX_STEP}")
+            if entry.newer_than(old):
+                roster[email] = entry
+                changed = True
+        if owner in roster and not roster[owner].member and change.op != "leave":
+            raise GroupRefusal(403, "the owner of a group cannot be removed")
+        if change.op in ("create", "add", "remove", "admins") and actor == base.created_by:
+            name = change.name  # the owner may rename
+        if not changed and current is not None:
+            return None
+        return _state(gid, name, owner, roster, message)
+
+    def _unknown(self, gid: str, change: GroupChange, actor: str) -> Group:
+        """A change of a group not known here. Only its owner introduces a group (its
+        create, or a roster it sends a new member); an admin's invitation waits ("not
+        yet") until the owner's introduction has arrived."""
+        if _GROUP_ID.match(gid) and not gid.endswith("-" + creator_tag(change.created_by)):
+            raise GroupRefusal(403, f"group {gid} was not created by {change.created_by}")
+        if change.op == "create" and actor != change.created_by:
+            raise GroupRefusal(403, f"a group is created by its creator, not by {actor}")
+        entry = change.roster.get(self.me)
+        if entry is None or not entry.member:
+            raise GroupRefusal(403, "a change of a group this datasite is not in")
+        if change.op not in ("create", "add", "sync"):
+            raise GroupRefusal(403, "a change of a group this datasite does not know yet")
+        claimed = _state(
+            gid,
+            change.name,
+            change.created_by,
+            dict(change.roster),
+            ChatMessage(sender=actor, content=""),
         )
+        if not claimed.may_manage(actor):
+            raise GroupRefusal(403, f"{actor} may not add members to group {gid}")
+        if actor != change.created_by:
+            raise GroupRefusal(
+                425, f"waiting for {change.created_by} to introduce group {gid}", retry=True
+            )
+        return claimed
+
+    @staticmethod
+    def _authorize(group: Group, change: GroupChange, actor: str) -> None:
+        op, targets = change.op, change.targets
+        if op == "leave":
+            if targets != [actor] or change.roster[actor].member:
+                raise GroupRefusal(403, "leaving changes only the leaver's own entry")
+            return
+        if op == "sync":
+            if targets:
+                raise GroupRefusal(400, "a sync sets no entries of its own")
+            return
+        if op == "admins":
+            if actor != group.created_by:
+                raise GroupRefusal(403, "only the owner of a group names its admins")
+            return
+        if op == "create" and not targets:
+            raise GroupRefusal(400, "a create names its members")
+        if not group.may_manage(actor):
+            raise GroupRefusal(
+                403, f"only the owner or an admin may {op} members of group {group.group_id}"
+            )
+        for email in targets:
+            entry, old = change.roster[email], group.roster.get(email)
+            if entry.admin != (old.admin if old is not None else False) and (
+                actor != group.created_by
+            ):
+                raise GroupRefusal(403, "only the owner of a group names its admins")
+
+    @staticmethod
+    def _may_relay(group: Group, actor: str, old: RosterEntry | None, entry: RosterEntry) -> bool:
+        """Whether an entry the change relays (made by someone else) is taken from ``actor``."""
+        if not group.may_manage(actor):
+            return False  # it reaches us from its author
+        admin_changed = entry.admin != (old.admin if old is not None else False)
+        return not admin_changed or actor == group.created_by
+
+    def adopt(self, change: ChatMessage, body: GroupChange, actor: str) -> bool:
+        """Merge a (checked) change into the stored group; whether anything changed.
+        Forwards the roster to members the change's author did not reach."""
+        merged = self.merge(change, body, actor)
+        if merged is None:
+            return False
+        self._core.store.put_group(merged)
         return True
+
+    def forward(self, change: ChatMessage, body: GroupChange) -> None:
+        """After adopting ``change``: if its author did not know entries this datasite
+        knows (a concurrent change), and this datasite may manage the group, send its
+        roster to every member (a ``sync``), so that everyone converges; the owner also
+        sends it to the members an admin added (the owner introduces a group)."""
+        group = self.get(change.group_id or "")
+        if group is None or body.op == "sync" or not group.may_manage(self.me):
+            return
+        behind = [e for e, entry in group.roster.items() if entry.newer_than(body.roster.get(e))]
+        # the owner introduces the group to the members an admin added
+        owner_here = self.me == group.created_by and change.sender != self.me
+        newcomers = [e for e in body.targets if owner_here and e in group.members]
+        if not behind and not newcomers:
+            return
+        sync = GroupChange(
+            op="sync",
+            name=group.name,
+            created_by=group.created_by,
+            roster=dict(group.roster),
+            members=list(group.members),
+            version=group.version,
+        )
+        record = ChatMessage(
+            sender=self.me,
+            content=sync.model_dump_json(),
+            kind=MessageKind.GROUP,
+            group_id=group.group_id,
+        )
+        self.fan_out(record, group.members if behind else newcomers)
 
     def check_message(self, message: ChatMessage, actor: str) -> Refusal | None:
         """Whether a group chat message from ``actor`` is acceptable here (``None``: yes,
@@ -155,7 +347,8 @@ class Groups:
             return None
         based_on = message.metadata.get(CHANGE_KEY)
         group = self.get(message.group_id)
-        if group is None or (isinstance(based_on, int) and group.version < based_on):
+        ahead = isinstance(based_on, int) and group is not None and group.version < based_on
+        if group is None or ahead:
             return Refusal(
                 425, "this member has not seen that group change yet; send again later", True
             )
@@ -230,35 +423,61 @@ class Groups:
 
     def _change(
         self,
-        op: str,
-        name: str,
-        members: list[str],
-        created_by: str,
+        op: Op,
         group_id: str,
-        notify: Iterable[str],
+        updates: dict[str, tuple[bool, bool]],
+        *,
+        name: str | None = None,
+        created_by: str | None = None,
+        notify_too: Iterable[str] = (),
     ) -> Group:
-        """Record a membership change here and tell ``notify``."""
+        """Set the entries ``updates`` (``{email: (member, admin)}``) here and tell every
+        member after the change (and ``notify_too``: the removed, the leaver's peers)."""
         current = self.get(group_id)
-        version = current.version + 1 if current is not None else 1
-        body = GroupChange.model_validate(
-            {
-                "op": op,
-                "name": name,
-                "created_by": created_by,
-                "members": members,
-                "version": version,
-            }
+        roster = dict(current.roster) if current is not None else {}
+        record_id = str(uuid.uuid4())
+        for email, (member, admin) in updates.items():
+            old = roster.get(email)
+            roster[email] = RosterEntry(
+                member=member,
+                admin=admin,
+                v=(old.v + 1) if old is not None else 1,
+                change=record_id,
+            )
+        owner = created_by or (current.created_by if current is not None else self.me)
+        title = name or (current.name if current is not None else "")
+        members = list(_members_of(roster))
+        body = GroupChange(
+            op=op,
+            name=title,
+            created_by=owner,
+            targets=list(updates),
+            roster=roster,
+            members=members,
+            version=sum(r.v for r in roster.values()),
         )
         record = ChatMessage(
-            sender=self._core.email,
+            msg_id=record_id,
+            sender=self.me,
             content=body.model_dump_json(),
             kind=MessageKind.GROUP,
             group_id=group_id,
         )
-        self.fan_out(record, notify, also=lambda: self.adopt(record, body))
+        state = _state(group_id, title, owner, roster, record)
+        notify = list(dict.fromkeys([*members, *notify_too]))
+        self.fan_out(record, notify, also=lambda: self._core.store.put_group(state))
         updated = self.get(group_id)
         assert updated is not None
         return updated
+
+    def _manage(self, group_id: str) -> Group:
+        group = self.my_group(group_id)
+        if not group.may_manage(self.me):
+            raise InvalidMessageError(
+                f"only the owner ({group.created_by}) or an admin may change the members of "
+                f"group {group_id!r}"
+            )
+        return group
 
     # ------------------------------------------------------------------ the API
 
@@ -270,7 +489,8 @@ class Groups:
         people = self._people([me, *members])
         if len(people) < 2:
             raise InvalidMessageError("a group needs at least one other member")
-        return self._change("create", name.strip(), people, me, str(uuid.uuid4()), people)
+        updates = {m: (True, False) for m in people}
+        return self._change("create", new_group_id(me), updates, name=name.strip(), created_by=me)
 
     def get_group(self, group_id: str) -> Group:
         self._core.check_open()
@@ -284,24 +504,45 @@ class Groups:
         return self._core.store.groups()
 
     def add_group_members(self, group_id: str, members: Iterable[str]) -> Group:
-        group = self.my_group(group_id)
-        people = list(dict.fromkeys([*group.members, *self._people(members)]))
-        return self._change("add", group.name, people, group.created_by, group_id, people)
+        group = self._manage(group_id)
+        new = [m for m in self._people(members) if m not in group.members]
+        if not new:
+            return group
+        return self._change("add", group_id, {m: (True, False) for m in new})
 
     def remove_group_members(self, group_id: str, members: Iterable[str]) -> Group:
-        group = self.my_group(group_id)
-        gone = set(self._people(members, reachable=False))
-        if self._core.email in gone:
+        group = self._manage(group_id)
+        gone = [m for m in self._people(members, reachable=False) if m in group.members]
+        if self.me in gone:
             raise InvalidMessageError("use leave_group() to leave a group")
-        people = [m for m in group.members if m not in gone]
-        return self._change("remove", group.name, people, group.created_by, group_id, group.members)
+        if group.created_by in gone:
+            raise InvalidMessageError("the owner of a group cannot be removed")
+        if not gone:
+            return group
+        return self._change("remove", group_id, {m: (False, False) for m in gone}, notify_too=gone)
+
+    def set_group_admins(self, group_id: str, admins: Iterable[str]) -> Group:
+        group = self.my_group(group_id)
+        if group.created_by != self.me:
+            raise InvalidMessageError(f"only the owner ({group.created_by}) names admins")
+        wanted = set(self._people(admins, reachable=False))
+        strangers = wanted - set(group.members)
+        if strangers:
+            raise InvalidMessageError(f"not members of the group: {sorted(strangers)}")
+        updates = {
+            m: (True, m in wanted)
+            for m in group.members
+            if m != self.me and (m in wanted) != (m in group.admins)
+        }
+        if not updates:
+            return group
+        return self._change("admins", group_id, updates)
 
     def leave_group(self, group_id: str) -> Group:
         group = self.my_group(group_id)
-        people = [m for m in group.members if m != self._core.email]
-        if not people:
+        if len(group.members) <= 1:
             raise InvalidMessageError("the last member cannot leave")
-        return self._change("leave", group.name, people, group.created_by, group_id, people)
+        return self._change("leave", group_id, {self.me: (False, False)}, notify_too=[])
 
     def send_to_group(
         self,

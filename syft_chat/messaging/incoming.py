@@ -178,6 +178,10 @@ class Incoming:
             return self._refuse(request, refused, msg_id)
         if stored:
             self.ordering.submit(request.sender, message, envelope.floor)
+            try:
+                rule.after(record)
+            except Exception:  # the message is stored and answered: never undone
+                log.exception("after storing %s from %s", msg_id, request.sender)
         response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
         return Reply(200, response.model_dump_json().encode())
 

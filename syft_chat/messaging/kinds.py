@@ -58,6 +58,10 @@ class KindRule(Protocol):
         """What storing it changes; runs inside the receive transaction, after it is
         stored. Raising undoes everything (the sender retries)."""
 
+    def after(self, record: StoredMessage) -> None:
+        """Once it is durable and answered: what it sets off (e.g. telling others).
+        Runs outside the transaction, on the serving thread; a failure is logged."""
+
     def describe(self, message: ChatMessage) -> str:
         """What it does, in a word (the ``change`` of ``chat_message_changed``)."""
 
@@ -101,6 +105,9 @@ class ChatMessageRule:
 
     def apply(self, record: StoredMessage) -> None:
         self._apply_waiting(record.message)
+
+    def after(self, record: StoredMessage) -> None:
+        pass
 
     def describe(self, message: ChatMessage) -> str:
         return "received"

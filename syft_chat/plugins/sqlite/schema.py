@@ -7,6 +7,7 @@ Old migrations never change: a new schema is a new function.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -18,7 +19,7 @@ from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
 
 
@@ -224,10 +225,33 @@ def _migrate_2_to_3(db: Any, owner: str) -> None:
     )
 
 
+def _migrate_3_to_4(db: Any, owner: str) -> None:
+    """Group authority: a roster entry per datasite (member, admin, version of its last
+    change), merged entry by entry so that concurrent changes are all kept.
+
+    Existing groups get one entry per member at version 1; their ``version`` becomes the
+    sum of the entries' versions, as for new groups.
+    """
+    del owner
+    db.execute_sql("ALTER TABLE groups ADD COLUMN roster TEXT NOT NULL DEFAULT '{}'")
+    rows = db.execute_sql("SELECT group_id, members, change_id FROM groups").fetchall()
+    for group_id, members, change_id in rows:
+        try:
+            people = [m for m in json.loads(members) if isinstance(m, str)]
+        except ValueError:
+            people = []
+        roster = {m: {"member": True, "admin": False, "v": 1, "change": change_id} for m in people}
+        db.execute_sql(
+            "UPDATE groups SET roster = ?, version = ? WHERE group_id = ?",
+            (json.dumps(roster), len(roster), group_id),
+        )
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: list[Callable[[Any, str], None]] = [
     _migrate_0_to_1,
     _migrate_1_to_2,
     _migrate_2_to_3,
+    _migrate_3_to_4,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -447,7 +447,8 @@ class SQLiteStore(HistoryViews):
     def groups(self, group_id: str | None = None) -> list[Group]:
         """Every known group by name, or only ``group_id``'s."""
         sql = (
-            "SELECT group_id, name, created_by, members, version, changed_at, change_id FROM groups"
+            "SELECT group_id, name, created_by, members, version, changed_at, change_id, roster"
+            " FROM groups"
         )
         params: tuple[Any, ...] = ()
         if group_id is not None:
@@ -463,8 +464,9 @@ class SQLiteStore(HistoryViews):
                 version=version,
                 changed_at=_parse_ts(changed_at),
                 change_id=change_id,
+                roster=json.loads(roster or "{}"),
             )
-            for gid, name, created_by, members, version, changed_at, change_id in rows
+            for gid, name, created_by, members, version, changed_at, change_id, roster in rows
         ]
 
     def put_group(self, group: Group) -> None:
@@ -473,11 +475,12 @@ class SQLiteStore(HistoryViews):
         with self._op("update a group in"):
             self._sql(
                 "INSERT INTO groups"
-                " (group_id, name, created_by, members, version, changed_at, change_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
+                " (group_id, name, created_by, members, version, changed_at, change_id, roster)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (group_id) DO UPDATE SET"
                 " name = excluded.name, created_by = excluded.created_by,"
                 " members = excluded.members, version = excluded.version,"
-                " changed_at = excluded.changed_at, change_id = excluded.change_id",
+                " changed_at = excluded.changed_at, change_id = excluded.change_id,"
+                " roster = excluded.roster",
                 (
                     g.group_id,
                     g.name,
@@ -486,6 +489,7 @@ class SQLiteStore(HistoryViews):
                     g.version,
                     _fmt_ts(g.changed_at),
                     g.change_id,
+                    json.dumps({e: r.model_dump() for e, r in g.roster.items()}),
                 ),
             )
 
