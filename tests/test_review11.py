@@ -42,3 +42,91 @@ def test_hooks_never_hear_of_group_copies(workspace):
     assert all("/" not in m for m in statuses), statuses
     assert [m for m, _ in sent].count(r.message_id) == 1
     del bob, carol
+
+
+# --------------------------------------------------------------------------- a failed COMMIT
+
+import sqlite3  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from syft_chat.interfaces import MessageQuery  # noqa: E402
+from syft_chat.models import Direction  # noqa: E402
+
+_real_connect = sqlite3.connect
+
+
+class _Denier:
+    """Makes SQLite refuse (SQLITE_DENY) the next transaction statements named in ``deny``
+    (e.g. ``["COMMIT", "ROLLBACK"]``), one each, in order, on a background thread."""
+
+    def __init__(self) -> None:
+        self.deny: list[str] = []
+        self.denied: list[str] = []
+        self.lock = threading.Lock()
+        self.connections: list[sqlite3.Connection] = []
+
+    def arm(self, deny: list[str]) -> None:
+        self.deny = list(deny)
+        for conn in self.connections:  # re-installing expires the cached statements
+            conn.set_authorizer(self.authorizer)
+
+    def authorizer(self, action: int, arg1: object, *_: object) -> int:
+        if action != sqlite3.SQLITE_TRANSACTION or threading.current_thread() is (
+            threading.main_thread()
+        ):
+            return sqlite3.SQLITE_OK
+        with self.lock:
+            if self.deny and str(arg1).upper() == self.deny[0]:
+                self.denied.append(self.deny.pop(0))
+                return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+
+@pytest.fixture
+def deny_on(monkeypatch):
+    """``deny_on(db_path)``: the connection opened on that file gets a ``_Denier``."""
+    deniers: dict[Path, _Denier] = {}
+
+    def connect(database, *args, **kwargs):
+        conn = _real_connect(database, *args, **kwargs)
+        if isinstance(database, (str, Path)) and Path(database).resolve() in deniers:
+            deniers[Path(database).resolve()].connections.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+    def install(path: Path) -> _Denier:
+        return deniers.setdefault(Path(path).resolve(), _Denier())
+
+    return install
+
+
+def _received(client, peer):
+    return [m.content for m in client.get_chat_history(with_user=peer, limit=100)
+            if m.sender == peer]
+
+
+@pytest.mark.parametrize("deny", [["COMMIT"], ["COMMIT", "ROLLBACK"]])
+def test_a_failed_commit_stores_nothing_and_the_retry_converges(workspace, deny_on, deny):
+    ws = workspace(ALICE, BOB)
+    denier = deny_on(ws.db(BOB))
+    alice = ws.client(ALICE, settings=FAST)
+    bob = ws.client(BOB, settings=FAST)
+    heard: list[str] = []
+    bob.add_message_listener(lambda m: heard.append(m.content))
+    denier.arm(deny)
+    alice.send_message(BOB, "one", timeout=0)
+    wait_for(lambda: not denier.deny, timeout=5)
+    alice.send_message(BOB, "two", timeout=0)
+    wait_for(lambda: not alice.pending_messages(), timeout=15)
+    wait_for(lambda: sorted(heard) == ["one", "two"], timeout=5)
+    assert sorted(_received(bob, ALICE)) == ["one", "two"]
+    bob.close()
+    conn = _real_connect(ws.db(BOB))  # what is really in bob's file
+    rows = conn.execute(
+        "SELECT content, notified FROM messages WHERE direction = 'in' ORDER BY seq"
+    ).fetchall()
+    conn.close()
+    assert rows == [("one", 1), ("two", 1)]
