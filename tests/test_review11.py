@@ -130,3 +130,35 @@ def test_a_failed_commit_stores_nothing_and_the_retry_converges(workspace, deny_
     ).fetchall()
     conn.close()
     assert rows == [("one", 1), ("two", 1)]
+
+
+def test_a_refusal_undone_by_a_failed_commit_is_not_told_to_plugins(workspace, deny_on):
+    """A reaction from a stranger waits for its message; when the message arrives the reaction
+    is refused inside the receive transaction. If that transaction's COMMIT fails, the refusal
+    was undone too: plugins hear of it once, when the resend is stored."""
+    from support import envelope_body, read_response, write_raw_request
+
+    ws = workspace(ALICE, BOB, CAROL)
+    denier = deny_on(ws.db(BOB))
+    bob = ws.client(BOB, settings=FAST)
+    rejected: list[str] = []
+
+    class Spy:
+        @hookimpl
+        def chat_message_rejected(self, sender, reason):
+            rejected.append(sender)
+
+    bob.register_plugin(Spy())
+    target = "m-" + str(time.time())
+    reaction = envelope_body(CAROL, BOB, "👍", kind="reaction", target=target, seq=1)
+    status, _ = read_response(write_raw_request(ws, to=BOB, folder=CAROL, body=reaction))
+    assert status == 200  # stored: its message is not here yet
+    message = envelope_body(ALICE, BOB, "hi", msg_id=target, seq=1)
+    denier.arm(["COMMIT"])
+    status, _ = read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=message))
+    assert status == 503 and denier.denied == ["COMMIT"]
+    status, _ = read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=message))
+    assert status == 200
+    time.sleep(0.3)
+    assert rejected == [CAROL]
+    assert [f["sender"] for f in bob.failed_messages()] == [CAROL]
