@@ -162,3 +162,47 @@ def test_a_refusal_undone_by_a_failed_commit_is_not_told_to_plugins(workspace, d
     time.sleep(0.3)
     assert rejected == [CAROL]
     assert [f["sender"] for f in bob.failed_messages()] == [CAROL]
+
+
+def _retry_timers() -> int:
+    return sum(
+        1
+        for t in threading.enumerate()
+        if isinstance(t, threading.Timer) and getattr(t.function, "__name__", "") == "_retry"
+    )
+
+
+def test_a_store_refusing_to_record_announcements_runs_one_retry_timer(workspace, deny_on):
+    """While bob's store refuses every ``notified`` update, each announced message used to
+    start its own endless timer chain (one per message, every 0.5 s): one is enough."""
+    ws = workspace(ALICE, BOB)
+    denier = deny_on(ws.db(BOB))
+    alice = ws.client(ALICE, settings=FAST)
+    bob = ws.client(BOB, settings=FAST)
+    heard: list[str] = []
+    bob.add_message_listener(lambda m: heard.append(m.content))
+    refuse = threading.Event()
+    refuse.set()
+
+    def no_notified(action, arg1, arg2, *_):
+        if action == sqlite3.SQLITE_UPDATE and arg2 == "notified" and refuse.is_set():
+            return sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_OK
+
+    for conn in denier.connections:
+        conn.set_authorizer(no_notified)
+    texts = [f"m{i}" for i in range(6)]
+    for text in texts:
+        alice.send_message(BOB, text)
+    wait_for(lambda: heard == texts, timeout=10)
+    time.sleep(1.2)
+    most = max(_retry_timers() for _ in range(20) if not time.sleep(0.05))
+    refuse.clear()
+    for conn in denier.connections:
+        conn.set_authorizer(no_notified)  # expire the cached statements
+    waiting = MessageQuery(direction=Direction.INCOMING, notified=False)
+    wait_for(lambda: not bob.store.find(waiting), timeout=5)
+    time.sleep(1.0)
+    assert heard == texts  # each announced once
+    assert _retry_timers() == 0
+    assert most <= 1, f"{most} retry timers alive at once"
