@@ -206,3 +206,34 @@ def test_a_store_refusing_to_record_announcements_runs_one_retry_timer(workspace
     assert heard == texts  # each announced once
     assert _retry_timers() == 0
     assert most <= 1, f"{most} retry timers alive at once"
+
+
+def test_the_api_does_not_hand_out_group_copies(workspace):
+    import pytest as _pytest
+
+    import syft_chat
+
+    ws = workspace(ALICE, BOB, CAROL)
+    alice = ws.client(ALICE, settings=FAST)
+    ws.client(BOB, settings=FAST)
+    statuses: list[str] = []
+
+    class Spy:
+        @hookimpl
+        def chat_message_status_changed(self, msg_id, status, error):
+            statuses.append(msg_id)
+
+    alice.register_plugin(Spy())
+    group = alice.create_group("g", [BOB])
+    r = alice.send_to_group(group.group_id, "hello")
+    wait_for(lambda: alice.group_delivery(r.message_id) == {BOB: MessageStatus.DELIVERED})
+    copy_id = f"{r.message_id}/{BOB}"
+    assert alice.get_message(copy_id) is None
+    with _pytest.raises(syft_chat.InvalidMessageError):
+        alice.record_read(copy_id)
+    with _pytest.raises(syft_chat.InvalidMessageError):
+        alice.wait_for_delivery(copy_id, timeout=0)
+    with _pytest.raises(syft_chat.InvalidMessageError):
+        alice.send_message(BOB, "re", reply_to=copy_id)
+    time.sleep(0.3)
+    assert copy_id not in statuses

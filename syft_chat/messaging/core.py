@@ -28,7 +28,14 @@ from syft_chat.messaging.incoming import Incoming
 from syft_chat.messaging.kinds import Kinds
 from syft_chat.messaging.outgoing import Outgoing
 from syft_chat.messaging.status import may_become
-from syft_chat.models import ChatMessage, ChatResponse, MessageStatus, json_size, utcnow
+from syft_chat.models import (
+    ChatMessage,
+    ChatResponse,
+    MessageKind,
+    MessageStatus,
+    json_size,
+    utcnow,
+)
 from syft_chat.settings import ChatSettings
 
 __all__ = ["MessagingCore"]
@@ -165,8 +172,11 @@ class MessagingCore:
     # ------------------------------------------------------------------ sending
 
     def get(self, msg_id: str) -> ChatMessage | None:
+        """A stored message users may see (a group message's per-member copies are not)."""
         found = self.store.get(msg_id)
-        return found.message if found is not None else None
+        if found is None or found.message.kind is MessageKind.COPY:
+            return None
+        return found.message
 
     def queue(self, message: ChatMessage, peer: str) -> ChatMessage:
         """Store a new outgoing message (``queued``), numbered next to ``peer``."""
