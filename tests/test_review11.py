@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from support import ALICE, BOB, CAROL, wait_for
 
 from syft_chat import MessageStatus
 from syft_chat.hookspecs import hookimpl
-from syft_chat.models import MessageKind
+from syft_chat.interfaces import MessageQuery
+from syft_chat.models import Direction, MessageKind
 
 FAST = {"retry_initial": 0.2, "retry_max": 1.0, "startup_hold": 0.0}
 
@@ -34,8 +38,12 @@ def test_hooks_never_hear_of_group_copies(workspace):
     alice.register_plugin(Spy())
     group = alice.create_group("g", [BOB, CAROL])
     r = alice.send_to_group(group.group_id, "hello")
-    wait_for(lambda: alice.group_delivery(r.message_id) == {
-        BOB: MessageStatus.DELIVERED, CAROL: MessageStatus.DELIVERED})
+    wait_for(
+        lambda: (
+            alice.group_delivery(r.message_id)
+            == {BOB: MessageStatus.DELIVERED, CAROL: MessageStatus.DELIVERED}
+        )
+    )
     wait_for(lambda: (r.message_id, MessageKind.MESSAGE) in sent)
     time.sleep(0.5)
     assert all(kind is not MessageKind.COPY for _, kind in sent), sent
@@ -46,13 +54,6 @@ def test_hooks_never_hear_of_group_copies(workspace):
 
 # --------------------------------------------------------------------------- a failed COMMIT
 
-import sqlite3  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from syft_chat.interfaces import MessageQuery  # noqa: E402
-from syft_chat.models import Direction  # noqa: E402
 
 _real_connect = sqlite3.connect
 
@@ -104,8 +105,9 @@ def deny_on(monkeypatch):
 
 
 def _received(client, peer):
-    return [m.content for m in client.get_chat_history(with_user=peer, limit=100)
-            if m.sender == peer]
+    return [
+        m.content for m in client.get_chat_history(with_user=peer, limit=100) if m.sender == peer
+    ]
 
 
 @pytest.mark.parametrize("deny", [["COMMIT"], ["COMMIT", "ROLLBACK"]])
@@ -209,8 +211,6 @@ def test_a_store_refusing_to_record_announcements_runs_one_retry_timer(workspace
 
 
 def test_the_api_does_not_hand_out_group_copies(workspace):
-    import pytest as _pytest
-
     import syft_chat
 
     ws = workspace(ALICE, BOB, CAROL)
@@ -229,11 +229,32 @@ def test_the_api_does_not_hand_out_group_copies(workspace):
     wait_for(lambda: alice.group_delivery(r.message_id) == {BOB: MessageStatus.DELIVERED})
     copy_id = f"{r.message_id}/{BOB}"
     assert alice.get_message(copy_id) is None
-    with _pytest.raises(syft_chat.InvalidMessageError):
+    with pytest.raises(syft_chat.InvalidMessageError):
         alice.record_read(copy_id)
-    with _pytest.raises(syft_chat.InvalidMessageError):
+    with pytest.raises(syft_chat.InvalidMessageError):
         alice.wait_for_delivery(copy_id, timeout=0)
-    with _pytest.raises(syft_chat.InvalidMessageError):
+    with pytest.raises(syft_chat.InvalidMessageError):
         alice.send_message(BOB, "re", reply_to=copy_id)
     time.sleep(0.3)
     assert copy_id not in statuses
+
+
+def test_hostile_numbers_and_group_changes_without_a_group_are_refused(workspace):
+    import json
+
+    from support import envelope_body, read_response, write_raw_request
+
+    ws = workspace(ALICE, BOB)
+    bob = ws.client(BOB, settings=FAST)
+    change = json.dumps({"op": "create", "name": "x", "created_by": ALICE, "members": [ALICE, BOB]})
+    cases = [
+        envelope_body(ALICE, BOB, "x", seq=2**70),  # was a 500 "retry" forever (OverflowError)
+        envelope_body(ALICE, BOB, "x", seq=1, floor=2**64),
+        envelope_body(ALICE, BOB, change, kind="group", seq=1),  # was group ""
+        envelope_body(ALICE, BOB, change, kind="group", group_id="", seq=2),
+    ]
+    for body in cases:
+        status, reply = read_response(write_raw_request(ws, to=BOB, folder=ALICE, body=body))
+        assert status == 400 and not reply.get("retry"), reply
+    assert bob.list_groups() == []
+    assert len(bob.failed_messages()) == len(cases)

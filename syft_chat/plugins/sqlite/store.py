@@ -13,6 +13,7 @@ This module persists and queries; it decides nothing (the rules live in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -296,10 +297,9 @@ class SQLiteStore(HistoryViews):
         if self._db is None or self._db.in_transaction():
             return  # inside a block of peewee's (e.g. the migration's)
         if self._db.connection().in_transaction:
-            try:
+            # if this fails too, it is tried again at the start of the next transaction()
+            with contextlib.suppress(pw.PeeweeException, sqlite3.Error):
                 self._db.execute_sql("ROLLBACK")
-            except (pw.PeeweeException, sqlite3.Error):
-                pass  # tried again at the start of the next transaction()
 
     # ------------------------------------------------------------------ messages
 
