@@ -84,6 +84,8 @@ class GroupChangeRule:
         return message
 
     def check(self, message: ChatMessage, actor: str) -> Refusal | None:
+        if not message.group_id:
+            return Refusal(400, "a group change must name its group")
         try:
             change = parse_change(message)
         except ValueError as exc:
