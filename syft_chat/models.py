@@ -185,6 +185,10 @@ class ChatResponse(BaseModel):
         return to_utc(value)
 
 
+#: the largest sequence number (SQLite's INTEGER is 64-bit)
+_MAX_SEQ = 2**63 - 1
+
+
 class Envelope(BaseModel):
     """The JSON body of a chat request on the wire (inside syft-rpc's request file).
 
@@ -211,10 +215,10 @@ class Envelope(BaseModel):
     reply_to: str | None = Field(default=None, max_length=128)
     metadata: dict[str, Any] = Field(default_factory=dict)
     #: sender-side sequence number within the one-to-one conversation
-    seq: int | None = Field(default=None, ge=1, lt=2**53)
+    seq: int | None = Field(default=None, ge=1, le=_MAX_SEQ)
     #: the sender's lowest unconfirmed ``seq`` to this recipient: nothing below
     #: it will ever be (re)sent, so a receiver need not wait for it
-    floor: int | None = Field(default=None, ge=1, lt=2**53)
+    floor: int | None = Field(default=None, ge=1, le=_MAX_SEQ)
 
     @field_validator("timestamp")
     @classmethod

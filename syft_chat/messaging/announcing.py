@@ -81,6 +81,7 @@ class Announcer:
         self._reply = reply
         self._unrecorded: dict[str, ChatMessage] = {}
         self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None  # the pending retry, if any
 
     def announce(self, message: ChatMessage) -> None:
         """Tell listeners and plugins about a new message, then let bots answer."""
@@ -125,6 +126,10 @@ class Announcer:
         """Record that ``message`` was announced (and any whose recording failed before)."""
         with self._lock:
             self._unrecorded[message.msg_id] = message
+        self._record_pending()
+
+    def _record_pending(self) -> None:
+        with self._lock:
             pending = list(self._unrecorded)
         for msg_id in pending:
             try:
@@ -137,20 +142,27 @@ class Announcer:
                 self._unrecorded.pop(msg_id, None)
 
     def _retry_later(self) -> None:
-        timer = threading.Timer(0.5, self._retry)
-        timer.daemon = True
-        timer.start()
+        """One retry timer for everything unrecorded (not one per failed recording)."""
+        with self._lock:
+            if self._timer is not None or self._core.closed:
+                return
+            self._timer = threading.Timer(0.5, self._retry)
+            self._timer.daemon = True
+            self._timer.start()
 
     def _retry(self) -> None:
         with self._lock:
-            first = next(iter(self._unrecorded.values()), None)
-        if first is not None and not self._core.closed:
-            self.record(first)
+            self._timer = None
+        if not self._core.closed:
+            self._record_pending()
 
     def flush(self) -> None:
         """At close: one last try at recording what is unrecorded."""
         with self._lock:
             pending = list(self._unrecorded)
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         for msg_id in pending:
             try:
                 self._core.store.update(msg_id, {"notified": True})

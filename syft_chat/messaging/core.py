@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from syft_chat.dispatch import HookClient, Hooks
@@ -27,7 +28,14 @@ from syft_chat.messaging.incoming import Incoming
 from syft_chat.messaging.kinds import Kinds
 from syft_chat.messaging.outgoing import Outgoing
 from syft_chat.messaging.status import may_become
-from syft_chat.models import ChatMessage, ChatResponse, MessageStatus, json_size, utcnow
+from syft_chat.models import (
+    ChatMessage,
+    ChatResponse,
+    MessageKind,
+    MessageStatus,
+    json_size,
+    utcnow,
+)
 from syft_chat.settings import ChatSettings
 
 __all__ = ["MessagingCore"]
@@ -68,6 +76,7 @@ class MessagingCore:
         self.outgoing = Outgoing(self)
         self.incoming = Incoming(self)
         self._close_lock = threading.Lock()
+        self._deferred = threading.local()  # per thread: hook calls waiting for a commit
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -163,8 +172,11 @@ class MessagingCore:
     # ------------------------------------------------------------------ sending
 
     def get(self, msg_id: str) -> ChatMessage | None:
+        """A stored message users may see (a group message's per-member copies are not)."""
         found = self.store.get(msg_id)
-        return found.message if found is not None else None
+        if found is None or found.message.kind is MessageKind.COPY:
+            return None
+        return found.message
 
     def queue(self, message: ChatMessage, peer: str) -> ChatMessage:
         """Store a new outgoing message (``queued``), numbered next to ``peer``."""
@@ -249,7 +261,27 @@ class MessagingCore:
             self.store.record_failed(failure, keep=self.settings.failed_messages_kept)
         except StorageError as exc:
             log.error("could not record a refused message from %s: %s", sender, exc)
-        self.hooks.message_rejected(sender, reason, raw, self.client)
+        self.after_commit(self.hooks.message_rejected, sender, reason, raw, self.client)
+
+    @contextmanager
+    def deferring(self) -> Iterator[list[tuple[Callable[..., Any], tuple[Any, ...]]]]:
+        """Collect this thread's :meth:`after_commit` calls (the caller runs them once its
+        transaction is committed, and drops them if it is not)."""
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._deferred.calls = calls
+        try:
+            yield calls
+        finally:
+            self._deferred.calls = None
+
+    def after_commit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn(*args)`` now, or, inside :meth:`deferring`, once the change is durable
+        (a notification must not tell of a change a rollback undid)."""
+        calls = getattr(self._deferred, "calls", None)
+        if calls is None:
+            fn(*args)
+        else:
+            calls.append((fn, args))
 
     def failed_messages(self, limit: int) -> list[dict[str, Any]]:
         return [

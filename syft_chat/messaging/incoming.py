@@ -144,7 +144,7 @@ class Incoming:
             notified=False,
         )
         try:
-            with self._store.transaction():
+            with core.deferring() as committed, self._store.transaction():
                 existing = self._store.get(msg_id)
                 if existing is not None:
                     if existing.message.sender != request.sender:
@@ -157,6 +157,8 @@ class Incoming:
                     stored = refused is None and self._store.insert(record)
                     if stored:
                         rule.apply(record)
+            for fn, args in committed:  # what plugins hear of the change, now it is durable
+                fn(*args)
         except StorageError as exc:
             log.error("could not store a message from %s: %s", request.sender, exc)
             return _answer(

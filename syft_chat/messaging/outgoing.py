@@ -180,7 +180,7 @@ class Outgoing:
         if self._store.update(
             msg_id, {**changes, "status": MessageStatus.SENT}, if_status={MessageStatus.QUEUED}
         ):
-            if shown.kind is not MessageKind.COPY:
+            if flight.message.kind is not MessageKind.COPY:  # (``shown`` is the original's)
                 core.notify_status(msg_id, MessageStatus.SENT, None)
         else:
             self._store.update(msg_id, changes)
@@ -222,7 +222,8 @@ class Outgoing:
             log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
             return
         if reply.ok:
-            if self._set(message, MessageStatus.DELIVERED, None):
+            changed = self._set(message, MessageStatus.DELIVERED, None)
+            if changed and message.kind is not MessageKind.COPY:  # a copy is bookkeeping
                 core.notify_sent(message, self._response(body, msg_id))
             self.settle(msg_id)
         elif body.get("retry") or reply.status_code in _TRANSIENT_CODES:

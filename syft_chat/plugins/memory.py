@@ -14,6 +14,7 @@ Like every store it persists and decides nothing: the rules live in
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -75,6 +76,13 @@ def _sort_key(order: str) -> Callable[[tuple[int, StoredMessage]], tuple[Any, ..
     if order == "time":
         return lambda e: (e[1].message.timestamp, e[0])
     return lambda e: (e[0],)
+
+
+def _out(r: StoredMessage) -> StoredMessage:
+    """What a reader gets: its own metadata (a dict), like a store that reads from disk."""
+    return replace(
+        r, message=r.message.model_copy(update={"metadata": copy.deepcopy(r.message.metadata)})
+    )
 
 
 def _nullable(value: int | None) -> tuple[bool, int]:
@@ -191,7 +199,7 @@ class MemoryStore:
         """The stored message with this id, or ``None``."""
         with self._op():
             entry = self._messages.get(msg_id)
-        return entry[1] if entry else None
+        return _out(entry[1]) if entry else None
 
     def update(
         self,
@@ -235,7 +243,7 @@ class MemoryStore:
         if query.limit is not None:
             n = max(0, int(query.limit))
             found = (found[-n:] if n else []) if query.last else found[:n]
-        return [r for _, r in found]
+        return [_out(r) for _, r in found]
 
     def remove(self, query: MessageQuery) -> int:
         """Delete the messages matching ``query``; how many."""

@@ -230,6 +230,17 @@ class StoreContract:
         got = store.get("m1")
         assert got is not None and got.message.metadata == {"k": [1]}
 
+    def test_what_a_reader_changes_is_not_stored(self, store: MessageStore) -> None:
+        rec = record("m1")
+        rec.message.metadata["k"] = [1]
+        store.insert(rec)
+        for got in (store.get("m1"), store.find(MessageQuery())[0]):
+            assert got is not None
+            got.message.metadata["k"].append(2)
+            got.message.metadata["new"] = True
+        got = store.get("m1")
+        assert got is not None and got.message.metadata == {"k": [1]}
+
     # ------------------------------------------------------------------ update
 
     @pytest.mark.parametrize("field", sorted(UPDATABLE))

@@ -13,6 +13,7 @@ This module persists and queries; it decides nothing (the rules live in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -277,6 +278,8 @@ class SQLiteStore(HistoryViews):
         """Every change inside is kept, or none is (``BEGIN IMMEDIATE``; nested: a savepoint)."""
         with self._op("write to"):
             outer = self._depth == 0
+            if outer:
+                self._abandon_open_transaction()  # one a failed ROLLBACK left behind
             block = self._db.atomic("IMMEDIATE") if outer else self._db.atomic()
             self._depth += 1
             try:
@@ -284,8 +287,19 @@ class SQLiteStore(HistoryViews):
                     yield
             finally:
                 self._depth -= 1
-                if outer and self._db is not None and self._db.in_transaction():
-                    self._db.rollback()  # a failed COMMIT leaves the transaction open
+                if outer:
+                    self._abandon_open_transaction()
+
+    def _abandon_open_transaction(self) -> None:
+        """Roll back what SQLite still has open outside any block (peewee rolls back a failed
+        COMMIT, but if that ROLLBACK fails too, the connection stays in the transaction and
+        every later write would join it, never to be committed)."""
+        if self._db is None or self._db.in_transaction():
+            return  # inside a block of peewee's (e.g. the migration's)
+        if self._db.connection().in_transaction:
+            # if this fails too, it is tried again at the start of the next transaction()
+            with contextlib.suppress(pw.PeeweeException, sqlite3.Error):
+                self._db.execute_sql("ROLLBACK")
 
     # ------------------------------------------------------------------ messages
 
