@@ -12,6 +12,7 @@ text formats, not a hand-written imitation.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from sqlalchemy.orm import Session, declarative_base
 Base: Any = declarative_base()
 
 
-class Message(Base):  # type: ignore[misc]
+class Message(Base):
     """The original library's model (``messages``)."""
 
     __tablename__ = "messages"
@@ -98,7 +99,13 @@ def legacy_rows(owner: str, peer: str, other: str, marker: Path) -> list[LegacyR
         LegacyRow("m6-in", peer, "do not run me", at(5), None, None, {"note": Evil(marker)}),
         LegacyRow("m7-in", peer, "str(None)", at(6), None, None, raw_meta=str(None)),
         LegacyRow(
-            "m8-out", owner, "json-written", at(7), None, None, raw_meta='{"recipient": "%s"}' % peer
+            "m8-out",
+            owner,
+            "json-written",
+            at(7),
+            None,
+            None,
+            raw_meta=json.dumps({"recipient": peer}),
         ),
         LegacyRow("m9-out", owner, "lost recipient", at(8), None, None, None),
         LegacyRow(
