@@ -2,11 +2,14 @@
 
 ``MIGRATIONS[n]`` upgrades a file from schema version ``n`` to ``n + 1``; the
 store applies the missing ones in one write transaction when it opens a file.
-Old migrations never change: a new schema is a new function.
+Old migrations never change what they do to a file they accept: a new schema is a
+new function. (``_migrate_0_to_1`` learned to adopt the original library's own table,
+which it used to refuse; every file it migrated before migrates the same.)
 """
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -16,11 +19,17 @@ from syft_chat.errors import StorageError
 from syft_chat.models import to_utc, utcnow
 from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["LEGACY_META_KEY", "MIGRATIONS", "SCHEMA_VERSION", "legacy_metadata"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
 SCHEMA_VERSION = 4
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
+#: The original library's table (SQLAlchemy reserves ``metadata``, so it named it ``meta_data``).
+_ORIGINAL_COLUMNS = (*_SEED_COLUMNS[:-1], "meta_data")
+#: The metadata key that keeps the original library's ``meta_data`` text when it cannot
+#: be read as a literal (a ``repr`` of a datetime, say); the entries that could be read
+#: are kept beside it.
+LEGACY_META_KEY = "syft_chat.legacy_meta_data"
 
 
 def _fmt_ts(value: datetime) -> str:
@@ -69,21 +78,156 @@ _CREATE_INDEXES = (
 # --------------------------------------------------------------------------- migrations
 
 
+class _Unreadable(Exception):
+    """A ``meta_data`` value that is no JSON-compatible literal."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return sorted(value, key=repr)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    raise TypeError(type(value).__name__)
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples and sets become lists), or raise _Unreadable."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, default=_json_default)
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _Unreadable from exc
+
+
+def _literal(node: ast.expr) -> Any:
+    """The value of a literal expression (``ast.literal_eval``: nothing is run)."""
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise _Unreadable from exc
+
+
+def legacy_metadata(text: Any) -> dict[str, Any]:
+    """The metadata dict of the original library's ``meta_data`` column.
+
+    The original stored ``str(dict)`` (and read it back by evaluating it); this reads
+    it without running anything: JSON, else an ``ast.literal_eval`` of the literal.
+    When the whole text is no readable literal (a ``repr`` holding a datetime, or
+    code), the entries of its dict display that are literals are kept, and the text
+    itself under :data:`LEGACY_META_KEY`. ``None`` (NULL or ``'None'``) is ``{}``.
+    """
+    if text is None:
+        return {}
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = str(text)
+    if not text.strip():
+        return {}
+    try:
+        loaded = json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    else:
+        if loaded is None:
+            return {}
+        return loaded if isinstance(loaded, dict) else {LEGACY_META_KEY: text}
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return {LEGACY_META_KEY: text}
+    try:
+        value = _as_json(_literal(node))
+    except _Unreadable:
+        pass
+    else:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            return value
+    kept: dict[str, Any] = {}
+    if isinstance(node, ast.Dict):
+        for key, item in zip(node.keys, node.values, strict=True):
+            if key is None:  # a ``**mapping`` display
+                continue
+            try:
+                kept.update(_as_json({_literal(key): _literal(item)}))
+            except (_Unreadable, TypeError):  # TypeError: an unhashable key
+                continue
+    kept[LEGACY_META_KEY] = text
+    return kept
+
+
+def _adopt_original(db: Any, owner: str, now: str) -> None:
+    """Copy the original library's rows (in ``_messages_v0``) into the v1 table.
+
+    Its conversation partner is only in ``meta_data``: an outgoing message's peer is
+    the ``recipient`` there (none if it has none), an incoming one's its sender.
+    Every row is kept; a missing or repeated ``msg_id`` gets one made from its row.
+    """
+    rows = db.execute_sql(
+        "SELECT rowid, msg_id, sender, content, timestamp, thread_id, reply_to, meta_data"
+        " FROM _messages_v0 ORDER BY rowid"
+    ).fetchall()
+    seen: set[str] = set()
+    for rowid, msg_id, sender, content, stamp, thread_id, reply_to, meta_text in rows:
+        if not isinstance(msg_id, str) or not msg_id:
+            msg_id = f"legacy-{rowid}"
+        if msg_id in seen:
+            msg_id = f"{msg_id}-legacy-{rowid}"
+        seen.add(msg_id)
+        metadata = legacy_metadata(meta_text)
+        named = metadata.get("recipient")
+        named = named if isinstance(named, str) and named else None
+        sender = "" if sender is None else sender
+        if sender == owner:
+            recipient, peer, direction, status = named, named, "out", "delivered"
+        else:
+            recipient, peer, direction, status = owner, sender or None, "in", "received"
+        db.execute_sql(
+            "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp,"
+            " thread_id, reply_to, metadata, direction, status, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg_id,
+                sender,
+                recipient,
+                peer,
+                "" if content is None else content,
+                _fmt_ts(_parse_ts("" if stamp is None else stamp)),
+                thread_id,
+                reply_to,
+                json.dumps(metadata, ensure_ascii=False),
+                direction,
+                status,
+                now,
+            ),
+        )
+
+
 def _migrate_0_to_1(db: Any, owner: str) -> None:
     """Create the v1 schema, adopting a seed ``messages`` table if there is one.
 
     The seed's table has ``msg_id`` as primary key and no insertion-order column;
     ``id INTEGER PRIMARY KEY AUTOINCREMENT`` cannot be added with ALTER TABLE, so
-    the table is rebuilt (the SQLite-documented way) keeping rowid order.
+    the table is rebuilt (the SQLite-documented way) keeping rowid order. The
+    original library's own table (``meta_data`` holding ``str(dict)``, the partner
+    of an outgoing message only in it) is adopted by :func:`_adopt_original`.
     """
     legacy = {row[1] for row in db.execute_sql("PRAGMA table_info(messages)").fetchall()}
+    original = False
     if legacy:
         missing = sorted(set(_SEED_COLUMNS) - legacy)
-        if missing:
+        original = bool(missing) and set(_ORIGINAL_COLUMNS) <= legacy
+        if missing and not original:
             raise StorageError(f"its 'messages' table lacks {missing}: not a chat database")
         db.execute_sql("ALTER TABLE messages RENAME TO _messages_v0")
     db.execute_sql(_CREATE_MESSAGES)
-    if legacy:
+    if original:
+        _adopt_original(db, owner, _fmt_ts(utcnow()))
+    elif legacy:
         db.execute_sql(
             "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp,"
             " thread_id, reply_to, metadata, direction, status, updated_at)"
@@ -95,6 +239,7 @@ def _migrate_0_to_1(db: Any, owner: str) -> None:
             " FROM _messages_v0 ORDER BY rowid",
             (owner, _fmt_ts(utcnow())),
         )
+    if legacy:
         rows = db.execute_sql("SELECT id, timestamp FROM messages").fetchall()
         for row_id, stamp in rows:  # normalize to the fixed UTC format
             fixed = _fmt_ts(_parse_ts(stamp))
