@@ -93,7 +93,11 @@ def test_hundred_concurrent_messages_none_lost_none_duplicated(
         _wait(lambda: len(got) >= 100, timeout=30)
         time.sleep(2)
         stored = bob.get_chat_history(limit=1000)
-        print(f"100 concurrent messages over the network: {took:.1f}s, {len(got)} announced")
+        written = sum(alice.store.get(msg_id).attempts for msg_id in ids)  # type: ignore[union-attr]
+        print(
+            f"100 concurrent messages over the network: {took:.1f}s, {len(got)} announced, "
+            f"{written} requests written ({written - len(ids)} re-uploads)"
+        )
         assert len(ids) == 100
         assert sorted(m.msg_id for m in stored) == sorted(ids)  # none lost, none twice
         assert sorted(got) == sorted(f"t{k}-{i}" for k in range(4) for i in range(25))
