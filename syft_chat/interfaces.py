@@ -91,7 +91,8 @@ class Reply:
 #: Called by a transport for every incoming request, exactly once per request.
 IncomingHandler = Callable[[IncomingRequest], Reply]
 #: Called by a transport when the answer to one of our requests arrives:
-#: ``(request_id, peer, reply)``.
+#: ``(request_id, peer, reply)``; also when the network refused to carry it (see
+#: :class:`Transport`).
 ReplyHandler = Callable[[str, str, Reply], None]
 #: Called by a transport for a request it refused before decoding it:
 #: ``(authenticated sender, reason, raw bytes)``.
@@ -106,6 +107,14 @@ class Transport(Protocol):
     reaches ``on_reply`` at most once per request. How requests travel (files, sockets)
     and how answers are found stay inside the transport. ``syft_chat.testing.
     transport_contract`` is the suite a transport passes.
+
+    **Refusals by the network.** When the system underneath refuses to carry a request
+    (for syft-rpc: the SyftBox server rejected the upload and the sync client renamed
+    the file to a rejection marker), the transport reports it through ``on_reply`` like
+    an answer from the peer: status ``403`` and a JSON body
+    ``{"status": "rejected", "retry": false, "error": "<why>"}``. The core records the
+    message ``failed`` with that error and stops retrying. The transport cleans up
+    whatever the refusal left behind.
     """
 
     name: ClassVar[str]
@@ -146,6 +155,16 @@ class Transport(Protocol):
 
         ``replaces`` is the id of an earlier, unanswered attempt at the same message,
         which the transport may withdraw (an answer to it still counts).
+        """
+
+    def pending(self, recipient: str, request_id: str, *, until: datetime) -> bool:
+        """Whether request ``request_id`` is still on its way to ``recipient`` and needs
+        no replacement: handed over, not answered, not refused, valid until ``until``.
+
+        The core asks before a retry: ``True`` keeps the request (the peer is offline or
+        slow, another copy would not help) and the retry is only rescheduled. ``False``
+        when unsure; a transport that cannot tell always answers ``False`` (every retry
+        then writes a fresh request, which is always safe).
         """
 
     def collect_reply(self, recipient: str, request_id: str) -> None:

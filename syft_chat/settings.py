@@ -24,10 +24,19 @@ class ChatSettings(BaseModel):
     #: Seconds ``send_message`` waits for the recipient's confirmation by default;
     #: delivery goes on in the background after that.
     send_timeout: float = Field(default=5.0, ge=0)
-    #: Seconds before an unconfirmed message is sent again; doubles each time...
+    #: Seconds before an unconfirmed message is looked at again, at least: the first
+    #: retry comes after ``max(retry_initial, retry_rtt_factor * round trip)``, where the
+    #: round trip is the one observed for that peer (an average of recent confirmations);
+    #: later retries double it...
     retry_initial: float = Field(default=10.0, gt=0)
-    #: ...up to this many seconds (keep it well below ``request_expiry``).
+    #: ...up to this many seconds (keep it well below ``request_expiry``). A retry finding
+    #: the previous request still waiting (unanswered, not refused, and valid for at least
+    #: ``retry_max`` more seconds) keeps it and only reschedules; otherwise it writes a
+    #: fresh request (which is also how a request's expiry is renewed).
     retry_max: float = Field(default=300.0, gt=0)
+    #: How many observed round trips to wait before the first retry (``0``: always
+    #: ``retry_initial``).
+    retry_rtt_factor: float = Field(default=3.0, ge=0)
     #: Threads announcing incoming messages (one conversation at a time each).
     listener_threads: int = Field(default=4, ge=1, le=64)
     #: Seconds a message waits for an earlier one of its conversation before

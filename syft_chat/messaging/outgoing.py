@@ -5,8 +5,12 @@ attempt sends a fresh request (new id, new expiry) replacing the previous one; t
 answer to *any* attempt settles it (``delivered``, or ``failed`` for a refusal);
 transient answers (a request read half-synced, an expired request, a receiver that
 could not store, "not yet") and silence lead to another attempt, on the schedule of
-:mod:`syft_chat.messaging.retry`. All of it is in the store, so a restart resumes
-where it stopped. A group message travels as one copy per member; the copies'
+:mod:`syft_chat.messaging.retry`: its first step scales with the round trip observed
+for the peer, and a retry that finds the previous request still waiting for the peer
+(the transport's ``pending``) keeps it rather than writing another. A refusal by the
+network itself (the transport reports it as a ``403`` answer with ``retry: false``)
+fails the message like a refusal by the peer. All of it is in the store, so a restart
+resumes where it stopped. A group message travels as one copy per member; the copies'
 statuses are bookkeeping, and hooks hear of the group message only.
 """
 
@@ -27,7 +31,7 @@ from pydantic import ValidationError
 from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import DeliveryError
 from syft_chat.interfaces import MessageQuery, Reply, StoredMessage
-from syft_chat.messaging.retry import Outbox
+from syft_chat.messaging.retry import Outbox, RoundTrips
 from syft_chat.messaging.status import PENDING, group_status
 from syft_chat.models import (
     ChatMessage,
@@ -65,6 +69,7 @@ class _Flight:
     peer: str
     request_id: str | None = None  # the latest attempt
     attempts: int = 0
+    sent_at: float | None = None  # monotonic time the latest attempt was written
     settled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -88,6 +93,11 @@ class Outgoing:
             initial=self._settings.retry_initial,
             maximum=self._settings.retry_max,
             name=f"syft-chat-outbox[{core.email}]",
+        )
+        self.round_trips = RoundTrips(
+            floor=self._settings.retry_initial,
+            factor=self._settings.retry_rtt_factor,
+            maximum=self._settings.retry_max,
         )
 
     # ------------------------------------------------------------------ queueing
@@ -163,8 +173,10 @@ class Outgoing:
         with self._lock:
             previous, flight.request_id = flight.request_id, request_id
             flight.attempts += 1
+            flight.sent_at = time.monotonic()
             self._requests[request_id] = msg_id
-        self.schedule.track(msg_id)  # the next attempt, unless an answer settles it first
+        # the next attempt, unless an answer settles it first
+        self.schedule.track(msg_id, initial=self.round_trips.first_delay(peer))
         try:
             self._transport.send(
                 peer,
@@ -197,8 +209,24 @@ class Outgoing:
         if stored is None or stored.message.status not in PENDING:
             self.settle(msg_id)
             return
+        if self._still_waiting(flight):
+            # the peer has not picked it up yet (offline, slow sync): another copy would
+            # not help; look again later, and renew it before it expires
+            self.schedule.track(msg_id, initial=self.round_trips.first_delay(flight.peer))
+            return
         with contextlib.suppress(DeliveryError):  # logged; a write error is retried
             self.attempt(msg_id)
+
+    def _still_waiting(self, flight: _Flight) -> bool:
+        """Whether the latest request is still on its way and valid past the next retry."""
+        if flight.request_id is None:
+            return False
+        until = utcnow() + timedelta(seconds=self._settings.retry_max)
+        try:
+            return bool(self._transport.pending(flight.peer, flight.request_id, until=until))
+        except Exception:  # a transport failing to tell: sending again is always safe
+            log.exception("transport could not tell whether %s is pending", flight.request_id)
+            return False
 
     # ------------------------------------------------------------------ answers
 
@@ -208,20 +236,25 @@ class Outgoing:
         with self._lock:
             msg_id = self._requests.get(request_id) or str(body.get("message_id") or "")
             flight = self._flights.get(msg_id)
+            latest = flight is not None and flight.request_id == request_id
+            sent_at = flight.sent_at if flight is not None and latest else None
         message: ChatMessage | None
         if flight is not None:
-            message, latest = flight.message, flight.request_id == request_id
+            message = flight.message
         else:  # a late answer for a message settled or from before a restart
             found = self._store.get(msg_id) if msg_id else None
             if found is not None and found.message.group_id and found.message.recipient != peer:
                 found = self._store.get(f"{msg_id}/{peer}")  # that member's copy
             message, latest = (found.message if found is not None else None), False
+            sent_at = None
             msg_id = message.msg_id if message is not None else msg_id
         core = self._core
         if message is None or message.recipient != peer or message.sender != core.email:
             log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
             return
         if reply.ok:
+            if sent_at is not None:  # the latest attempt: its round trip is unambiguous
+                self.round_trips.observe(peer, time.monotonic() - sent_at)
             changed = self._set(message, MessageStatus.DELIVERED, None)
             if changed and message.kind is not MessageKind.COPY:  # a copy is bookkeeping
                 core.notify_sent(message, self._response(body, msg_id))

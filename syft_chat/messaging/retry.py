@@ -4,7 +4,11 @@ Every outgoing message is tracked from the moment its request is written
 until its recipient confirms it (or refuses it for good). When a message is
 due, the client looks for an answer and, if there is none, writes a fresh
 request (a new request id and expiry: this is also how a request's expiry is
-renewed). The delay doubles from ``retry_initial`` up to ``retry_max``. The
+renewed), unless the transport says the previous request is still waiting for
+the peer and stays valid (then it is kept, and only the next look is
+scheduled). The first delay is ``max(retry_initial, retry_rtt_factor * rtt)``
+(:class:`RoundTrips`: the confirmation round trip observed for that peer, so a
+slow network is not flooded with copies); it doubles up to ``retry_max``. The
 thread sleeps until the next due time: an idle client with nothing pending
 uses no CPU.
 """
@@ -17,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["Outbox"]
+__all__ = ["Outbox", "RoundTrips"]
 
 log = logging.getLogger("syft_chat.messaging.retry")
 
@@ -45,9 +49,18 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def track(self, msg_id: str, *, delay: float | None = None, soon: bool = False) -> None:
+    def track(
+        self,
+        msg_id: str,
+        *,
+        delay: float | None = None,
+        soon: bool = False,
+        initial: float | None = None,
+    ) -> None:
         """(Re)schedule ``msg_id``: ``delay`` seconds from now, else the next backoff step.
 
+        ``initial`` replaces the outbox's first step for this message (e.g. scaled
+        to the peer's round trip); it only matters while ``msg_id`` has no step yet.
         ``soon`` is for a transient answer (the receiver asked for a resend):
         its own backoff starts at half a second rather than ``initial``.
         """
@@ -57,7 +70,10 @@ class Outbox:
             if delay is None:
                 steps = self._soon if soon else self._delay
                 step = steps.get(msg_id)
-                first = min(0.5, self._initial) if soon else self._initial
+                if soon:
+                    first = min(0.5, self._initial)
+                else:
+                    first = self._initial if initial is None else initial
                 delay = first if step is None else min(step * 2, self._maximum)
                 steps[msg_id] = delay
             due = time.monotonic() + delay
@@ -113,3 +129,41 @@ class Outbox:
             self._cond.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(5)
+
+
+class RoundTrips:
+    """Per-peer estimate of the confirmation round trip, for the first retry's delay.
+
+    A sample is the time from writing a request to its confirmation, taken only when
+    the confirmed request is the latest attempt (an answer to an earlier one says
+    nothing clear about the time). Samples are capped at ``maximum`` (a peer that was
+    offline for an hour says nothing about the network) and averaged with weight
+    ``alpha`` for the newest (an exponentially weighted moving average), so one
+    unusually slow confirmation moves the estimate only part of the way.
+    """
+
+    def __init__(self, *, floor: float, factor: float, maximum: float, alpha: float = 0.3):
+        self._floor = floor
+        self._factor = factor
+        self._maximum = maximum
+        self._alpha = alpha
+        self._lock = threading.Lock()
+        self._estimate: dict[str, float] = {}
+
+    def observe(self, peer: str, seconds: float) -> None:
+        sample = min(max(seconds, 0.0), self._maximum)
+        with self._lock:
+            old = self._estimate.get(peer)
+            self._estimate[peer] = (
+                sample if old is None else (1 - self._alpha) * old + self._alpha * sample
+            )
+
+    def estimate(self, peer: str) -> float | None:
+        """The smoothed round trip to ``peer`` in seconds, ``None`` before any sample."""
+        with self._lock:
+            return self._estimate.get(peer)
+
+    def first_delay(self, peer: str) -> float:
+        """``max(floor, factor * estimate)``, at most ``maximum``."""
+        rtt = self.estimate(peer) or 0.0
+        return min(max(self._floor, self._factor * rtt), max(self._floor, self._maximum))

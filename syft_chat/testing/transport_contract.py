@@ -211,6 +211,19 @@ class TransportContract:
         assert len(bob_rec.requests_with(first)) <= 1  # withdrawn, or still answered once
         assert len(alice_rec.replies_to(first)) <= 1
 
+    def test_pending_while_unanswered_and_valid(self, net: _Network) -> None:
+        alice, alice_rec = net.start(ALICE)
+        bob, _ = net.start(BOB)
+        bob.stop()  # offline: the request waits
+        request_id = self._send(alice, BOB, b"waiting")
+        now = datetime.now(timezone.utc)
+        assert alice.pending(BOB, request_id, until=now)
+        assert not alice.pending(BOB, request_id, until=now + timedelta(minutes=6))  # expired
+        assert not alice.pending(BOB, str(uuid.uuid4()), until=now)  # never sent
+        net.start(BOB)
+        wait_for(lambda: alice_rec.replies_to(request_id))
+        assert not alice.pending(BOB, request_id, until=now)  # answered
+
     # ------------------------------------------------------------------ missed replies
 
     def _answered_while_away(self, net: _Network) -> tuple[str, Recorder]:

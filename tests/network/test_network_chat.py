@@ -93,7 +93,11 @@ def test_hundred_concurrent_messages_none_lost_none_duplicated(
         _wait(lambda: len(got) >= 100, timeout=30)
         time.sleep(2)
         stored = bob.get_chat_history(limit=1000)
-        print(f"100 concurrent messages over the network: {took:.1f}s, {len(got)} announced")
+        written = sum(alice.store.get(msg_id).attempts for msg_id in ids)  # type: ignore[union-attr]
+        print(
+            f"100 concurrent messages over the network: {took:.1f}s, {len(got)} announced, "
+            f"{written} requests written ({written - len(ids)} re-uploads)"
+        )
         assert len(ids) == 100
         assert sorted(m.msg_id for m in stored) == sorted(ids)  # none lost, none twice
         assert sorted(got) == sorted(f"t{k}-{i}" for k in range(4) for i in range(25))
@@ -121,6 +125,41 @@ def test_recipient_offline_longer_than_request_expiry(
         delivered = alice.wait_for_delivery(response.message_id, timeout=90)
         assert delivered.status == "delivered"
         _wait(lambda: [m.content for m in bob.get_chat_history()] == ["while you were away"])
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_refusal_by_the_server_reaches_the_sender(
+    syftbox_network: SyftBoxNetwork, tmp_path: Path
+) -> None:
+    """Bob admits nobody: the server refuses alice's upload, her sync client renames the
+    request to ``<id>.syftrejected.request``, and the message fails with that reason."""
+    net = syftbox_network
+    alice = syft_chat.client(net.config_path(ALICE), db_path=tmp_path / "a.db", settings=FAST)
+    bob = syft_chat.client(net.config_path(BOB), db_path=tmp_path / "b.db")
+    try:
+        _wait(lambda: alice.list_available_users() == [BOB])
+        bob.set_contact_mode("contacts_only")  # nobody allowed: the server denies every write
+        rules = net.datasites(BOB) / BOB / "app_data" / "syft_chat" / "rpc" / "syftperm.yaml"
+        on_server = net.server_file(f"{BOB}/app_data/syft_chat/rpc/syftperm.yaml")
+        _wait(lambda: on_server.is_file() and on_server.read_bytes() == rules.read_bytes())
+        time.sleep(1.0)  # the server commits its rules with the file
+        failures: list[str | None] = []
+        alice.add_status_listener(
+            lambda m, s, e: failures.append(e) if s is MessageStatus.FAILED else None
+        )
+        response = alice.send_message(BOB, "let me in", timeout=0)
+        _wait(lambda: failures, timeout=60)
+        reason = f"refused by the SyftBox server: no permission to write to {BOB}'s chat folder"
+        assert failures == [reason]
+        stored = alice.get_message(response.message_id)
+        assert stored is not None and stored.status is MessageStatus.FAILED
+        folder = net.datasites(ALICE) / BOB / "app_data" / "syft_chat" / "rpc" / "chat" / ALICE
+        _wait(lambda: not list(folder.glob("*.request")), timeout=10)  # marker cleaned up
+        time.sleep(FAST["retry_initial"] + FAST["retry_max"])
+        assert not list(folder.glob("*.request"))  # and nothing sent again
+        assert bob.get_chat_history() == []
     finally:
         alice.close()
         bob.close()

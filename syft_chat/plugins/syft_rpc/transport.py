@@ -16,18 +16,29 @@ What this module does differently from calling ``syft_rpc.rpc.send`` and
 * responses are picked up by one watchdog observer (syft-event's own), with a
   watch per peer folder, instead of a future polling every 0.1 s per message;
 * nothing ever raises into syft-event's dispatcher thread (an escaping
-  exception kills it and the endpoint silently stops answering).
+  exception kills it and the endpoint silently stops answering);
+* a request the SyftBox server refused to take is noticed: the sync client
+  renames it (legacy client ``<id>.syftrejected.request``, the current Go
+  client ``<id>.rejected.request``, ``<id>.rejected.<YYYYmmddHHMMSS>.request``
+  when rotating), and the same watcher reports it as a final refusal (``403``,
+  ``retry: false``), then removes the marker;
+* a request still waiting in the peer folder (unanswered, not refused, not
+  expired) is kept rather than written again (:meth:`RpcTransport.pending`):
+  the peer is offline or sync is slow, and another copy would only add upload
+  traffic and one more file to clean up.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import datetime, timezone
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -57,7 +68,14 @@ from syft_chat.models import describe_error
 from syft_chat.plugins.syft_rpc.files import atomic_write
 from syft_chat.plugins.syft_rpc.permissions import write_permission_files
 
-__all__ = ["ENDPOINT", "RpcTransport", "endpoint_dir", "serves_chat"]
+__all__ = [
+    "ENDPOINT",
+    "RpcTransport",
+    "endpoint_dir",
+    "refusal_reason",
+    "rejected_request_id",
+    "serves_chat",
+]
 
 log = logging.getLogger("syft_chat.transport")
 
@@ -78,6 +96,21 @@ _REREADS = 4
 _KEPT_RAW_BYTES = 4096
 #: files waiting for another look at once; beyond that they are answered at once
 _MAX_PENDING_REREADS = 64
+#: what a sync client renames a request to when the server refused the upload:
+#: legacy Python client ``<id>.syftrejected.request``; Go client (v0.8)
+#: ``<id>.rejected.request`` and, rotating an older one, ``<id>.rejected.<14 digits>.request``
+_REJECTION_MARKER = re.compile(r"^(?P<id>[^.]+)\.(?:syftrejected|rejected)(?:\.\d+)?\.request$")
+
+
+def rejected_request_id(name: str) -> str | None:
+    """The request id a sync client's rejection marker file name stands for, else ``None``."""
+    match = _REJECTION_MARKER.match(name)
+    return match.group("id") if match else None
+
+
+def refusal_reason(recipient: str) -> str:
+    """Why a request carrying a rejection marker never reached ``recipient``."""
+    return f"refused by the SyftBox server: no permission to write to {recipient}'s chat folder"
 
 
 def endpoint_dir(syft: SyftClient, app_name: str, datasite: str) -> Path:
@@ -173,9 +206,13 @@ class _ReplyWatcher(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = getattr(event, "dest_path", "") or event.src_path
-        path = path.decode() if isinstance(path, bytes) else path
-        if str(path).endswith(".response"):
-            self.transport._handle_response_file(Path(path), self.peer)
+        path = Path(path.decode() if isinstance(path, bytes) else path)
+        if path.name.endswith(".response"):
+            self.transport._handle_response_file(path, self.peer)
+        else:
+            request_id = rejected_request_id(path.name)
+            if request_id is not None:
+                self.transport._handle_rejection(request_id, self.peer)
 
 
 class RpcTransport:
@@ -321,10 +358,72 @@ class RpcTransport:
         )
 
     def collect_reply(self, recipient: str, request_id: str) -> None:
-        """Check for a reply directly (a safety net for a missed file event)."""
+        """Check for a reply, or a refusal by the server, directly (a safety net for a
+        missed file event)."""
         path = self.outbox_dir(recipient) / f"{request_id}.response"
         if path.exists():
             self._handle_response_file(path, recipient)
+        elif self._rejection_markers(recipient, request_id):
+            self._handle_rejection(request_id, recipient)
+
+    def pending(self, recipient: str, request_id: str, *, until: datetime) -> bool:
+        """Whether the request file is still waiting in ``recipient``'s folder: there,
+        unanswered, not refused by the server, readable and not expiring before ``until``.
+
+        Anything unexpected (unreadable, half written, no expiry) is ``False``: the
+        caller then writes a fresh request, which is always safe.
+        """
+        folder = self.outbox_dir(recipient)
+        path = folder / f"{request_id}.request"
+        try:
+            if not path.is_file() or path.with_suffix(".response").exists():
+                return False
+            if self._rejection_markers(recipient, request_id):
+                return False
+            request: SyftRequest = _read_model(path, SyftRequest, self.settings.max_request_bytes)
+        except Exception:
+            return False
+        expires = request.expires
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=timezone.utc)
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=timezone.utc)
+        return bool(request.id == uuid.UUID(request_id) and expires > until)
+
+    def _rejection_markers(self, recipient: str, request_id: str) -> list[Path]:
+        """The marker files a sync client left for a refused upload of ``request_id``."""
+        folder = self.outbox_dir(recipient)
+        try:
+            candidates = list(folder.glob(f"{glob_escape(request_id)}.*rejected*.request"))
+        except OSError:
+            return []
+        return [p for p in candidates if rejected_request_id(p.name) == request_id]
+
+    def _handle_rejection(self, request_id: str, peer: str) -> None:
+        """The server refused our upload of ``request_id``: report it as a final refusal,
+        then remove the marker(s). Runs on the observer thread: must never raise."""
+        try:
+            with self._lock:
+                if request_id in self._replies_seen:
+                    return
+                self._replies_seen.add(request_id)
+            try:
+                reason = refusal_reason(peer)
+                log.warning("request %s to %s: %s", request_id, peer, reason)
+                if self._on_reply is not None:
+                    self._on_reply(
+                        request_id,
+                        peer,
+                        _json_reply(403, status="rejected", retry=False, error=reason),
+                    )
+                for marker in self._rejection_markers(peer, request_id):
+                    marker.unlink(missing_ok=True)
+                (self.outbox_dir(peer) / f"{request_id}.request").unlink(missing_ok=True)
+            finally:
+                with self._lock:  # the markers are gone: a late duplicate event finds nothing
+                    self._replies_seen.discard(request_id)
+        except Exception:
+            log.exception("error handling the refusal of request %s", request_id)
 
     def _withdraw(self, recipient: str, request_id: str) -> None:
         """Remove an unanswered request before writing its replacement."""
@@ -341,6 +440,9 @@ class RpcTransport:
             self._watch_replies(peer, folder)
             for path in sorted(folder.glob("*.response")):
                 self._handle_response_file(path, peer)
+            refused = {rejected_request_id(p.name) for p in folder.glob("*rejected*.request")}
+            for request_id in sorted(r for r in refused if r is not None):
+                self._handle_rejection(request_id, peer)
 
     def _handle_response_file(self, path: Path, peer: str) -> None:
         """Runs on the observer thread: must never raise."""
