@@ -95,6 +95,7 @@ __all__ = [
     "chat_encode_body",
     "ensure_keys",
     "fingerprint",
+    "format_fingerprint",
     "has_published_key",
     "key_status",
     "main",
@@ -299,9 +300,9 @@ class KeyStatus:
         pinned = self.pinned.fingerprint if self.pinned else "(none)"
         lines = [
             f"{self.peer}: {self.state}",
-            f"  pinned:    {_show(pinned)}"
+            f"  pinned:    {format_fingerprint(pinned)}"
             + (f"  (since {self.pinned.first_seen}, {self.pinned.source})" if self.pinned else ""),
-            f"  published: {_show(self.published or '(none)')}",
+            f"  published: {format_fingerprint(self.published or '(none)')}",
         ]
         if self.detail:
             lines.append(f"  {self.detail}")
@@ -313,7 +314,7 @@ def fingerprint(key: ed25519.Ed25519PublicKey | x25519.X25519PublicKey) -> str:
     return hashlib.sha256(_raw(key)).hexdigest()
 
 
-def _show(fp: str) -> str:
+def format_fingerprint(fp: str) -> str:
     """A fingerprint in groups of four, for reading aloud."""
     if len(fp) != 64:
         return fp
@@ -519,8 +520,8 @@ def trust(client: Any, peer: str, expected: str | None = None) -> KeyStatus:
             raise EncryptionError(before.detail)
         if expected is not None and expected.replace(" ", "").lower() != before.published:
             raise ValueError(
-                f"{peer} now publishes {_show(before.published)}, not the expected "
-                f"{_show(expected)}; nothing was trusted"
+                f"{peer} now publishes {format_fingerprint(before.published)}, not the expected "
+                f"{format_fingerprint(expected)}; nothing was trusted"
             )
         identity, _ = _published_keys(syft, peer)
         old = before.pinned
@@ -562,11 +563,15 @@ def _check_pin(syft: SyftClient, peer: str, identity: ed25519.Ed25519PublicKey) 
         else:
             chain = _rotation_chain(syft, peer, pin, published)
             if not chain:
+                pinned, now_published = (
+                    format_fingerprint(pin.fingerprint),
+                    format_fingerprint(published),
+                )
                 raise KeyChangedError(
-                    f"{peer}'s encryption key changed: pinned {_show(pin.fingerprint)} "
-                    f"(since {pin.first_seen}), now published {_show(published)}, with no "
-                    "rotation signed by the pinned key; nothing was sent. If they really changed "
-                    f"keys (check the fingerprint with them), run `python -m syft_chat_encryption "
+                    f"{peer}'s encryption key changed: pinned {pinned} (since "
+                    f"{pin.first_seen}), now published {now_published}, with no rotation "
+                    "signed by the pinned key; nothing was sent. If they really changed keys "
+                    "(check the fingerprint with them), run `python -m syft_chat_encryption "
                     f"trust {peer}` or call syft_chat_encryption.trust(client, {peer!r}), and "
                     "send again",
                     peer=peer,
@@ -816,7 +821,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("already trusted; nothing to do")
                 return 0
             if not args.yes and args.fingerprint is None:
-                answer = input(f"Trust {_show(current.published)} for {args.peer}? [y/N] ")
+                answer = input(
+                    f"Trust {format_fingerprint(current.published)} for {args.peer}? [y/N] "
+                )
                 if answer.strip().lower() not in {"y", "yes"}:
                     print("nothing changed")
                     return 1
@@ -824,7 +831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"trusted; messages to {args.peer} are encrypted for the new key")
         else:
             old, new = rotate_keys(syft, identity=not args.keep_identity)
-            print(f"identity key: {_show(old)}\n          ->  {_show(new)}")
+            print(
+                f"identity key: {format_fingerprint(old)}\n          ->  {format_fingerprint(new)}"
+            )
     except (EncryptionError, ValueError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
