@@ -42,6 +42,8 @@ class HookDecisionError(SyftChatError):
         self.hook = hook
         #: what the sender of a refused message may be told (``RefuseMessage`` only)
         self.public = str(error) if isinstance(error, RefuseMessage) else None
+        #: the refusal is temporary: the sender should encode and send again
+        self.retry = isinstance(error, RefuseMessage) and error.retry
 
 
 def _is_wrapper(impl: Any) -> bool:

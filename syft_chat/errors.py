@@ -78,7 +78,16 @@ class RefuseMessage(SyftChatError):
     Any other exception from a plugin also refuses the message (decisions fail
     closed), but the sender is told only that a plugin refused it: exception
     texts can hold local paths or data.
+
+    ``retry=True`` (from ``chat_decode_body``) means "not now": the message is
+    not stored and not recorded as refused, and the sender is answered
+    ``503`` with ``retry: true``, so it encodes the message anew and sends it
+    again (e.g. it was encrypted for keys that have since changed).
     """
+
+    def __init__(self, message: str = "", *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 class PluginError(SyftChatError):

@@ -161,7 +161,9 @@ def chat_decode_body(request: IncomingRequest, client: SyftChatClient) -> Envelo
     Called on the transport's serving thread for every request, so keep it
     quick. Stops at the first non-``None`` result. Decision, fails closed: if
     an implementation raises, the message is refused (the sender gets an
-    error reply) and it is never stored.
+    error reply) and it is never stored. ``raise RefuseMessage(reason,
+    retry=True)`` asks the sender to encode the message anew and send it
+    again (answer ``503``, ``retry: true``; nothing is stored or recorded).
     """
 
 

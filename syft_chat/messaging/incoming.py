@@ -113,6 +113,10 @@ class Incoming:
         try:
             envelope = core.hooks.decode_body(request, core.client)
         except HookDecisionError as exc:  # details stay local: the sender learns no more
+            if exc.retry:  # not now (e.g. encrypted for keys that changed): encode and resend
+                return _answer(
+                    503, status="error", retry=True, error=f"could not decode: {exc.public}"
+                )
             reason = f"could not decode: {exc.public or exc}"
             public = f"could not decode: {exc.public or 'refused by a plugin'}"
             return self._refuse(request, Refusal(400, reason), None, public=public)
