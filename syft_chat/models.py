@@ -299,8 +299,15 @@ class ContactPolicy(BaseModel):
     blocked: frozenset[str] = frozenset()
 
     def refuses(self, sender: str) -> str | None:
-        """Why a message from ``sender`` is refused, or ``None`` to let it through."""
-        sender = sender.lower()
+        """Why a message from ``sender`` is refused, or ``None`` to let it through.
+
+        Blocks and allows hold canonical emails (:mod:`syft_chat.identity`); a sender
+        that is not canonical is refused outright, so no other spelling slips past a block.
+        """
+        from syft_chat.identity import is_canonical
+
+        if not is_canonical(sender):
+            return "the sender is not a canonical datasite email"
         if sender in self.blocked:
             return "the sender is blocked"
         if self.mode == "contacts_only" and sender not in self.allowed:

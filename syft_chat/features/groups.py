@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, Field
 
 from syft_chat.errors import InvalidMessageError, UnknownRecipientError
+from syft_chat.identity import canonical_email, is_canonical
 from syft_chat.interfaces import MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
 from syft_chat.messaging.status import group_status
@@ -68,6 +69,8 @@ def parse_change(message: ChatMessage) -> GroupChange:
         change.members
     ):
         raise ValueError("a group has 1 to 256 distinct members")
+    if not all(is_canonical(m) for m in change.members):
+        raise ValueError("group members must be canonical datasite emails")
     return change
 
 
@@ -182,9 +185,7 @@ class Groups:
     def _people(self, emails: Iterable[str], *, reachable: bool = True) -> list[str]:
         found = []
         for email in emails:
-            if not isinstance(email, str) or "@" not in email:
-                raise InvalidMessageError(f"not a datasite email: {email!r}")
-            email = email.strip()
+            email = canonical_email(email.strip() if isinstance(email, str) else email)
             core = self._core
             if reachable and email != core.email and not core.transport.can_reach(email):
                 raise UnknownRecipientError(f"{email} does not serve syft-chat in this workspace")

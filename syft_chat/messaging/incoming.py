@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import StorageError
+from syft_chat.identity import is_canonical
 from syft_chat.interfaces import IncomingRequest, MessageQuery, Reply, StoredMessage
 from syft_chat.messaging.kinds import Refusal
 from syft_chat.messaging.ordering import Conversations
@@ -183,6 +184,8 @@ class Incoming:
 
     def _check(self, request: IncomingRequest, envelope: Envelope) -> Refusal | None:
         limits, me = self._settings, self._core.email
+        if not is_canonical(request.sender):  # whatever the transport, one spelling per identity
+            return Refusal(400, f"sender {request.sender!a} is not a canonical datasite email")
         if envelope.v > PROTOCOL_VERSION:
             return Refusal(400, f"unsupported envelope version {envelope.v}")
         if envelope.sender != request.sender:
