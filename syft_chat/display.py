@@ -22,7 +22,7 @@ from typing import Any, SupportsIndex, overload
 
 import click
 
-from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, MessageStatus
+from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, MessageStatus, claims_auto_reply
 
 __all__ = [
     "STATUS_COLOURS",
@@ -111,6 +111,8 @@ def _hints(message: ChatMessage, sym: Symbols, *, tree: bool = False) -> str:
         parts.append(f"[{message.thread_id}]")
     if _is_bot(message):
         parts.append("[bot]")
+    elif claims_auto_reply(message):  # the sender's word only
+        parts.append("[bot?]")
     return click.style(" ".join(parts), fg="magenta") + " " if parts else ""
 
 
@@ -279,6 +281,8 @@ def message_html(message: ChatMessage, *, me: str | None = None) -> str:
         hints.append(f"thread <code>{_E(short_id(message.thread_id, 24))}</code>")
     if _is_bot(message):
         hints.append("<b>bot</b>")
+    elif claims_auto_reply(message):  # the sender's word only
+        hints.append("bot? (the sender says so)")
     if message.status is not None and message.status is not MessageStatus.RECEIVED:
         hints.append(_E(str(message.status.value)))
     error = getattr(message, "error", None)  # the reason a sent message failed

@@ -32,6 +32,7 @@ from syft_chat.models import (
     Envelope,
     MessageStatus,
     json_size,
+    strip_peer_claims,
     utcnow,
 )
 
@@ -122,6 +123,8 @@ class Incoming:
         if problem is not None:
             return self._refuse(request, problem, msg_id)
         message = envelope.to_message(status=MessageStatus.RECEIVED)
+        # the bot label is our judgement, never the peer's: its claim is kept as a claim
+        message = message.model_copy(update={"metadata": strip_peer_claims(message.metadata)})
         now = utcnow()
         if message.timestamp > now + _MAX_CLOCK_SKEW:
             message = message.model_copy(update={"timestamp": now})
