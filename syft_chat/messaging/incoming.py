@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from syft_chat.dispatch import HookDecisionError
@@ -27,6 +27,7 @@ from syft_chat.messaging.kinds import Refusal
 from syft_chat.messaging.ordering import Conversations
 from syft_chat.models import (
     PROTOCOL_VERSION,
+    ChatMessage,
     ChatResponse,
     Direction,
     Envelope,
@@ -46,6 +47,10 @@ log = logging.getLogger("syft_chat.incoming")
 #: an incoming timestamp further in the future than this is replaced by the
 #: time of receipt (a peer must not pin its messages to the end of history)
 _MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: an incoming timestamp is never earlier than this before the conversation's first
+#: message here (before the time of receipt, for a conversation's first message): a peer
+#: must not pin its messages to the start of history (backdated to year 1)
+_MAX_BACKDATE = timedelta(days=1)
 
 
 def stray_actions(older_than: timedelta) -> MessageQuery:
@@ -128,6 +133,9 @@ class Incoming:
         now = utcnow()
         if message.timestamp > now + _MAX_CLOCK_SKEW:
             message = message.model_copy(update={"timestamp": now})
+        floor = self._earliest(request.sender, message, now)
+        if message.timestamp < floor:
+            message = message.model_copy(update={"timestamp": floor})
         try:
             refusal = core.hooks.accept_message(message, request.sender, core.client)
         except HookDecisionError as exc:  # fail closed; the details stay local
@@ -184,6 +192,31 @@ class Incoming:
             self.ordering.submit(request.sender, message, envelope.floor)
         response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
         return Reply(200, response.model_dump_json().encode())
+
+    def _earliest(self, sender: str, message: ChatMessage, now: datetime) -> datetime:
+        """The earliest timestamp ``message`` may carry (earlier ones are clamped to it).
+
+        A day before the conversation's first message here (before ``now`` if there is
+        none yet), and never before the sender's previous message (by ``seq``).
+        """
+        try:
+            first = self._store.find(MessageQuery(peer=sender, order="time", limit=1))
+            floor = (first[0].message.timestamp if first else now) - _MAX_BACKDATE
+        except OverflowError:  # a year-1 timestamp stored before this rule
+            floor = datetime.min.replace(tzinfo=timezone.utc)
+        except StorageError:
+            return now - _MAX_BACKDATE
+        if message.seq is not None:
+            query = MessageQuery(
+                peer=sender, direction=Direction.INCOMING, order="seq", limit=1, last=True
+            )
+            try:
+                previous = self._store.find(query)
+            except StorageError:
+                previous = []
+            if previous and (previous[0].message.seq or 0) < message.seq:
+                floor = max(floor, previous[0].message.timestamp)
+        return floor
 
     def _check(self, request: IncomingRequest, envelope: Envelope) -> Refusal | None:
         limits, me = self._settings, self._core.email
