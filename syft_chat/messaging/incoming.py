@@ -23,6 +23,7 @@ from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import StorageError
 from syft_chat.identity import is_canonical
 from syft_chat.interfaces import IncomingRequest, MessageQuery, Reply, StoredMessage
+from syft_chat.messaging.budget import SenderBudget
 from syft_chat.messaging.kinds import Refusal
 from syft_chat.messaging.ordering import Conversations
 from syft_chat.models import (
@@ -73,6 +74,9 @@ class Incoming:
         self._settings = core.settings
         self._seen_peers: set[str] = set()
         self._lock = threading.Lock()
+        self._budget = SenderBudget(
+            self._settings.sender_messages_per_minute, self._settings.sender_bytes_per_minute
+        )
         self.ordering = Conversations(
             core.announcer.announce,
             workers=self._settings.listener_threads,
@@ -117,6 +121,15 @@ class Incoming:
     def on_request(self, request: IncomingRequest) -> Reply:
         """Serving thread: decide, store and apply in one transaction, answer."""
         core = self._core
+        wait = self._budget.spend(request.sender, len(request.body))
+        if wait:  # a flood from one sender must not delay the others: not a refusal
+            return _answer(
+                429,
+                status="error",
+                retry=True,
+                retry_after=round(wait, 3),
+                error="too many messages from this sender; send again later",
+            )
         try:
             envelope = core.hooks.decode_body(request, core.client)
         except HookDecisionError as exc:  # details stay local: the sender learns no more
