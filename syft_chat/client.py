@@ -33,6 +33,7 @@ from syft_chat.features.views import (
     history_query,
     with_reactions,
 )
+from syft_chat.identity import canonical_email, is_canonical
 from syft_chat.interfaces import BackendContext, MessageStore, Transport
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
@@ -54,7 +55,6 @@ __all__ = ["SyftChatClient", "client"]
 
 log = logging.getLogger("syft_chat")
 
-_EMAIL = re.compile(r"^[^@\s/\\]+@[^@\s/\\]+$")
 _APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -120,8 +120,11 @@ class SyftChatClient:
         )
         self.syft = _load_syft_client(config_path)
         self.email = str(self.syft.email)
-        if not _EMAIL.match(self.email):
-            raise ConfigError(f"the SyftBox config's email {self.email!r} is not a datasite email")
+        if not is_canonical(self.email):  # peers refuse requests from any other spelling
+            raise ConfigError(
+                f"the SyftBox config's email {self.email!r} is not a canonical datasite email "
+                "(lower-case ASCII, IDNA domain, no trailing dot; see syft_chat.identity)"
+            )
         self.db_path = Path(db_path).expanduser()
         self.plugin_failures: list[PluginFailure] = []
         self._failures_lock = threading.Lock()
@@ -286,9 +289,9 @@ class SyftChatClient:
         return core
 
     def _validate_recipient(self, to_email: Any) -> str:
-        if not isinstance(to_email, str) or not _EMAIL.match(to_email.strip()):
+        if not isinstance(to_email, str):
             raise InvalidMessageError(f"to_email must be a datasite email, got {to_email!r}")
-        recipient: str = to_email.strip()
+        recipient = canonical_email(to_email.strip())  # the one spelling peers accept
         if recipient == self.email:
             raise InvalidMessageError("cannot send a message to yourself")
         if not self.transport.can_reach(recipient):

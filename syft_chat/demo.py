@@ -22,7 +22,7 @@ from syft_chat.display import format_messages, format_thread
 from syft_chat.errors import SyftChatError
 from syft_chat.hookspecs import hookimpl
 from syft_chat.manager import make_plugin_manager
-from syft_chat.models import ChatMessage, MessageStatus, is_auto_reply
+from syft_chat.models import ChatMessage, MessageStatus, claims_auto_reply
 from syft_chat.testing import make_workspace
 
 __all__ = ["ALICE", "BOB", "CAROL", "AwayBot", "installed_bots", "run_demo"]
@@ -122,7 +122,7 @@ def run_demo(keep: bool = False, root: Path | None = None) -> Path:
         bob_got.set()
 
     def alice_listener(message: ChatMessage) -> None:
-        if is_auto_reply(message):
+        if claims_auto_reply(message):
             alice_got_bot.set()
 
     try:

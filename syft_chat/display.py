@@ -22,7 +22,7 @@ from typing import Any, SupportsIndex, overload
 
 import click
 
-from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, MessageStatus
+from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, MessageStatus, claims_auto_reply
 
 __all__ = [
     "STATUS_COLOURS",
@@ -32,9 +32,11 @@ __all__ = [
     "format_messages",
     "format_thread",
     "history_html",
+    "json_text",
     "local_time",
     "message_html",
     "message_json",
+    "printable",
     "short_id",
     "symbols_for",
 ]
@@ -109,26 +111,52 @@ def _hints(message: ChatMessage, sym: Symbols, *, tree: bool = False) -> str:
         parts.append(f"[{message.thread_id}]")
     if _is_bot(message):
         parts.append("[bot]")
+    elif claims_auto_reply(message):  # the sender's word only
+        parts.append("[bot?]")
     return click.style(" ".join(parts), fg="magenta") + " " if parts else ""
 
 
-# C0/C1 control characters (but newline and tab), DEL, and bidi overrides/isolates:
-# text from a peer must not move the cursor, retitle the terminal or reorder a line
-UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Bidi marks, embeddings, overrides and isolates, and the Unicode line / paragraph
+# separators: a peer's text must not reorder or break a line it is shown in
+_BIDI = "\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+# C0/C1 control characters (but newline and tab), DEL, and the above: text from a peer
+# must not move the cursor, retitle the terminal or reorder a line
+UNPRINTABLE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f{_BIDI}]")
+_UNPRINTABLE_LINE = re.compile(f"[\x00-\x1f\x7f-\x9f{_BIDI}]")  # newline and tab too
+# what json.dumps(ensure_ascii=False) leaves raw: DEL, C1 controls and the above
+_JSON_UNSAFE = re.compile(f"[\x7f-\x9f{_BIDI}]")
 
 
-def printable(text: str) -> str:
-    """``text`` with terminal control characters shown as escapes (``\\x1b``)."""
-    return UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+def printable(text: str, *, one_line: bool = False) -> str:
+    """``text`` with terminal control characters shown as escapes (``\\x1b``).
+
+    Every peer-controlled string the CLI prints goes through here (C0 and C1 controls,
+    DEL, bidi overrides / isolates / marks, line separators). ``one_line`` escapes
+    newlines and tabs too, for names and ids that must not start a fake line.
+    """
+    pattern = _UNPRINTABLE_LINE if one_line else UNPRINTABLE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
+
+
+def json_text(value: Any, *, indent: int | None = None, compact: bool = False) -> str:
+    """``value`` as JSON for the terminal: non-ASCII text stays readable, but the
+    characters ``json.dumps`` would leave raw that act on a terminal (C1 controls, DEL,
+    bidi overrides and marks, line separators) are written as ``\\uXXXX`` escapes (the
+    same JSON value)."""
+    separators = (",", ":") if compact else None
+    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
+    # these characters only ever occur inside JSON strings, where \uXXXX means the same
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def printable_message(message: ChatMessage, content_is_printable: bool = False) -> ChatMessage:
-    fields: tuple[str, ...] = ("sender", "recipient", "thread_id", "reply_to", "msg_id")
+    names = ("sender", "recipient", "thread_id", "reply_to", "msg_id")
+    update: dict[str, Any] = {
+        f: printable(v, one_line=True) for f in names if isinstance(v := getattr(message, f), str)
+    }
     if not content_is_printable:
-        fields = ("content", *fields)
-    return message.model_copy(
-        update={f: printable(v) for f in fields if isinstance(v := getattr(message, f), str)}
-    )
+        update["content"] = printable(message.content)
+    return message.model_copy(update=update)
 
 
 def format_messages(
@@ -253,6 +281,8 @@ def message_html(message: ChatMessage, *, me: str | None = None) -> str:
         hints.append(f"thread <code>{_E(short_id(message.thread_id, 24))}</code>")
     if _is_bot(message):
         hints.append("<b>bot</b>")
+    elif claims_auto_reply(message):  # the sender's word only
+        hints.append("bot? (the sender says so)")
     if message.status is not None and message.status is not MessageStatus.RECEIVED:
         hints.append(_E(str(message.status.value)))
     error = getattr(message, "error", None)  # the reason a sent message failed

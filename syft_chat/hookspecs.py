@@ -291,9 +291,15 @@ def chat_message_rejected(sender: str, reason: str, raw: bytes, client: SyftChat
 def chat_reply_to(message: ChatMessage, client: SyftChatClient) -> str | dict[str, Any] | None:
     """Answer an incoming message automatically (the bot hook).
 
-    :param message: the new incoming message (never an automatic reply:
-        messages whose metadata carries ``"syft_chat.auto_reply": true`` are
-        not offered to bots, so bots never answer bots in a loop).
+    :param message: the new incoming message (never an automatic one, so bots
+        never answer bots in a loop). The bot label is the receiver's judgement,
+        never a peer's claim: a peer-sent ``"syft_chat.auto_reply"`` (and
+        ``"syft_chat.bot"``) is moved under ``"syft_chat.claimed_auto_reply"``
+        on receipt. Not offered to bots: messages this datasite marked
+        automatic, replies to one of its own bots' answers (recognised from
+        its own store, whatever the peer says), and messages whose sender
+        claims they are automatic (a claim can only keep bots from answering
+        the claimant; it never shows as a bot answer).
     :param client: the receiving client.
     :return: ``None`` for no reply; a string, sent as the reply's content;
         or a dict with ``content`` and optionally ``metadata``.

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AUTO_REPLY_KEY",
+    "CLAIMED_AUTO_REPLY_KEY",
     "PROTOCOL_VERSION",
     "WIRE_KINDS",
     "ChatMessage",
@@ -24,10 +25,12 @@ __all__ = [
     "MessageKind",
     "MessageStatus",
     "RosterEntry",
+    "claims_auto_reply",
     "describe_error",
     "is_auto_reply",
     "json_size",
     "new_msg_id",
+    "strip_peer_claims",
     "to_utc",
     "utcnow",
 ]
@@ -35,13 +38,37 @@ __all__ = [
 #: Version of the wire envelope. A receiver refuses envelopes with a newer major version.
 PROTOCOL_VERSION = 1
 
-#: Metadata key marking a message sent automatically (by a bot); bots never answer those.
+#: Metadata key marking a message as automatic (a bot's answer). It is this datasite's
+#: judgement, never a peer's claim: the kernel sets it on its own bots' answers, and a
+#: receiver moves a peer-sent one (and ``syft_chat.bot``) under :data:`CLAIMED_AUTO_REPLY_KEY`.
 AUTO_REPLY_KEY = "syft_chat.auto_reply"
+#: Metadata key of an incoming message holding what its sender *claimed*
+#: (``{"auto_reply": ..., "bot": ...}``): shown as a claim, used only to keep bots quiet.
+CLAIMED_AUTO_REPLY_KEY = "syft_chat.claimed_auto_reply"
+#: the metadata keys a receiver never takes from a peer as they are
+PEER_CLAIMS = {AUTO_REPLY_KEY: "auto_reply", "syft_chat.bot": "bot"}
 
 
 def is_auto_reply(message: ChatMessage) -> bool:
-    """Whether ``message`` was sent automatically by a bot."""
+    """Whether this datasite judged ``message`` automatic (its own bots' answers)."""
     return bool(message.metadata.get(AUTO_REPLY_KEY))
+
+
+def claims_auto_reply(message: ChatMessage) -> bool:
+    """Whether the sender of an incoming ``message`` says a bot wrote it (a claim only)."""
+    claim = message.metadata.get(CLAIMED_AUTO_REPLY_KEY)
+    return isinstance(claim, dict) and bool(claim.get("auto_reply"))
+
+
+def strip_peer_claims(metadata: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` of an incoming message with the peer's bot label moved to a claim."""
+    claim = {name: metadata[key] for key, name in PEER_CLAIMS.items() if key in metadata}
+    kept = {
+        k: v for k, v in metadata.items() if k not in PEER_CLAIMS and k != CLAIMED_AUTO_REPLY_KEY
+    }
+    if claim:
+        kept[CLAIMED_AUTO_REPLY_KEY] = claim
+    return kept
 
 
 def utcnow() -> datetime:
@@ -339,8 +366,15 @@ class ContactPolicy(BaseModel):
     blocked: frozenset[str] = frozenset()
 
     def refuses(self, sender: str) -> str | None:
-        """Why a message from ``sender`` is refused, or ``None`` to let it through."""
-        sender = sender.lower()
+        """Why a message from ``sender`` is refused, or ``None`` to let it through.
+
+        Blocks and allows hold canonical emails (:mod:`syft_chat.identity`); a sender
+        that is not canonical is refused outright, so no other spelling slips past a block.
+        """
+        from syft_chat.identity import is_canonical
+
+        if not is_canonical(sender):
+            return "the sender is not a canonical datasite email"
         if sender in self.blocked:
             return "the sender is blocked"
         if self.mode == "contacts_only" and sender not in self.allowed:

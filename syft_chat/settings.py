@@ -55,5 +55,11 @@ class ChatSettings(BaseModel):
     waiting_action_days: int = Field(default=7, ge=1)
     #: Rows kept in ``failed_messages``; older ones are pruned.
     failed_messages_kept: int = Field(default=10_000, ge=1)
+    #: Incoming messages one sender may send per minute (a minute's worth may come at
+    #: once); beyond that it is answered 429 "send again later", so that a flood from one
+    #: sender does not delay the others.
+    sender_messages_per_minute: int = Field(default=600, ge=1)
+    #: Incoming request bytes one sender may send per minute (as above).
+    sender_bytes_per_minute: int = Field(default=8 * 1024 * 1024, ge=1)
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).
     db_busy_timeout_ms: int = Field(default=5000, ge=0)

@@ -17,7 +17,7 @@ import pytest
 import syft_chat
 from syft_chat import ChatMessage, hookimpl
 from syft_chat.bots import CommandBot, command
-from syft_chat.models import AUTO_REPLY_KEY
+from syft_chat.models import AUTO_REPLY_KEY, CLAIMED_AUTO_REPLY_KEY
 from syft_chat.service import serve_forever
 from syft_chat.testing import (
     ChatNetwork,
@@ -146,8 +146,9 @@ def test_bot_answers_through_chat_reply_to_and_bots_do_not_loop(tmp_path):
         with register_plugin(bob, Calc("calc")), register_plugin(alice, Calc("calc")):
             reply = net.ask(ALICE, BOB, "/add 40 2")
             assert reply.content == "42"
-            assert reply.metadata[AUTO_REPLY_KEY] is True
-            assert reply.metadata["syft_chat.bot"] == "calc"
+            # alice received bob's label as bob's claim (the label is alice's judgement)
+            assert AUTO_REPLY_KEY not in reply.metadata
+            assert reply.metadata[CLAIMED_AUTO_REPLY_KEY] == {"auto_reply": True, "bot": "calc"}
             meta = net.ask(ALICE, BOB, "/whoami")
             assert meta.content == ALICE and meta.metadata["calc"] is True
             # alice's bot sees bob's answer "/add 1" as an automatic reply: no loop

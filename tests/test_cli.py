@@ -282,7 +282,7 @@ def test_demo_keep_prints_how_to_continue_with_the_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "carol@openmined.org" in out and "[bot]" in out  # carol's bot answered
+    assert "carol@openmined.org" in out and "[bot?]" in out  # carol says her bot answered
     exports = dict(
         line.strip().removeprefix("export ").split("=", 1)
         for line in out.splitlines()

@@ -390,8 +390,9 @@ def test_bot_replies_in_thread_and_bots_never_answer_bots(pair):
     by_content = {m.content: m for m in got}
     echo = by_content["echo: hello bot"]
     assert echo.reply_to == sent.message_id and echo.thread_id == "support"
-    assert echo.metadata["syft_chat.auto_reply"] is True
-    assert echo.metadata["syft_chat.bot"] == "echo-bot"
+    # the bot label is alice's judgement: bob's is kept as his claim
+    assert echo.metadata["syft_chat.claimed_auto_reply"] == {"auto_reply": True, "bot": "echo-bot"}
+    assert "syft_chat.auto_reply" not in echo.metadata
     assert by_content["fancy"].metadata["kind"] == "card"
     assert any(f.plugin == "broken-bot" for f in bob.plugin_failures)
     bob.close()  # drains bob's listener queue: any answer to an answer would be sent by now

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from syft_chat.cli.env import _json_option
+from syft_chat.display import printable
 
 __all__ = ["demo", "hooks", "plugins"]
 
@@ -50,7 +51,7 @@ def plugins(as_json: bool) -> None:
     if failures:
         click.echo("failed:")
         for failure in failures:
-            click.echo(f"  {failure}")
+            click.echo(f"  {printable(str(failure))}")
 
 
 @click.command()

@@ -5,7 +5,6 @@ options shared by several commands.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any, NoReturn
 import click
 
 from syft_chat.client import SyftChatClient
+from syft_chat.display import json_text, printable
 from syft_chat.errors import (
     ConfigError,
     SyftChatError,
@@ -56,7 +56,8 @@ class ConfigMissing(CLIError):
 
 
 def _fail(exc: SyftChatError) -> NoReturn:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    # an error may quote a peer (a refusal's reason): never raw to the terminal
+    text = printable(" ".join(str(exc).split()), one_line=True) or type(exc).__name__
     if isinstance(exc, UnknownRecipientError):
         text += " (`syft-chat users` lists who does)"
     raise (ConfigMissing if isinstance(exc, ConfigError) else CLIError)(text) from exc
@@ -157,10 +158,10 @@ class Env:
         click.echo(click.style(text, dim=True), err=True, color=self.color)
 
     def json(self, value: Any) -> None:
-        click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+        click.echo(json_text(value, indent=2))
 
     def json_line(self, value: Any) -> None:
-        click.echo(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        click.echo(json_text(value, compact=True))
 
 
 pass_env = click.make_pass_decorator(Env)

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from syft_chat.cli.env import Env, _json_option, pass_env
+from syft_chat.display import printable
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
 from syft_chat.models import ChatMessage
@@ -100,9 +101,10 @@ def send(
 
     sym = symbols_for()
     mark = click.style(f"{sym.ok} {response.status}", fg="green", bold=True)
-    env.out(f"{mark} to {click.style(to, fg='cyan')}  id {response.message_id}")
+    shown = printable(to, one_line=True)
+    env.out(f"{mark} to {click.style(shown, fg='cyan')}  id {printable(response.message_id)}")
     if thread and thread != response.message_id:
-        env.note(f"  thread {thread}")
+        env.note(f"  thread {printable(thread, one_line=True)}")
 
 
 # --------------------------------------------------------------------------- online
@@ -121,7 +123,7 @@ def users(env: Env, as_json: bool) -> None:
     if not found:
         env.note(f"no other datasite serves syft-chat (app {env.app!r}) in this workspace")
     for email in found:
-        env.out(email)
+        env.out(printable(email, one_line=True))  # a folder name: anything a peer chose
 
 
 def _show_policy(env: Env, policy: ContactPolicy, as_json: bool) -> None:
@@ -134,9 +136,13 @@ def _show_policy(env: Env, policy: ContactPolicy, as_json: bool) -> None:
             }
         )
         return
+
+    def names(emails: frozenset[str]) -> str:
+        return printable(", ".join(sorted(emails)), one_line=True) or "-"
+
     env.out(f"mode     {policy.mode}")
-    env.out(f"allowed  {', '.join(sorted(policy.allowed)) or '-'}")
-    env.out(f"blocked  {', '.join(sorted(policy.blocked)) or '-'}")
+    env.out(f"allowed  {names(policy.allowed)}")
+    env.out(f"blocked  {names(policy.blocked)}")
 
 
 @click.command()
@@ -282,7 +288,7 @@ def serve(env: Env, quiet: bool) -> None:
             f"plugins: {', '.join(names) or 'built-ins only'}; Ctrl-C to stop"
         )
         for failure in client.plugin_failures:
-            env.note(f"plugin failed: {failure}")
+            env.note(f"plugin failed: {printable(str(failure))}")
         try:
             service = importlib.import_module("syft_chat.service")
         except ModuleNotFoundError as exc:

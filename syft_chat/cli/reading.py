@@ -147,7 +147,8 @@ def thread(env: Env, thread_id: str, limit: int, as_json: bool) -> None:
     if as_json:
         env.json([message_json(m) for m in messages])
         return
-    env.note(f"thread {resolved} ({len(messages)} message{'s' if len(messages) != 1 else ''})")
+    count = f"{len(messages)} message{'s' if len(messages) != 1 else ''}"
+    env.note(f"thread {printable(resolved, one_line=True)} ({count})")  # a peer's thread id
     for line in format_thread(messages, me=me):
         env.out(line)
 

@@ -17,10 +17,10 @@ enforced twice:
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from syft_chat.errors import InvalidMessageError
+from syft_chat.identity import InvalidIdentityError, canonical_email
 from syft_chat.models import ContactMode, ContactPolicy
 
 if TYPE_CHECKING:
@@ -28,15 +28,23 @@ if TYPE_CHECKING:
 
 __all__ = ["ContactMode", "ContactPolicy", "Contacts"]
 
-# a datasite email as SyftBox folder names allow it (no quotes, colons, slashes, wildcards)
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+$")
 _MODES = ("open", "contacts_only")
 
 
 def _email(value: object) -> str:
-    if not isinstance(value, str) or not _EMAIL.match(value.strip()):
-        raise InvalidMessageError(f"expected a datasite email, got {value!r}")
-    return value.strip().lower()  # emails compare case-insensitively
+    """The canonical form (lower case, IDNA domain) of an email a person typed."""
+    return canonical_email(value.strip() if isinstance(value, str) else value)
+
+
+def _canonical(emails: list[str]) -> frozenset[str]:
+    """Stored contacts in canonical form (a row that has none can match no sender)."""
+    found = set()
+    for email in emails:
+        try:
+            found.add(canonical_email(email))
+        except InvalidIdentityError:
+            continue
+    return frozenset(found)
 
 
 class Contacts:
@@ -53,8 +61,8 @@ class Contacts:
         mode = store.setting("contact_mode")
         return ContactPolicy(
             mode=mode if mode in _MODES else "open",  # type: ignore[arg-type]
-            allowed=frozenset(e for e, s in contacts.items() if s == "allowed"),
-            blocked=frozenset(e for e, s in contacts.items() if s == "blocked"),
+            allowed=_canonical([e for e, s in contacts.items() if s == "allowed"]),
+            blocked=_canonical([e for e, s in contacts.items() if s == "blocked"]),
         )
 
     def _changed(self) -> ContactPolicy:

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from syft_chat.display import UNPRINTABLE
 from syft_chat.errors import InvalidMessageError, UnknownRecipientError
+from syft_chat.identity import canonical_email, is_canonical
 from syft_chat.interfaces import MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
 from syft_chat.messaging.status import group_status
@@ -102,8 +102,8 @@ class GroupChange(BaseModel):
 def parse_change(message: ChatMessage) -> GroupChange:
     change = GroupChange.model_validate_json(message.content)
     for email in [*change.roster, *change.targets, change.created_by]:
-        if "@" not in email or len(email) > 320 or UNPRINTABLE.search(email):
-            raise ValueError(f"not a datasite email: {email[:64]!r}")
+        if not is_canonical(email):
+            raise ValueError(f"not a canonical datasite email: {email[:64]!r}")
     if not set(change.targets) <= set(change.roster):
         raise ValueError("a change sets entries its roster lacks")
     members = [e for e, r in change.roster.items() if r.member]
@@ -375,9 +375,7 @@ class Groups:
     def _people(self, emails: Iterable[str], *, reachable: bool = True) -> list[str]:
         found = []
         for email in emails:
-            if not isinstance(email, str) or "@" not in email:
-                raise InvalidMessageError(f"not a datasite email: {email!r}")
-            email = email.strip()
+            email = canonical_email(email.strip() if isinstance(email, str) else email)
             core = self._core
             if reachable and email != core.email and not core.transport.can_reach(email):
                 raise UnknownRecipientError(f"{email} does not serve syft-chat in this workspace")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from syft_chat.errors import StorageError, SyftChatError
-from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, is_auto_reply
+from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, claims_auto_reply, is_auto_reply
 
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
@@ -92,9 +92,31 @@ class Announcer:
             self._announce_change(message, rule.describe(message))
         elif how == "message":
             core.hooks.message_received(message, core.client)
-            if not is_auto_reply(message) and not core.closed:
+            if not self._automatic(message) and not core.closed:
                 self._bots(message)  # bots never answer automatic replies: no loops
         self.record(message)
+
+    def _automatic(self, message: ChatMessage) -> bool:
+        """Whether bots must stay quiet: ``message`` is automatic by our judgement, answers
+        one of our own bots' replies, or its sender claims it is automatic.
+
+        A claim can only keep bots from answering the claimant (harmless); it never earns
+        the bot label. Answering one of our own automatic replies is recognised from our
+        own store, so two bots stop after one exchange even if a peer strips its label.
+        """
+        if is_auto_reply(message) or claims_auto_reply(message):
+            return True
+        if not message.reply_to:
+            return False
+        try:
+            parent = self._core.store.get(message.reply_to)
+        except StorageError:
+            return True  # unsure: stay quiet rather than risk a loop
+        return (
+            parent is not None
+            and parent.message.sender == self._core.email
+            and is_auto_reply(parent.message)
+        )
 
     def _bots(self, message: ChatMessage) -> None:
         core = self._core

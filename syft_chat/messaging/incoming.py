@@ -16,21 +16,25 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import StorageError
+from syft_chat.identity import is_canonical
 from syft_chat.interfaces import IncomingRequest, MessageQuery, Reply, StoredMessage
+from syft_chat.messaging.budget import SenderBudget
 from syft_chat.messaging.kinds import Refusal
 from syft_chat.messaging.ordering import Conversations
 from syft_chat.models import (
     PROTOCOL_VERSION,
+    ChatMessage,
     ChatResponse,
     Direction,
     Envelope,
     MessageStatus,
     json_size,
+    strip_peer_claims,
     utcnow,
 )
 
@@ -44,6 +48,10 @@ log = logging.getLogger("syft_chat.incoming")
 #: an incoming timestamp further in the future than this is replaced by the
 #: time of receipt (a peer must not pin its messages to the end of history)
 _MAX_CLOCK_SKEW = timedelta(minutes=5)
+#: an incoming timestamp is never earlier than this before the conversation's first
+#: message here (before the time of receipt, for a conversation's first message): a peer
+#: must not pin its messages to the start of history (backdated to year 1)
+_MAX_BACKDATE = timedelta(days=1)
 
 
 def stray_actions(older_than: timedelta) -> MessageQuery:
@@ -66,6 +74,9 @@ class Incoming:
         self._settings = core.settings
         self._seen_peers: set[str] = set()
         self._lock = threading.Lock()
+        self._budget = SenderBudget(
+            self._settings.sender_messages_per_minute, self._settings.sender_bytes_per_minute
+        )
         self.ordering = Conversations(
             core.announcer.announce,
             workers=self._settings.listener_threads,
@@ -110,6 +121,15 @@ class Incoming:
     def on_request(self, request: IncomingRequest) -> Reply:
         """Serving thread: decide, store and apply in one transaction, answer."""
         core = self._core
+        wait = self._budget.spend(request.sender, len(request.body))
+        if wait:  # a flood from one sender must not delay the others: not a refusal
+            return _answer(
+                429,
+                status="error",
+                retry=True,
+                retry_after=round(wait, 3),
+                error="too many messages from this sender; send again later",
+            )
         try:
             envelope = core.hooks.decode_body(request, core.client)
         except HookDecisionError as exc:  # details stay local: the sender learns no more
@@ -125,9 +145,14 @@ class Incoming:
         if problem is not None:
             return self._refuse(request, problem, msg_id)
         message = envelope.to_message(status=MessageStatus.RECEIVED)
+        # the bot label is our judgement, never the peer's: its claim is kept as a claim
+        message = message.model_copy(update={"metadata": strip_peer_claims(message.metadata)})
         now = utcnow()
         if message.timestamp > now + _MAX_CLOCK_SKEW:
             message = message.model_copy(update={"timestamp": now})
+        floor = self._earliest(request.sender, message, now)
+        if message.timestamp < floor:
+            message = message.model_copy(update={"timestamp": floor})
         try:
             refusal = core.hooks.accept_message(message, request.sender, core.client)
         except HookDecisionError as exc:  # fail closed; the details stay local
@@ -191,8 +216,35 @@ class Incoming:
         response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
         return Reply(200, response.model_dump_json().encode())
 
+    def _earliest(self, sender: str, message: ChatMessage, now: datetime) -> datetime:
+        """The earliest timestamp ``message`` may carry (earlier ones are clamped to it).
+
+        A day before the conversation's first message here (before ``now`` if there is
+        none yet), and never before the sender's previous message (by ``seq``).
+        """
+        try:
+            first = self._store.find(MessageQuery(peer=sender, order="time", limit=1))
+            floor = (first[0].message.timestamp if first else now) - _MAX_BACKDATE
+        except OverflowError:  # a year-1 timestamp stored before this rule
+            floor = datetime.min.replace(tzinfo=timezone.utc)
+        except StorageError:
+            return now - _MAX_BACKDATE
+        if message.seq is not None:
+            query = MessageQuery(
+                peer=sender, direction=Direction.INCOMING, order="seq", limit=1, last=True
+            )
+            try:
+                previous = self._store.find(query)
+            except StorageError:
+                previous = []
+            if previous and (previous[0].message.seq or 0) < message.seq:
+                floor = max(floor, previous[0].message.timestamp)
+        return floor
+
     def _check(self, request: IncomingRequest, envelope: Envelope) -> Refusal | None:
         limits, me = self._settings, self._core.email
+        if not is_canonical(request.sender):  # whatever the transport, one spelling per identity
+            return Refusal(400, f"sender {request.sender!a} is not a canonical datasite email")
         if envelope.v > PROTOCOL_VERSION:
             return Refusal(400, f"unsupported envelope version {envelope.v}")
         if envelope.sender != request.sender:

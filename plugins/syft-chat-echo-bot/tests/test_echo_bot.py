@@ -7,7 +7,7 @@ from datetime import datetime
 import syft_chat_echo_bot
 
 from syft_chat import MessageStatus
-from syft_chat.models import AUTO_REPLY_KEY
+from syft_chat.models import claims_auto_reply
 from syft_chat.testing import register_plugin, wait_for
 
 
@@ -22,8 +22,8 @@ def test_echo_answers_in_the_same_thread(echo_network):
     reply = echo_network.ask(alice, bob, "/echo hello   'world'")
     assert reply.content == "hello   'world'"  # the raw text, spacing and quotes kept
     assert reply.sender == bob
-    assert reply.metadata[AUTO_REPLY_KEY] is True
-    assert reply.metadata["syft_chat.bot"] == "syft-chat-echo-bot:echo"
+    assert claims_auto_reply(reply)  # bob says his bot wrote it (a claim, at alice)
+    assert reply.metadata["syft_chat.claimed_auto_reply"]["bot"] == "syft-chat-echo-bot:echo"
     question = echo_network[alice].get_message(reply.reply_to)
     assert question is not None and reply.thread_id == question.thread_id
     assert question.status == MessageStatus.DELIVERED

@@ -56,6 +56,7 @@ from watchdog.events import (
 
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
+from syft_chat.identity import InvalidIdentityError, canonical_email, is_canonical
 from syft_chat.interfaces import (
     BackendContext,
     IncomingHandler,
@@ -309,7 +310,7 @@ class RpcTransport:
         return sorted(
             entry.name
             for entry in datasites.iterdir()
-            if "@" in entry.name and serves_chat(self.syft, self.app_name, entry.name)
+            if is_canonical(entry.name) and serves_chat(self.syft, self.app_name, entry.name)
         )
 
     def outbox_dir(self, recipient: str) -> Path:
@@ -569,6 +570,15 @@ class RpcTransport:
     def _check_and_dispatch(
         self, request: SyftRequest, request_uuid: uuid.UUID, sender: str, path: Path
     ) -> Reply:
+        if not is_canonical(sender):
+            # the folder name is the sender: only one spelling of an identity is accepted
+            try:
+                problem = f"use {canonical_email(sender)}"
+            except InvalidIdentityError as exc:
+                problem = str(exc)
+            reason = f"sender folder {sender!a} is not a canonical datasite email ({problem})"
+            self._reject(sender, reason, path)
+            return _json_reply(400, status="rejected", error=reason)
         if request.id != request_uuid:
             reason = "request id does not match its file name"
             self._reject(sender, reason, path)
