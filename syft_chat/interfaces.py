@@ -48,6 +48,7 @@ __all__ = [
     "Transport",
     "TransportFactory",
     "Version",
+    "check_updatable",
 ]
 
 
@@ -226,6 +227,13 @@ UPDATABLE = frozenset(
         "read_at",
     }
 )
+
+
+def check_updatable(changes: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` for a field :meth:`MessageStore.update` may not change."""
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
 
 
 @dataclass(frozen=True)

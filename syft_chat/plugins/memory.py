@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 from syft_chat.errors import InvalidMessageError, StorageError
 from syft_chat.hookspecs import hookimpl
 from syft_chat.interfaces import (
-    UPDATABLE,
     BackendContext,
     FailedRequest,
     MessageQuery,
@@ -33,6 +32,7 @@ from syft_chat.interfaces import (
     StoredMessage,
     StoreFactory,
     Version,
+    check_updatable,
 )
 from syft_chat.models import Direction, Group, MessageStatus, to_utc, utcnow
 
@@ -209,9 +209,7 @@ class MemoryStore:
         if_status: Collection[MessageStatus] | None = None,
     ) -> bool:
         """Change fields of one message; with ``if_status``, only from those statuses."""
-        unknown = set(changes) - UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update {sorted(unknown)}")
+        check_updatable(changes)
         values: dict[str, Any] = {}
         for name, value in changes.items():
             if name in ("deleted", "applied", "notified"):

@@ -29,7 +29,6 @@ from syft_chat.features.views import with_reactions
 from syft_chat.hookspecs import hookimpl
 from syft_chat.interfaces import (
     GROUP_PREFIX,
-    UPDATABLE,
     BackendContext,
     FailedRequest,
     MessageQuery,
@@ -37,6 +36,7 @@ from syft_chat.interfaces import (
     StoredMessage,
     StoreFactory,
     Version,
+    check_updatable,
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
 from syft_chat.plugins.sqlite.queries import (
@@ -357,9 +357,7 @@ class SQLiteStore(HistoryViews):
         if_status: Collection[MessageStatus] | None = None,
     ) -> bool:
         """Change fields of one message; with ``if_status``, only from those statuses."""
-        unknown = set(changes) - UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update {sorted(unknown)}")
+        check_updatable(changes)
         values: dict[str, Any] = {"updated_at": _fmt_ts(utcnow())}
         for name, value in changes.items():
             if name in _BOOLEAN:
