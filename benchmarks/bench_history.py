@@ -3,7 +3,7 @@
 Builds a database of ``--messages`` messages (default 1,000,000) across
 ``--peers`` peers (default 100): the schema is created by
 ``syft_chat.plugins.sqlite.store.SQLiteStore`` itself, a few thousand rows go
-through ``SQLiteStore.add`` (timed), and the bulk is inserted with
+through ``SQLiteStore.insert`` (timed), and the bulk is inserted with
 ``sqlite3.executemany`` into the same ``messages`` columns (the schema's
 triggers fill the full-text index as rows go in). Then it times, over
 ``--queries`` randomised queries each (default 200):
@@ -53,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from raw_baseline import percentile, print_table
 
+from syft_chat.features.views import history_query, with_reactions
+from syft_chat.interfaces import StoredMessage
 from syft_chat.models import ChatMessage, Direction, MessageStatus
 from syft_chat.plugins.sqlite.queries import encode_cursor
 from syft_chat.plugins.sqlite.store import SQLiteStore
@@ -180,8 +182,14 @@ def generate_rows(start: int, stop: int, n: int, peer_list: list[str], rng: rand
     return rows
 
 
+def history(store: SQLiteStore, **filters: Any) -> list[ChatMessage]:
+    """``get_chat_history``'s own query on the store: newest 50, oldest first, reactions."""
+    rows = store.find(history_query(limit=50, **filters))
+    return with_reactions([r.message for r in rows], store.reactions)
+
+
 def build(path: Path, n: int, n_peers: int, via_store: int, seed: int = 1) -> dict[str, float]:
-    """Create the database at ``path``: ``via_store`` rows through ``SQLiteStore.add``
+    """Create the database at ``path``: ``via_store`` rows through ``SQLiteStore.insert``
     (timed), the rest by ``executemany``. Returns timings."""
     rng = random.Random(seed)
     peer_list = peers(n_peers)
@@ -201,7 +209,8 @@ def build(path: Path, n: int, n_peers: int, via_store: int, seed: int = 1) -> di
             direction = Direction.OUTGOING if row[9] == "out" else Direction.INCOMING
             status = MessageStatus.DELIVERED if row[9] == "out" else MessageStatus.RECEIVED
             t0 = time.perf_counter()
-            store.add(msg, direction=direction, peer=row[3], status=status)
+            stored = msg.model_copy(update={"status": status})
+            store.insert(StoredMessage(stored, direction, row[3]))
             add_times.append(time.perf_counter() - t0)
     finally:
         store.close()
@@ -377,21 +386,21 @@ def run_queries(path: Path, args: argparse.Namespace, build_info: dict[str, Any]
         figures: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], list[Any], Any]] = [
             (
                 "history(peer=, limit=50)",
-                lambda p: store.history(peer=p, limit=50),
+                lambda p: history(store, conversation=p),
                 lambda p: raw_query("peer = ?", p),
                 peer_args,
                 GOAL_MS,
             ),
             (
                 "history(since=, limit=50)",
-                lambda s: store.history(since=s, limit=50),
+                lambda s: history(store, since=s),
                 lambda s: raw_query("timestamp >= ?", fmt_ts(s)),
                 since_args,
                 GOAL_MS,
             ),
             (
                 "history(thread_id=, limit=50)",
-                lambda t: store.history(thread_id=t, limit=50),
+                lambda t: history(store, thread_id=t),
                 lambda t: raw_query("thread_id = ?", t),
                 thread_args,
                 GOAL_MS,
@@ -487,7 +496,7 @@ def run_queries(path: Path, args: argparse.Namespace, build_info: dict[str, Any]
         base = statistics.median(build_info["raw_add"]) * 1000
         rows.append(
             [
-                "store.add() median ms",
+                "store.insert() median ms",
                 f"{mine:.3f}",
                 f"{base:.3f}",
                 f"{mine / base:.1f}x",
