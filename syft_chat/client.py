@@ -31,6 +31,7 @@ from syft_chat.features.views import (
     SearchHit,
     Views,
     history_query,
+    thread_conversation,
     with_reactions,
 )
 from syft_chat.identity import canonical_email, is_canonical
@@ -320,11 +321,12 @@ class SyftChatClient:
         :class:`ChatResponse` has ``status`` ``"delivered"`` (the recipient
         stored it) or ``"sent"`` (not confirmed yet: an offline recipient
         gets it later, across restarts of either side, with the same
-        ``msg_id``). A reply inherits the thread of the message it answers; a
-        message starting a conversation starts a thread named by its own
-        ``msg_id``.
+        ``msg_id``). A reply inherits the thread of the message it answers,
+        which must be a message of this conversation; a message starting a
+        conversation starts a thread named by its own ``msg_id``.
 
-        :raises InvalidMessageError: bad arguments (nothing is stored).
+        :raises InvalidMessageError: bad arguments (nothing is stored), e.g. a
+            ``reply_to`` naming a message of another conversation.
         :raises UnknownRecipientError: the recipient does not serve chat here.
         :raises MessageRejectedError: the recipient refused it (status ``failed``).
         :raises DeliveryError: a plugin refused to encode it (``failed``), or the
@@ -334,7 +336,7 @@ class SyftChatClient:
         recipient = self._validate_recipient(to_email)
         content = core.validate_content(content)
         meta = core.validate_metadata(metadata)
-        thread_id, reply_to = core.resolve_thread(thread_id, reply_to)
+        thread_id, reply_to = core.resolve_thread(thread_id, reply_to, conversation=recipient)
         core.validate_timeout(timeout)
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
         threaded = {"thread_id": thread_id or draft.msg_id, "recipient": recipient}
@@ -538,7 +540,10 @@ class SyftChatClient:
         :param with_user: only the conversation with this datasite, both directions.
         :param limit: at most this many (the newest).
         :param since: only messages at or after this time (naive = local time).
-        :param thread_id: only this thread.
+        :param thread_id: only this thread. A thread belongs to one conversation: without
+            ``with_user`` or ``group_id`` it is the thread of the conversation its root
+            (else its first stored message) belongs to, never messages of other
+            conversations that name the same thread id (a stranger can name any id).
         :param group_id: only this group's conversation (``with_user`` is one-to-one).
         """
         self._live()
@@ -561,6 +566,7 @@ class SyftChatClient:
             conversation = None if conversation is not None else f"group:{group_id}"
             if conversation is None:
                 return ChatHistory([], me=self.email)
+        conversation = thread_conversation(self.store.find, thread_id, conversation)
         query = history_query(
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )

@@ -135,15 +135,17 @@ def thread(env: Env, thread_id: str, limit: int, as_json: bool) -> None:
     """Show a thread as a tree of replies (read-only).
 
     THREAD_ID may be a thread id, a unique prefix of one, or the id of any
-    message in the thread.
+    message in the thread. Only that thread's conversation is shown: for a
+    message id, the message's; for a thread id, that of its first message.
     """
     from syft_chat.display import format_thread, message_json
 
     with env.reader() as (reader, me):
-        resolved = reader.resolve_thread(thread_id)
-        if resolved is None:
+        found = reader.resolve_thread(thread_id)
+        if found is None:
             raise CLIError(f"no thread {thread_id!r} in {reader.path}")
-        messages = reader.history(thread_id=resolved, limit=limit)
+        resolved, conversation = found  # a thread is one conversation's
+        messages = reader.history(conversation=conversation, thread_id=resolved, limit=limit)
     if as_json:
         env.json([message_json(m) for m in messages])
         return

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from syft_chat.errors import InvalidMessageError, StorageError
-from syft_chat.interfaces import MessageQuery, Reaction
+from syft_chat.interfaces import MessageQuery, Reaction, StoredMessage
 from syft_chat.models import ChatMessage, MessageKind, to_utc
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ __all__ = [
     "ViewStore",
     "Views",
     "history_query",
+    "thread_conversation",
     "with_reactions",
 ]
 
@@ -56,6 +57,33 @@ def history_query(
         limit=limit,
         last=True,
     )
+
+
+def thread_conversation(
+    find: Callable[[MessageQuery], Sequence[StoredMessage]],
+    thread_id: str | None,
+    conversation: str | None = None,
+) -> str | None:
+    """The conversation whose thread ``thread_id`` a history without a conversation shows.
+
+    A thread is a (conversation, thread id) pair: anyone may name any thread id, so the
+    same id can be a thread of several conversations. Without ``conversation`` it is the
+    conversation of the thread's root (the chat message whose id names the thread), else
+    of the thread's first *stored* chat message (insertion order, not the timestamp a
+    peer chose). ``conversation`` given, or no ``thread_id``: ``conversation`` itself.
+    ``find`` is a store's :meth:`~syft_chat.interfaces.MessageStore.find`.
+    """
+    if thread_id is None or conversation is not None:
+        return conversation
+    chat = frozenset({MessageKind.MESSAGE})
+    for query in (
+        MessageQuery(msg_ids=(thread_id,), kinds=chat, thread_id=thread_id, limit=1),
+        MessageQuery(kinds=chat, thread_id=thread_id, order="stored", limit=1),
+    ):
+        found = find(query)
+        if found:
+            return found[0].conversation
+    return None
 
 
 def with_reactions(
@@ -210,6 +238,10 @@ class Views:
             raise InvalidMessageError(f"thread_id must be a str, got {type(thread_id).__name__}")
         return thread_id
 
+    def _scope(self, conversation: str | None, thread_id: str | None) -> str | None:
+        """A thread is one conversation's (see :func:`thread_conversation`)."""
+        return thread_conversation(self._core.store.find, thread_id, conversation)
+
     def search(
         self,
         query: str,
@@ -233,10 +265,11 @@ class Views:
         :raises InvalidMessageError: an empty or malformed query, or a bad filter.
         """
         store = self._view_store()
+        thread = self._thread(thread_id)
         return store.search(
             query,
-            conversation=self._conversation(with_user, conversation),
-            thread_id=self._thread(thread_id),
+            conversation=self._scope(self._conversation(with_user, conversation), thread),
+            thread_id=thread,
             since=self._since(since),
             limit=limit,
             raw=raw,
@@ -264,9 +297,10 @@ class Views:
             or a bad filter or limit.
         """
         store = self._view_store()
+        thread = self._thread(thread_id)
         return store.history_page(
-            conversation=self._conversation(with_user, conversation),
-            thread_id=self._thread(thread_id),
+            conversation=self._scope(self._conversation(with_user, conversation), thread),
+            thread_id=thread,
             since=self._since(since),
             limit=limit,
             before=before,

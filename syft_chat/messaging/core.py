@@ -156,17 +156,23 @@ class MessagingCore:
         return float(wait)
 
     def resolve_thread(
-        self, thread_id: str | None, reply_to: str | None
+        self, thread_id: str | None, reply_to: str | None, *, conversation: str
     ) -> tuple[str | None, str | None]:
-        """The thread of a new message: a reply inherits its parent's."""
+        """The thread of a new message of ``conversation`` (a peer or ``group:<id>``): a
+        reply inherits its parent's, which must be a message of the same conversation."""
         for name, value in (("thread_id", thread_id), ("reply_to", reply_to)):
             if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
                 raise InvalidMessageError(f"{name} must be a non-empty str of at most 128 chars")
         if reply_to is None:
             return thread_id, None
-        parent = self.get(reply_to)
-        if parent is None:
+        found = self.store.get(reply_to)
+        if found is None or found.message.kind is MessageKind.COPY:
             raise InvalidMessageError(f"reply_to names no known message: {reply_to!r}")
+        if found.conversation != conversation:  # a thread never spans conversations
+            raise InvalidMessageError(
+                f"reply_to names a message of another conversation: {reply_to!r}"
+            )
+        parent = found.message
         return thread_id or parent.thread_id or parent.msg_id, reply_to
 
     # ------------------------------------------------------------------ sending

@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING
 from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import StorageError
 from syft_chat.identity import is_canonical
-from syft_chat.interfaces import IncomingRequest, MessageQuery, Reply, StoredMessage
+from syft_chat.interfaces import (
+    GROUP_PREFIX,
+    IncomingRequest,
+    MessageQuery,
+    Reply,
+    StoredMessage,
+)
 from syft_chat.messaging.budget import SenderBudget
 from syft_chat.messaging.kinds import Refusal
 from syft_chat.messaging.ordering import Conversations
@@ -32,6 +38,7 @@ from syft_chat.models import (
     ChatResponse,
     Direction,
     Envelope,
+    MessageKind,
     MessageStatus,
     json_size,
     strip_peer_claims,
@@ -147,6 +154,16 @@ class Incoming:
         message = envelope.to_message(status=MessageStatus.RECEIVED)
         # the bot label is our judgement, never the peer's: its claim is kept as a claim
         message = message.model_copy(update={"metadata": strip_peer_claims(message.metadata)})
+        try:
+            message = self._own_reply(message)
+        except StorageError:
+            return _answer(
+                503,
+                status="error",
+                message_id=msg_id,
+                retry=True,
+                error="receiver could not store the message",
+            )
         now = utcnow()
         if message.timestamp > now + _MAX_CLOCK_SKEW:
             message = message.model_copy(update={"timestamp": now})
@@ -215,6 +232,19 @@ class Incoming:
                 log.exception("after storing %s from %s", msg_id, request.sender)
         response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
         return Reply(200, response.model_dump_json().encode())
+
+    def _own_reply(self, message: ChatMessage) -> ChatMessage:
+        """``message`` answering nothing if its ``reply_to`` names a message stored here of
+        another conversation (or hidden): a thread never spans conversations."""
+        if message.reply_to is None:
+            return message
+        parent = self._store.get(message.reply_to)
+        if parent is None:  # not here (yet): a history only links it within its thread
+            return message
+        own = f"{GROUP_PREFIX}{message.group_id}" if message.group_id else message.sender
+        if parent.message.kind is MessageKind.MESSAGE and parent.conversation == own:
+            return message
+        return message.model_copy(update={"reply_to": None})
 
     def _earliest(self, sender: str, message: ChatMessage, now: datetime) -> datetime:
         """The earliest timestamp ``message`` may carry (earlier ones are clamped to it).

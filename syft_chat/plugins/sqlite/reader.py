@@ -25,6 +25,7 @@ from syft_chat.features.views import (
     HistoryPage,
     SearchHit,
     history_query,
+    thread_conversation,
     with_reactions,
 )
 from syft_chat.interfaces import MessageQuery, Reaction
@@ -226,6 +227,7 @@ class ReadOnlyHistory:
         ``conversation`` is a peer's email (the one-to-one conversation) or a group's
         ``group:<id>``. The query is :func:`~syft_chat.features.views.history_query`.
         """
+        conversation = thread_conversation(self.find_records, thread_id, conversation)
         query = history_query(
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
@@ -264,7 +266,7 @@ class ReadOnlyHistory:
             self._run_search,
             query,
             raw=raw,
-            conversation=conversation,
+            conversation=thread_conversation(self.find_records, thread_id, conversation),
             thread_id=thread_id,
             since=since,
             limit=limit,
@@ -290,7 +292,7 @@ class ReadOnlyHistory:
         self._require_views()
         rows, older, newer = sqlite_views.page_rows(
             self._run,
-            conversation=conversation,
+            conversation=thread_conversation(self.find_records, thread_id, conversation),
             thread_id=thread_id,
             since=since,
             limit=limit,
@@ -321,9 +323,7 @@ class ReadOnlyHistory:
         found = self.find_records(MessageQuery(msg_ids=(msg_id,)))  # SQLiteStore.get's query
         return found[0] if found else None
 
-    def find(self, msg_id: str) -> StoredMessage | None:
-        """The message with this id, or the only one whose id starts with it (as
-        ``get_message`` returns it, plus its bookkeeping)."""
+    def _find_record(self, msg_id: str) -> StoredRecord | None:
         record = self._record(msg_id)
         if record is None and msg_id:
             ids = sqlite_views.prefixed(self._run, "msg_id", msg_id)
@@ -332,21 +332,31 @@ class ReadOnlyHistory:
                     f"{msg_id!r} is the start of several message ids; give more characters"
                 )
             record = self._record(ids[0]) if ids else None
+        return record
+
+    def find(self, msg_id: str) -> StoredMessage | None:
+        """The message with this id, or the only one whose id starts with it (as
+        ``get_message`` returns it, plus its bookkeeping)."""
+        record = self._find_record(msg_id)
         return StoredMessage.of(record) if record is not None else None
 
-    def resolve_thread(self, thread: str) -> str | None:
-        """A thread id from a thread id, a unique prefix of one, or a message in the thread."""
+    def resolve_thread(self, thread: str) -> tuple[str, str | None] | None:
+        """A thread, ``(thread id, conversation)``, from a thread id, a unique prefix of
+        one, or a message in the thread (that message's conversation; for a thread id,
+        that of :func:`~syft_chat.features.views.thread_conversation`)."""
         if self.find_records(MessageQuery(thread_id=thread, limit=1)):
-            return thread
+            return thread, thread_conversation(self.find_records, thread)
         ids = sqlite_views.prefixed(self._run, "thread_id", thread)
         if len(ids) > 1:
             raise InvalidMessageError(
                 f"{thread!r} is the start of several thread ids; give more characters"
             )
         if ids:
-            return ids[0]
-        found = self.find(thread)
-        return found.message.thread_id or found.message.msg_id if found else None
+            return ids[0], thread_conversation(self.find_records, ids[0])
+        record = self._find_record(thread)
+        if record is None:
+            return None
+        return record.message.thread_id or record.message.msg_id, record.conversation
 
     def close(self) -> None:
         if self._conn is not None:
