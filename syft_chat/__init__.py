@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from syft_chat.client import SyftChatClient, client
 from syft_chat.errors import (
+    AlreadyServedError,
     ClientClosedError,
     ConfigError,
     DeliveryError,
@@ -30,6 +31,7 @@ from syft_chat.settings import ChatSettings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyServedError",
     "ChatMessage",
     "ChatResponse",
     "ChatSettings",

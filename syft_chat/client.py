@@ -39,6 +39,7 @@ from syft_chat.interfaces import BackendContext, MessageStore, Transport
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
 from syft_chat.messaging.kinds import ChatMessageRule
+from syft_chat.messaging.serving import Site
 from syft_chat.models import (
     ChatMessage,
     ChatResponse,
@@ -161,6 +162,13 @@ class SyftChatClient:
                 hooks=self.hooks,
                 record_failure=self._record_failure,
                 reply=self._bot_reply,
+                site=Site(
+                    folder=Path(self.syft.workspace.data_dir) / ".syft-chat" / app_name,
+                    email=self.email,
+                    app=app_name,
+                    store=store,
+                    db_path=self.db_path,
+                ),
             )
             self._core = core
             self._closed = False
@@ -190,6 +198,18 @@ class SyftChatClient:
         for rule in rules.values():
             core.kinds.register(rule)
         core.kinds.register(GroupChangeRule(self._groups))
+
+    @property
+    def role(self) -> str:
+        """``"serving"``: this client serves the datasite's chat endpoint (it stores and
+        confirms incoming messages, bots answer here); ``"following"``: another process on
+        this datasite serves, with the same database, and this client hears every message
+        through it, sends its own, and takes over serving when that process stops.
+
+        See "Several processes on one datasite" in the README.
+        """
+        core = self._core
+        return core.role if core is not None else "serving"
 
     @property
     def _started(self) -> bool:
@@ -674,6 +694,8 @@ class SyftChatClient:
 
     def _shutdown(self) -> None:
         self._closed = True
+        if self._core is not None:
+            self._core.stop_following()  # a follower must not take over while closing
         try:
             transport = getattr(self, "transport", None)
             if transport is not None:
@@ -694,7 +716,7 @@ class SyftChatClient:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._closed else f"open, {self.role}"
         return (
             f"<SyftChatClient {self.email} app={self.app_name!r} db={str(self.db_path)!r} {state}>"
         )

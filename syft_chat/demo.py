@@ -94,6 +94,8 @@ def _continue_hint(folder: Path, configs: dict[str, Path], dbs: dict[str, Path])
     click.echo("and back as alice:")
     click.echo(f'  syft-chat send {BOB} "Hello again"')
     click.echo("  syft-chat tail                    # follow alice's incoming messages")
+    click.echo("A notebook next to it, as alice, on the same database, hears every message too:")
+    click.echo(f"  syft_chat.client({str(configs[ALICE])!r}, db_path={str(dbs[ALICE])!r})")
     click.echo(f"Remove it when you are done: rm -rf {q(str(folder))}")
 
 

@@ -10,6 +10,7 @@ against the builtins keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyServedError",
     "ClientClosedError",
     "ConfigError",
     "DeliveryError",
@@ -30,6 +31,21 @@ class SyftChatError(Exception):
 
 class ConfigError(SyftChatError):
     """The SyftBox configuration could not be found or read."""
+
+
+class AlreadyServedError(SyftChatError):
+    """Another process serves this datasite's chat with a store this client cannot share.
+
+    A second client for the same datasite and app follows the serving process when both
+    use the same database (see :mod:`syft_chat.messaging.serving`); with another database
+    (or an in-memory store) it would miss the messages that process stores, so it is
+    refused. The message names the serving process and its database; ``note`` is what
+    that process published (``pid``, ``host``, ``store``, ``db_path``, ``started``).
+    """
+
+    def __init__(self, message: str, *, note: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.note = dict(note or {})
 
 
 class InvalidMessageError(SyftChatError, ValueError):

@@ -93,8 +93,10 @@ class Reply:
 IncomingHandler = Callable[[IncomingRequest], Reply]
 #: Called by a transport when the answer to one of our requests arrives:
 #: ``(request_id, peer, reply)``; also when the network refused to carry it (see
-#: :class:`Transport`).
-ReplyHandler = Callable[[str, str, Reply], None]
+#: :class:`Transport`). It returns ``False`` when the answer is not this process's to take
+#: (another process on the datasite sent that request and is still waiting for it): the
+#: transport then leaves it where it is; anything else means it was taken.
+ReplyHandler = Callable[[str, str, Reply], "bool | None"]
 #: Called by a transport for a request it refused before decoding it:
 #: ``(authenticated sender, reason, raw bytes)``.
 RejectHandler = Callable[[str, str, bytes], None]
@@ -116,6 +118,13 @@ class Transport(Protocol):
     ``{"status": "rejected", "retry": false, "error": "<why>"}``. The core records the
     message ``failed`` with that error and stops retrying. The transport cleans up
     whatever the refusal left behind.
+
+    **Following (optional).** A transport whose endpoint several processes could serve
+    at once (syft-rpc: one folder per datasite) also implements
+    ``follow(on_reply, on_reject)``: send and collect answers, without serving. The core
+    then lets one process per datasite serve and makes the others follow it (see
+    :mod:`syft_chat.messaging.serving`); a follower that takes over calls ``start``.
+    Without ``follow`` every client serves.
     """
 
     name: ClassVar[str]

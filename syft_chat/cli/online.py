@@ -220,6 +220,15 @@ class _Printer:
             self.emit(message)
 
 
+def _note_role(env: Env, client: Any) -> None:
+    """Say so when another process serves this datasite (this one follows it)."""
+    if client.role == "following":
+        env.note(
+            "another process serves this datasite with the same database: this one follows "
+            "it (hears every message, sends its own) and serves when it stops"
+        )
+
+
 @click.command()
 @click.option("--with", "with_user", metavar="EMAIL", help="Only messages from EMAIL.")
 @click.option("--thread", "thread_id", metavar="ID", help="Only messages in this thread.")
@@ -238,7 +247,9 @@ def tail(env: Env, with_user: str | None, thread_id: str | None, last: int, as_j
     """Follow new messages live until Ctrl-C (alias: listen).
 
     This datasite serves chat meanwhile: incoming messages are stored and
-    confirmed, and installed bots answer.
+    confirmed, and installed bots answer. If another process (a notebook, `serve`)
+    already serves it with the same database, tail follows that process and prints
+    every message too; with another database it stops with an error naming it.
     """
     from syft_chat.display import format_message, message_json
 
@@ -258,6 +269,7 @@ def tail(env: Env, with_user: str | None, thread_id: str | None, last: int, as_j
             for message in client.get_chat_history(with_user, last, thread_id=thread_id):
                 emit(message)
         env.note(f"listening for messages to {me} (Ctrl-C to stop)")
+        _note_role(env, client)
         wait_for_stop()
     env.note("stopped")
 
@@ -287,6 +299,7 @@ def serve(env: Env, quiet: bool) -> None:
             f"serving syft-chat for {me} (app {env.app!r}, database {client.db_path}); "
             f"plugins: {', '.join(names) or 'built-ins only'}; Ctrl-C to stop"
         )
+        _note_role(env, client)
         for failure in client.plugin_failures:
             env.note(f"plugin failed: {printable(str(failure))}")
         try:

@@ -84,17 +84,29 @@ class Announcer:
         self._timer: threading.Timer | None = None  # the pending retry, if any
 
     def announce(self, message: ChatMessage) -> None:
-        """Tell listeners and plugins about a new message, then let bots answer."""
+        """Tell listeners and plugins about a new message, then let bots answer.
+
+        Each message once per process (a follower that took over may find one it heard
+        unrecorded). The serving process first tells its followers (its journal) and
+        records that it announced; a follower only tells its own listeners and plugins:
+        bots answer in the serving process, once.
+        """
         core = self._core
-        rule = core.kinds.get(message.kind)
-        how = rule.announce if rule is not None else None
-        if how == "change" and rule is not None:
-            self._announce_change(message, rule.describe(message))
-        elif how == "message":
-            core.hooks.message_received(message, core.client)
-            if not self._automatic(message) and not core.closed:
-                self._bots(message)  # bots never answer automatic replies: no loops
-        self.record(message)
+        serving = core.role == "serving"
+        if core.heard.first_time(message.msg_id):
+            journal = core.journal
+            if serving and journal is not None:
+                journal.write(message.msg_id, message.sender)
+            rule = core.kinds.get(message.kind)
+            how = rule.announce if rule is not None else None
+            if how == "change" and rule is not None:
+                self._announce_change(message, rule.describe(message))
+            elif how == "message":
+                core.hooks.message_received(message, core.client)
+                if serving and not self._automatic(message) and not core.closed:
+                    self._bots(message)  # bots never answer automatic replies: no loops
+        if serving:
+            self.record(message)
 
     def _automatic(self, message: ChatMessage) -> bool:
         """Whether bots must stay quiet: ``message`` is automatic by our judgement, answers

@@ -16,6 +16,7 @@ from typing import Any
 
 from syft_chat.dispatch import HookClient, Hooks
 from syft_chat.errors import (
+    AlreadyServedError,
     ClientClosedError,
     InvalidMessageError,
     MessageRejectedError,
@@ -27,10 +28,22 @@ from syft_chat.messaging.announcing import Announcer, Notifier
 from syft_chat.messaging.incoming import Incoming
 from syft_chat.messaging.kinds import Kinds
 from syft_chat.messaging.outgoing import Outgoing
+from syft_chat.messaging.serving import (
+    FOLLOWING,
+    SERVING,
+    Follower,
+    Heard,
+    Journal,
+    ServingLock,
+    Site,
+    journal_path,
+    make_note,
+)
 from syft_chat.messaging.status import may_become
 from syft_chat.models import (
     ChatMessage,
     ChatResponse,
+    Direction,
     MessageKind,
     MessageStatus,
     json_size,
@@ -61,6 +74,7 @@ class MessagingCore:
         hooks: Hooks,
         record_failure: Callable[[PluginFailure], None],
         reply: Callable[[ChatMessage, str, dict[str, Any]], None],
+        site: Site | None = None,
     ) -> None:
         self.client = client
         self.email = email
@@ -77,19 +91,130 @@ class MessagingCore:
         self.incoming = Incoming(self)
         self._close_lock = threading.Lock()
         self._deferred = threading.local()  # per thread: hook calls waiting for a commit
+        # serving or following (see :mod:`syft_chat.messaging.serving`)
+        self._site = site
+        self.role = SERVING
+        self.heard = Heard()  # what this process announced: each message once
+        self.journal: Journal | None = None
+        self._lock: ServingLock | None = None
+        self._follower: Follower | None = None
+        self._role_lock = threading.Lock()
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, *, hold: float) -> None:
-        """Serve: announce what a crash left unannounced, start the transport, collect
-        answers that came meanwhile and resend the rest; announcing starts after
-        ``hold`` seconds (or when a listener is added)."""
+        """Serve, or follow the process that serves this datasite (see
+        :mod:`~syft_chat.messaging.serving`); announcing starts after ``hold`` seconds
+        (or when a listener is added).
+
+        :raises AlreadyServedError: another process serves with a store this one cannot
+            share.
+        """
+        site = self._site
+        if site is None or getattr(self.transport, "follow", None) is None:
+            self._serve()  # a transport that cannot follow: no lock (e.g. in-memory tests)
+        else:
+            lock = ServingLock(site.folder, site.email)
+            if lock.try_acquire():
+                self._lock = lock
+                self._serve_locked()
+            else:
+                self._follow(lock, site)
+        self.incoming.ordering.start(after=hold)
+
+    def _serve(self) -> None:
+        """Announce what a crash left unannounced, start the transport, collect answers
+        that came meanwhile and resend the rest."""
         self.incoming.resume()
         awaiting = self.outgoing.resume()
         self.transport.start(
             self.incoming.on_request, self.outgoing.on_reply, self._on_reject, awaiting=awaiting
         )
-        self.incoming.ordering.start(after=hold)
+
+    def _serve_locked(self) -> None:
+        """Holding the lock: open a journal for followers, say so, then serve."""
+        site, lock = self._site, self._lock
+        assert site is not None and lock is not None
+        path = journal_path(site.folder, site.email)
+        self.journal = Journal(path)
+        lock.clean_journals(keep=path)
+        lock.publish(
+            make_note(
+                email=site.email,
+                app=site.app,
+                store=site.store,
+                db_path=site.db_path,
+                journal=path,
+            )
+        )
+        self.role = SERVING
+        self._serve()
+
+    def _follow(self, lock: ServingLock, site: Site) -> None:
+        note = lock.wait_for_note()
+        if note is None:
+            raise AlreadyServedError(
+                f"{site.email} (app {site.app!r}) is served by another process that holds "
+                f"{lock.path} but does not say which database it uses ({lock.note_path}); "
+                "stop it first"
+            )
+        if not site.can_follow(note):
+            raise site.refused(note)
+        follow = self.transport.follow  # type: ignore[attr-defined]
+        follow(self.outgoing.on_reply, self._on_reject)
+        self.role = FOLLOWING
+        self._lock = lock
+        self._follower = Follower(
+            lock,
+            note,
+            hear=self._hear,
+            take_over=self._take_over,
+            compatible=site.can_follow,
+            name=f"syft-chat-follower[{self.email}]",
+        )
+        self._follower.start()
+        log.info(
+            "%s is served by process %s (database %s): following it",
+            self.email,
+            note.get("pid"),
+            note.get("db_path"),
+        )
+
+    def _hear(self, msg_id: str, peer: str) -> None:
+        """Follower thread: the serving process announced ``msg_id``; announce it here."""
+        found = self.store.get(msg_id)
+        if found is None or found.direction is not Direction.INCOMING:
+            return  # gone meanwhile (a deletion erases every copy)
+        self.incoming.ordering.submit_ready(found.peer or peer, found.message)
+
+    def _take_over(self) -> None:
+        """Follower thread: the serving process stopped and this one holds the lock."""
+        with self._role_lock:
+            if self._stopping or self.closed:
+                return
+            self._follower = None
+            try:
+                self._serve_locked()
+            except Exception:
+                log.exception("could not take over serving %s", self.email)
+                return
+        log.info("%s: the serving process stopped; this one serves now", self.email)
+
+    def stop_following(self) -> None:
+        """Before the transport stops: no more taking over."""
+        with self._role_lock:
+            self._stopping = True
+            follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
+
+    def _release(self) -> None:
+        journal, self.journal = self.journal, None
+        if journal is not None:
+            journal.close()
+        if self._lock is not None:
+            self._lock.release(journal.path if journal is not None else None)
 
     def start_announcing(self) -> None:
         """A listener or plugin is there: stop holding announcements back."""
@@ -99,10 +224,12 @@ class MessagingCore:
         """Stop the paths and run queued notifications (the store and transport are the
         caller's to close)."""
         self.closed = True
+        self.stop_following()
         self.outgoing.close()
         self.incoming.close()
         self.announcer.flush()
         self._notifier.close()
+        self._release()  # last: a follower taking over finds everything announced
 
     def check_open(self) -> None:
         if self.closed:

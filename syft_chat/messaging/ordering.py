@@ -99,6 +99,15 @@ class Conversations:
             self._enqueue(peer, state, ready)
             self._arm_gap_timer(peer, state)
 
+    def submit_ready(self, peer: str, message: ChatMessage) -> None:
+        """A message already in its conversation's order (a follower hears them in the
+        serving process's order): announce it after the ones before it."""
+        with self._lock:
+            if self._closed:
+                return
+            state = self._peers.setdefault(peer, _Peer())
+            self._enqueue(peer, state, [message])
+
     @staticmethod
     def _drain(state: _Peer) -> list[ChatMessage]:
         assert state.next is not None

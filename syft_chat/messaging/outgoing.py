@@ -117,8 +117,8 @@ class Outgoing:
     def resume(self) -> list[str]:
         """At start: track every unconfirmed message again; the peers that owe answers."""
         pending = MessageQuery(direction=Direction.OUTGOING, statuses=PENDING, has_peer=True)
-        rows = self._store.find(pending)
-        with self._lock:
+        with self._lock:  # a follower taking over already tracks what it sent
+            rows = [r for r in self._store.find(pending) if r.msg_id not in self._flights]
             for row in rows:
                 assert row.peer is not None
                 flight = _Flight(row.message, row.peer, row.request_id, row.attempts)
@@ -230,8 +230,13 @@ class Outgoing:
 
     # ------------------------------------------------------------------ answers
 
-    def on_reply(self, request_id: str, peer: str, reply: Reply) -> None:
-        """Transport thread: the answer to one of our requests (possibly an old attempt)."""
+    def on_reply(self, request_id: str, peer: str, reply: Reply) -> bool:
+        """Transport thread: the answer to one of our requests (possibly an old attempt).
+
+        Returns ``False`` for the answer to a message another process on this datasite
+        is still sending (it is not in this process's outbox but pending in the store):
+        that process collects it, and the transport leaves the answer for it.
+        """
         body = _parse_json(reply.body)
         with self._lock:
             msg_id = self._requests.get(request_id) or str(body.get("message_id") or "")
@@ -248,10 +253,15 @@ class Outgoing:
             message, latest = (found.message if found is not None else None), False
             sent_at = None
             msg_id = message.msg_id if message is not None else msg_id
+            if found is not None and found.message.status in PENDING:
+                with self._lock:
+                    mine = msg_id in self._flights
+                if not mine:
+                    return False  # another process's flight: its answer, for it to collect
         core = self._core
         if message is None or message.recipient != peer or message.sender != core.email:
             log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
-            return
+            return True
         if reply.ok:
             if sent_at is not None:  # the latest attempt: its round trip is unambiguous
                 self.round_trips.observe(peer, time.monotonic() - sent_at)
@@ -263,13 +273,14 @@ class Outgoing:
             if latest:
                 log.info("transient answer for %s: %s; sending again", msg_id, body.get("error"))
                 self.schedule.track(msg_id, soon=True)
-            return
+            return True
         else:
             error = str(body.get("error") or f"refused with status {reply.status_code}")
             self._set(message, MessageStatus.FAILED, error)
             self.settle(msg_id)
         if message.kind is MessageKind.COPY and message.target:
             self._settle_group_message(message.target)
+        return True
 
     def _set(self, message: ChatMessage, status: MessageStatus, error: str | None) -> bool:
         """Record a status; hooks hear it unless it is a group copy's (bookkeeping)."""

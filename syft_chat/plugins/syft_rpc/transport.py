@@ -53,6 +53,8 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
@@ -234,6 +236,7 @@ class RpcTransport:
         self._on_reply: ReplyHandler | None = None
         self._on_reject: RejectHandler | None = None
         self._events: _ChatEvents | None = None
+        self._observer: BaseObserver | None = None  # a follower's (it runs no syft-event)
         self._lock = threading.Lock()
         self._in_flight: set[Path] = set()
         self._rereads: dict[Path, int] = {}
@@ -258,6 +261,9 @@ class RpcTransport:
         awaiting: Collection[str] = (),
     ) -> None:
         self._on_request, self._on_reply, self._on_reject = on_request, on_reply, on_reject
+        with self._lock:
+            if self._stopped:
+                return
         events = _ChatEvents(
             self,
             app_name=self.app_name,
@@ -279,6 +285,25 @@ class RpcTransport:
         events.process_pending_requests()
         self._collect_replies(sorted(set(awaiting)))
 
+    def follow(
+        self, on_reply: ReplyHandler, on_reject: RejectHandler, *, awaiting: Collection[str] = ()
+    ) -> None:
+        """Send and collect answers without serving (another process serves this
+        datasite's endpoint); :meth:`start` later serves too (taking over)."""
+        self._on_reply, self._on_reject = on_reply, on_reject
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.daemon = True
+        observer.start()
+        with self._lock:
+            stopped = self._stopped
+            if not stopped:
+                self._observer = observer
+        if stopped:
+            observer.stop()
+            return
+        self._collect_replies(sorted(set(awaiting)))
+
     def update_access(self, policy: ContactPolicy) -> None:
         """Who may write requests to us: rewrites the permission files (atomically) if serving."""
         self.access = policy
@@ -287,13 +312,16 @@ class RpcTransport:
 
     def stop(self) -> None:
         with self._lock:
-            if self._stopped or not self._started:
-                self._stopped = True
+            if self._stopped:
                 return
             self._stopped = True
-        assert self._events is not None
+            events, observer = self._events, self._observer
         try:
-            self._events.stop()
+            if events is not None:
+                events.stop()
+            if observer is not None:
+                observer.stop()
+                observer.join(5)
         except Exception:  # pragma: no cover - stopping must not fail close()
             log.exception("error while stopping the syft-event server")
 
@@ -348,10 +376,11 @@ class RpcTransport:
 
     def _watch_replies(self, peer: str, folder: Path) -> None:
         with self._lock:
-            if peer in self._watched or self._events is None or self._stopped:
+            observer = self._observer or (self._events.obs if self._events else None)
+            if peer in self._watched or observer is None or self._stopped:
                 return
             self._watched.add(peer)
-        self._events.obs.schedule(
+        observer.schedule(
             _ReplyWatcher(self, peer),
             path=str(folder),
             recursive=False,
@@ -411,12 +440,11 @@ class RpcTransport:
             try:
                 reason = refusal_reason(peer)
                 log.warning("request %s to %s: %s", request_id, peer, reason)
-                if self._on_reply is not None:
-                    self._on_reply(
-                        request_id,
-                        peer,
-                        _json_reply(403, status="rejected", retry=False, error=reason),
-                    )
+                refused = _json_reply(403, status="rejected", retry=False, error=reason)
+                if self._on_reply is not None and (
+                    self._on_reply(request_id, peer, refused) is False
+                ):
+                    return  # another process's request: the marker stays for it
                 for marker in self._rejection_markers(peer, request_id):
                     marker.unlink(missing_ok=True)
                 (self.outbox_dir(peer) / f"{request_id}.request").unlink(missing_ok=True)
@@ -479,8 +507,10 @@ class RpcTransport:
                     )
                 else:
                     reply = Reply(int(response.status_code), response.body or b"")
-            if self._on_reply is not None:
-                self._on_reply(request_id, peer, reply)
+            if self._on_reply is not None and self._on_reply(request_id, peer, reply) is False:
+                with self._lock:  # another process's request: its answer stays for it
+                    self._replies_seen.discard(request_id)
+                return
             path.with_suffix(".request").unlink(missing_ok=True)
             path.unlink(missing_ok=True)
             with self._lock:  # the files are gone: a late duplicate event finds nothing
