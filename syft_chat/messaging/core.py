@@ -171,9 +171,10 @@ class MessagingCore:
 
     # ------------------------------------------------------------------ sending
 
-    def get(self, msg_id: str) -> ChatMessage | None:
-        """A stored message users may see (a group message's per-member copies are not)."""
-        found = self.store.get(msg_id)
+    def get(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:
+        """A stored message users may see (a group message's per-member copies are not):
+        ``sender``'s, or without it one's own of that id, else the earliest stored."""
+        found = self.store.get(msg_id, sender=sender)
         if found is None or found.message.kind is MessageKind.COPY:
             return None
         return found.message
@@ -222,7 +223,10 @@ class MessagingCore:
         """Record a status (never backwards, see :mod:`~syft_chat.messaging.status`); hooks
         hear it if it changed (unless ``announce`` is false)."""
         changed = self.store.update(
-            msg_id, {"status": status, "error": error}, if_status=may_become(status)
+            msg_id,
+            {"status": status, "error": error},
+            sender=self.email,  # statuses are of one's own messages
+            if_status=may_become(status),
         )
         if changed and announce:
             self.notify_status(msg_id, status, error)
@@ -240,7 +244,8 @@ class MessagingCore:
     def with_reactions(self, message: ChatMessage) -> ChatMessage:
         found: dict[str, list[str]] = {}
         for r in self.store.reactions([message.msg_id]):
-            found.setdefault(r.emoji, []).append(r.user)
+            if r.author in ("", message.sender):
+                found.setdefault(r.emoji, []).append(r.user)
         return message.model_copy(update={"reactions": found}) if found else message
 
     def record_plugin_failure(self, plugin: str, hook: str, error: str) -> None:
