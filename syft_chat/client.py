@@ -335,7 +335,7 @@ class SyftChatClient:
         recipient = self._validate_recipient(to_email)
         content = core.validate_content(content)
         meta = core.validate_metadata(metadata)
-        thread_id, reply_to = core.resolve_thread(thread_id, reply_to)
+        thread_id, reply_to = core.resolve_thread(thread_id, reply_to, recipient)
         core.validate_timeout(timeout)
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
         threaded = {"thread_id": thread_id or draft.msg_id, "recipient": recipient}

@@ -76,7 +76,7 @@ def test_reusing_a_one_to_one_message_id_changes_nothing_of_the_original(workspa
     alice, bob = ws.client(ALICE), ws.client(BOB)
     sent = alice.send_message(BOB, "from alice")
     assert sent.status == "delivered"
-    squat = envelope_body(MALLORY, BOB, "from mallory", msg_id=sent.message_id)
+    squat = envelope_body(MALLORY, BOB, "from mallory", msg_id=sent.message_id, thread_id="m-t")
     status, _ = read_response(write_raw_request(ws, to=BOB, folder=MALLORY, body=squat))
     assert status == 200  # another sender's message: stored, not a 409 and not a duplicate
     again = read_response(write_raw_request(ws, to=BOB, folder=MALLORY, body=squat))
@@ -95,6 +95,12 @@ def test_reusing_a_one_to_one_message_id_changes_nothing_of_the_original(workspa
     assert alice.get_message(sent.message_id, sender=MALLORY).content == "to alice"
     own = alice.get_chat_history(with_user=BOB)
     assert [(m.content, m.status) for m in own] == [("from alice, edited", "delivered")]
+    # a reply names the message of that id in its own conversation
+    ws.client(MALLORY)
+    to_alice = bob.send_message(ALICE, "re", reply_to=sent.message_id, timeout=0)
+    to_mallory = bob.send_message(MALLORY, "re", reply_to=sent.message_id, timeout=0)
+    assert bob.get_message(to_alice.message_id).thread_id == sent.message_id
+    assert bob.get_message(to_mallory.message_id).thread_id == "m-t"
 
 
 def test_an_edit_naming_someone_elses_message_changes_nothing(workspace):
@@ -240,6 +246,8 @@ def test_migration_from_schema_4_keeps_every_row_search_and_edits(tmp_path):
         assert hit.message.msg_id == "m1" and store.search("narwhal") == []
         assert [v.content for v in store.versions("m1")] == ["hello narwhal"]
         assert [r.emoji for r in store.reactions(["m2"])] == ["👍"]
+        with store.transaction():  # the index agrees with the rebuilt table
+            store._sql("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')")
         # the FTS triggers still follow edits after the rebuild
         store.update("m1", {"content": "hello squid"}, sender=BOB)
         assert [h.message.msg_id for h in store.search("squid")] == ["m1"]

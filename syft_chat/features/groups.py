@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from syft_chat.errors import InvalidMessageError, UnknownRecipientError
 from syft_chat.identity import canonical_email, is_canonical
-from syft_chat.interfaces import MessageQuery, StoredMessage
+from syft_chat.interfaces import GROUP_PREFIX, MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
 from syft_chat.messaging.status import group_status
 from syft_chat.models import (
@@ -555,7 +555,7 @@ class Groups:
         group = self.my_group(group_id)
         content = core.validate_content(content)
         meta = {**core.validate_metadata(metadata), **self.based_on(group)}
-        thread_id, reply_to = core.resolve_thread(thread_id, reply_to)
+        thread_id, reply_to = core.resolve_thread(thread_id, reply_to, f"{GROUP_PREFIX}{group_id}")
         draft = ChatMessage(
             sender=core.email, content=content, metadata=meta, reply_to=reply_to, group_id=group_id
         )

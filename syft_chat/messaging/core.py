@@ -21,7 +21,7 @@ from syft_chat.errors import (
     MessageRejectedError,
     StorageError,
 )
-from syft_chat.interfaces import FailedRequest, MessageStore, Transport
+from syft_chat.interfaces import FailedRequest, MessageQuery, MessageStore, Transport
 from syft_chat.manager import PluginFailure
 from syft_chat.messaging.announcing import Announcer, Notifier
 from syft_chat.messaging.incoming import Incoming
@@ -156,18 +156,32 @@ class MessagingCore:
         return float(wait)
 
     def resolve_thread(
-        self, thread_id: str | None, reply_to: str | None
+        self, thread_id: str | None, reply_to: str | None, conversation: str | None = None
     ) -> tuple[str | None, str | None]:
-        """The thread of a new message: a reply inherits its parent's."""
+        """The thread of a new message: a reply inherits its parent's.
+
+        Message ids are per sender: the parent is the message of that id in
+        ``conversation`` (a peer's email or ``group:<id>``; one's own first, else the
+        earliest stored), else the message of that id :meth:`get` returns."""
         for name, value in (("thread_id", thread_id), ("reply_to", reply_to)):
             if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
                 raise InvalidMessageError(f"{name} must be a non-empty str of at most 128 chars")
         if reply_to is None:
             return thread_id, None
-        parent = self.get(reply_to)
+        parent = self._parent(reply_to, conversation) or self.get(reply_to)
         if parent is None:
             raise InvalidMessageError(f"reply_to names no known message: {reply_to!r}")
         return thread_id or parent.thread_id or parent.msg_id, reply_to
+
+    def _parent(self, msg_id: str, conversation: str | None) -> ChatMessage | None:
+        if conversation is None:
+            return None
+        query = MessageQuery(
+            msg_ids=(msg_id,), conversation=conversation, kinds=frozenset({MessageKind.MESSAGE})
+        )
+        found = [r.message for r in self.store.find(query)]
+        own = [m for m in found if m.sender == self.email]
+        return (own or found)[0] if found else None
 
     # ------------------------------------------------------------------ sending
 
