@@ -35,7 +35,7 @@ from syft_chat.features.views import (
     with_reactions,
 )
 from syft_chat.identity import canonical_email, is_canonical
-from syft_chat.interfaces import BackendContext, MessageStore, Transport
+from syft_chat.interfaces import BackendContext, MessageQuery, MessageStore, Transport
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
 from syft_chat.messaging.kinds import ChatMessageRule
@@ -45,6 +45,7 @@ from syft_chat.models import (
     ChatResponse,
     ContactMode,
     ContactPolicy,
+    Direction,
     Group,
     MessageKind,
     MessageStatus,
@@ -403,14 +404,16 @@ class SyftChatClient:
         :meth:`record_read`.
         """
         core = self._live()
-        found = self.store.get(msg_id)
+        incoming = MessageQuery(msg_ids=(msg_id,), direction=Direction.INCOMING)
+        found = next(iter(self.store.find(incoming)), None) if isinstance(msg_id, str) else None
         if found is None or found.message.sender == self.email:
             raise InvalidMessageError(f"no incoming message {msg_id!r}")
+        sender = found.message.sender  # the earliest stored incoming message of that id
         with self.store.transaction():
-            current = self.store.get(msg_id)
+            current = self.store.get(msg_id, sender=sender)
             unread = current is not None and current.read_at is None
             if unread:
-                self.store.update(msg_id, {"read_at": datetime.now().astimezone()})
+                self.store.update(msg_id, {"read_at": datetime.now().astimezone()}, sender=sender)
         if unread:
             core.notify_read(found.message)
         return unread
@@ -455,14 +458,25 @@ class SyftChatClient:
         return self._actions.delete_message(msg_id, timeout=timeout)
 
     def react(
-        self, msg_id: str, emoji: str, *, remove: bool = False, timeout: float | None = None
+        self,
+        msg_id: str,
+        emoji: str,
+        *,
+        remove: bool = False,
+        timeout: float | None = None,
+        sender: str | None = None,
     ) -> ChatResponse:
-        """Add (or with ``remove=True`` take back) your reaction to a message of a conversation."""
-        return self._actions.react(msg_id, emoji, remove=remove, timeout=timeout)
+        """Add (or with ``remove=True`` take back) your reaction to a message of a conversation.
 
-    def get_edits(self, msg_id: str) -> list[dict[str, Any]]:
-        """Earlier versions of a message, oldest first (``content``, ``replaced_at``)."""
-        return self._actions.get_edits(msg_id)
+        Message ids are per sender: ``sender`` picks the message when two senders' messages
+        share ``msg_id`` (by default, your own, else the earliest stored).
+        """
+        return self._actions.react(msg_id, emoji, remove=remove, timeout=timeout, sender=sender)
+
+    def get_edits(self, msg_id: str, *, sender: str | None = None) -> list[dict[str, Any]]:
+        """Earlier versions of a message, oldest first (``content``, ``replaced_at``);
+        ``sender`` as for :meth:`get_message`."""
+        return self._actions.get_edits(msg_id, sender=sender)
 
     # ------------------------------------------------------------------ groups
 
@@ -594,9 +608,14 @@ class SyftChatClient:
         messages = with_reactions([r.message for r in records], self.store.reactions)
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 
-    def get_message(self, msg_id: str) -> ChatMessage | None:
-        """One stored message (sent or received) by id, with its status."""
-        return self._live().get(msg_id)
+    def get_message(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:
+        """One stored message (sent or received) by id, with its status.
+
+        Message ids are per sender (two senders' messages may share one): with ``sender``,
+        that sender's message; without, your own message of that id if there is one, else
+        the earliest stored.
+        """
+        return self._live().get(msg_id, sender=sender)
 
     def search(
         self,

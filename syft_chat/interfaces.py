@@ -256,6 +256,8 @@ class MessageQuery:
     """
 
     msg_ids: tuple[str, ...] | None = None
+    #: the message's sender (with ``msg_ids``: one sender's messages of those ids)
+    sender: str | None = None
     direction: Direction | None = None
     kinds: frozenset[MessageKind] | None = None
     statuses: frozenset[MessageStatus] | None = None
@@ -277,7 +279,11 @@ class MessageQuery:
 class Reaction:
     """One user's emoji on one message. ``present=False`` is a reaction taken back, kept
     so that a change older (by ``op_seq``, the user's sequence number) than it is
-    recognised as late."""
+    recognised as late.
+
+    The message is ``(msg_id, author)``: ``author`` is its sender (message ids are per
+    sender); ``""`` is a reaction recorded before that was known, which counts for every
+    message with that id."""
 
     msg_id: str
     user: str
@@ -285,6 +291,7 @@ class Reaction:
     present: bool
     op_seq: int | None
     created_at: datetime
+    author: str = ""
 
 
 @dataclass(frozen=True)
@@ -318,6 +325,13 @@ class MessageStore(Protocol):
     features, written once above every store (``syft_chat.testing.store_contract`` is
     the suite a store passes). Every method may be called from any thread and raises
     :class:`~syft_chat.errors.StorageError` when the storage fails.
+
+    **Message ids are per sender.** A message is identified by ``(sender, msg_id)``: two
+    senders' messages may share a ``msg_id`` and are two messages (nobody can block or
+    replace someone else's message by reusing its id). The methods that take a
+    ``msg_id`` take an optional ``sender``: with it, exactly that message; without it,
+    *the* message of that id is this datasite's own (``sender == owner``) if there is
+    one, else the earliest stored (as ``get`` returns it).
     """
 
     name: ClassVar[str]
@@ -332,19 +346,23 @@ class MessageStore(Protocol):
         """
 
     def insert(self, record: StoredMessage) -> bool:
-        """Store a new message; ``False`` (and nothing changed) if its msg_id exists."""
+        """Store a new message; ``False`` (and nothing changed) if a message with its
+        ``(sender, msg_id)`` exists (another sender's message with that id is no obstacle)."""
 
-    def get(self, msg_id: str) -> StoredMessage | None:
-        """The stored message with this id, or ``None``."""
+    def get(self, msg_id: str, *, sender: str | None = None) -> StoredMessage | None:
+        """The stored message ``(sender, msg_id)``, or ``None``; without ``sender``, the
+        owner's own message with this id if there is one, else the earliest stored."""
 
     def update(
         self,
         msg_id: str,
         changes: Mapping[str, Any],
         *,
+        sender: str | None = None,
         if_status: Collection[MessageStatus] | None = None,
     ) -> bool:
-        """Change fields of one message (names from :data:`UPDATABLE`).
+        """Change fields of one message (names from :data:`UPDATABLE`): the one
+        :meth:`get` returns for ``msg_id`` and ``sender``.
 
         With ``if_status``, only if its status is one of those (a compare-and-set).
         Returns whether a message was changed.
@@ -359,22 +377,25 @@ class MessageStore(Protocol):
     def max_seq(self, peer: str, direction: Direction, *, notified: bool | None = None) -> int:
         """The highest sequence number of messages to or from ``peer`` (0 if none)."""
 
-    def versions(self, msg_id: str) -> list[Version]:
-        """Earlier texts of a message, oldest first (by ``seq``, unnumbered last)."""
+    def versions(self, msg_id: str, *, sender: str | None = None) -> list[Version]:
+        """Earlier texts of message ``(sender, msg_id)``, oldest first (by ``seq``,
+        unnumbered last); without ``sender``, those of every message with that id."""
 
-    def add_version(self, msg_id: str, version: Version) -> None:
-        """Keep an earlier text of a message."""
+    def add_version(self, msg_id: str, version: Version, *, sender: str | None = None) -> None:
+        """Keep an earlier text of message ``(sender, msg_id)``."""
 
-    def erase_versions(self, msg_id: str) -> None:
-        """Blank every earlier text of a message (it was deleted)."""
+    def erase_versions(self, msg_id: str, *, sender: str | None = None) -> None:
+        """Blank every earlier text of message ``(sender, msg_id)`` (it was deleted);
+        without ``sender``, of every message with that id."""
 
     def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
-        """The reactions on these messages, oldest first; ``removed=True`` includes the
-        ones taken back."""
+        """The reactions on the messages with these ids (of any sender: see
+        :attr:`Reaction.author`), oldest first; ``removed=True`` includes the ones taken
+        back."""
 
     def put_reaction(self, reaction: Reaction) -> None:
-        """Store a reaction, replacing the one of the same message, user and emoji
-        (keeping the first ``created_at``)."""
+        """Store a reaction, replacing the one of the same message (``msg_id`` and
+        ``author``), user and emoji (keeping the first ``created_at``)."""
 
     def groups(self, group_id: str | None = None) -> list[Group]:
         """Every known group by name, or only ``group_id``'s."""

@@ -175,6 +175,8 @@ class ChatMessage(BaseModel):
     #: group changes act on another message (``target``) or on a group
     kind: MessageKind = MessageKind.MESSAGE
     target: str | None = None
+    #: the sender of ``target`` (message ids are per sender); ``None``: not said
+    target_sender: str | None = None
     deleted: bool = False
     edited_at: datetime | None = None
     #: ``{emoji: [users...]}``, filled in by ``get_chat_history``
@@ -233,6 +235,9 @@ class Envelope(BaseModel):
     group_id: str | None = Field(default=None, max_length=128)
     #: the msg_id an edit / delete / reaction acts on
     target: str | None = Field(default=None, max_length=128)
+    #: the sender of the message ``target`` names (message ids are per sender); sent by
+    #: clients since schema 5, absent from older ones
+    target_sender: str | None = Field(default=None, min_length=3, max_length=320)
     msg_id: str = Field(min_length=1, max_length=128)
     sender: str = Field(min_length=3, max_length=320)
     recipient: str = Field(min_length=3, max_length=320)
@@ -276,6 +281,7 @@ class Envelope(BaseModel):
             floor=floor,
             kind=message.kind,
             target=message.target,
+            target_sender=message.target_sender,
             group_id=message.group_id,
         )
 
@@ -293,6 +299,7 @@ class Envelope(BaseModel):
             seq=self.seq,
             kind=self.kind,
             target=self.target,
+            target_sender=self.target_sender,
             group_id=self.group_id,
         )
 

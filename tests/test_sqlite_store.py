@@ -372,11 +372,11 @@ def test_pragmas_and_indexes(store: SQLiteStore, db_path: Path) -> None:
         for _, name, *_ in raw(db_path, "PRAGMA index_list(messages)")
     }
     assert {("peer", "timestamp"), ("thread_id", "timestamp"), ("timestamp",)} <= indexed
-    assert {("direction", "status"), ("msg_id",)} <= indexed
+    assert {("direction", "status"), ("msg_id", "sender")} <= indexed  # ids are per sender
 
 
 def test_schema_version_is_current(store: SQLiteStore, db_path: Path) -> None:
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 

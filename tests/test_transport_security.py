@@ -116,7 +116,8 @@ def test_huge_request_file_is_refused_unread(trio):
     assert status == 400 and "limit" in body["error"]
 
 
-def test_reused_msg_id_from_another_sender_is_rejected(trio):
+def test_reused_msg_id_from_another_sender_is_another_message(trio):
+    # message ids are per sender (issue 3): the reuse neither replaces nor blocks the original
     ws, bob, got, _ = trio
     alice = ws.client(ALICE)
     sent = alice.send_message(BOB, "original")
@@ -127,8 +128,10 @@ def test_reused_msg_id_from_another_sender_is_rejected(trio):
         body=envelope_body(MALLORY, BOB, "hijack", msg_id=sent.message_id),
     )
     status, body = read_response(path)
-    assert status == 409
-    assert [m.content for m in bob.get_chat_history()] == ["original"]
+    assert status == 200
+    assert [m.content for m in bob.get_chat_history(with_user=ALICE)] == ["original"]
+    assert [m.content for m in bob.get_chat_history(with_user=MALLORY)] == ["hijack"]
+    assert bob.get_message(sent.message_id).content == "original"
 
 
 def test_redelivered_message_is_stored_and_announced_once(trio):

@@ -16,17 +16,28 @@ older (by the actor's sequence number) than the one applied does not override it
 and erases every copy of the text. An action that arrives before the message it
 names is stored and applied when that message arrives (in the same transaction).
 These rules are written here once, over the narrow store interface, for every store.
+
+**Which message an action names.** Message ids are per sender, so an action names
+``(target_sender, target)``; :func:`find_target` resolves it. An edit or deletion can
+only name one of the actor's own messages. A reaction names a message of its own
+conversation (one-to-one: of the two parties; a group: of that group). Clients send
+``target_sender``; for an action without it (an older client), the target is the actor's
+own message (edits, deletions) or the earliest stored message of that id in the
+action's conversation (reactions), and a message of that id elsewhere refuses it as
+before. Nobody's message of the same id can make a new client's action fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from syft_chat.display import UNPRINTABLE
 from syft_chat.errors import InvalidMessageError
 from syft_chat.interfaces import MessageQuery, MessageStore, Reaction, StoredMessage, Version
 from syft_chat.messaging.kinds import Announce, Refusal
+from syft_chat.messaging.targets import find_target, named
 from syft_chat.models import (
     ChatMessage,
     ChatResponse,
@@ -40,7 +51,14 @@ if TYPE_CHECKING:
     from syft_chat.features.groups import Groups
     from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["ACTION_KINDS", "ActionRule", "Actions", "apply_action", "authorize", "change_of"]
+__all__ = [
+    "ACTION_KINDS",
+    "ActionRule",
+    "Actions",
+    "apply_action",
+    "authorize",
+    "change_of",
+]
 
 ACTION_KINDS = (MessageKind.EDIT, MessageKind.DELETE, MessageKind.REACTION)
 _MAX_EMOJI = 32
@@ -90,21 +108,26 @@ def apply_action(store: MessageStore, action: ChatMessage, actor: str) -> str | 
     action applied (an action that changed nothing, such as a repeated reaction, is
     kept with the note "changed nothing" and not announced).
     """
-    target = store.get(action.target or "")
+    target = find_target(store, action)
     if target is None:
         return None
     change: str | None = None
+    me = action.sender
     if target.message.deleted:
         if action.kind is _EDIT:  # a deleted message's text is gone, late edits' too
-            store.update(action.msg_id, {"content": ""})
+            store.update(action.msg_id, {"content": ""}, sender=me)
     elif action.kind is _EDIT:
         change = _apply_edit(store, action, target)
     elif action.kind is _DELETE:
         _erase(store, target.message, action)
         change = "deleted"
     elif action.kind is _REACTION:
-        change = _apply_reaction(store, target.msg_id, actor, action)
-    store.update(action.msg_id, {"applied": True, "error": None if change else "changed nothing"})
+        change = _apply_reaction(store, target.message, actor, action)
+    store.update(
+        action.msg_id,
+        {"applied": True, "error": None if change else "changed nothing"},
+        sender=me,
+    )
     return change
 
 
@@ -112,48 +135,48 @@ def _apply_edit(store: MessageStore, action: ChatMessage, target: StoredMessage)
     shown = target.message
     current = target.edit_seq if target.edit_seq is not None else shown.seq
     now = utcnow()
+    who = shown.sender
     if action.seq is None or current is None or action.seq > current:
         # the shown text becomes an earlier version
-        store.add_version(shown.msg_id, Version(shown.content, now, action.msg_id, current))
+        version = Version(shown.content, now, action.msg_id, current)
+        store.add_version(shown.msg_id, version, sender=who)
         seq = action.seq if action.seq is not None else (current or 0) + 1
         store.update(
             shown.msg_id,
             {"content": action.content, "edited_at": action.timestamp, "edit_seq": seq},
+            sender=who,
         )
         return "edited"
     # an older edit arriving late: only an earlier version
-    store.add_version(shown.msg_id, Version(action.content, now, action.msg_id, action.seq))
+    version = Version(action.content, now, action.msg_id, action.seq)
+    store.add_version(shown.msg_id, version, sender=who)
     return None
 
 
 def _erase(store: MessageStore, target: ChatMessage, action: ChatMessage) -> None:
     """A deletion: the text, its earlier versions, the edits that carried them, reactions."""
-    store.update(target.msg_id, {"content": "", "deleted": True, "edited_at": action.timestamp})
-    store.erase_versions(target.msg_id)
-    for edit in store.find(MessageQuery(target=target.msg_id, kinds=frozenset({_EDIT}))):
-        store.update(edit.msg_id, {"content": ""})
+    who = target.sender
+    erased = {"content": "", "deleted": True, "edited_at": action.timestamp}
+    store.update(target.msg_id, erased, sender=who)
+    store.erase_versions(target.msg_id, sender=who)
+    edits = MessageQuery(target=target.msg_id, sender=who, kinds=frozenset({_EDIT}))
+    for edit in store.find(edits):  # only its sender's edits are its edits
+        store.update(edit.msg_id, {"content": ""}, sender=who)
     for reaction in store.reactions([target.msg_id]):
-        store.put_reaction(
-            Reaction(
-                reaction.msg_id,
-                reaction.user,
-                reaction.emoji,
-                False,
-                reaction.op_seq,
-                reaction.created_at,
-            )
-        )
+        if reaction.author in ("", who):
+            store.put_reaction(replace(reaction, present=False))
 
 
 def _apply_reaction(
-    store: MessageStore, target: str, actor: str, action: ChatMessage
+    store: MessageStore, message: ChatMessage, actor: str, action: ChatMessage
 ) -> str | None:
     present = action.metadata.get("op") != "remove"
+    target, author = message.msg_id, message.sender
     existing = next(
         (
             r
             for r in store.reactions([target], removed=True)
-            if r.user == actor and r.emoji == action.content
+            if r.user == actor and r.emoji == action.content and r.author in ("", author)
         ),
         None,
     )
@@ -162,7 +185,7 @@ def _apply_reaction(
     if late and seq <= existing.op_seq:  # type: ignore[operator,union-attr]
         return None  # an older change arriving late
     created = existing.created_at if existing is not None else utcnow()
-    store.put_reaction(Reaction(target, actor, action.content, present, seq, created))
+    store.put_reaction(Reaction(target, actor, action.content, present, seq, created, author))
     if present == (existing.present if existing is not None else False):
         return None
     return "reaction_added" if present else "reaction_removed"
@@ -203,7 +226,10 @@ class ActionRule:
             not 0 < len(message.content) <= _MAX_EMOJI or UNPRINTABLE.search(message.content)
         ):
             return Refusal(400, "a reaction is 1 to 32 printable characters")
-        target = self._core.store.get(message.target)
+        if message.kind in (_EDIT, _DELETE) and message.target_sender not in (None, actor):
+            return Refusal(403, f"only the sender of a message may {message.kind} it")
+        store = self._core.store
+        target = find_target(store, message) or named(store, message)
         if target is None:
             return None  # not here yet: checked when it arrives
         return self._authorize(message, target.message, actor)
@@ -214,7 +240,7 @@ class ActionRule:
         return None if problem is None else Refusal(403, problem)
 
     def apply(self, record: StoredMessage) -> None:
-        if self._core.store.get(record.message.target or "") is not None:
+        if find_target(self._core.store, record.message) is not None:
             apply_action(self._core.store, record.message, record.message.sender)
 
     def after(self, record: StoredMessage) -> None:
@@ -228,15 +254,21 @@ class ActionRule:
         store = self._core.store
         waiting = MessageQuery(target=target.msg_id, applied=False, order="seq")
         for action in (r.message for r in store.find(waiting)):
+            found = find_target(store, action)
+            if found is not None and found.message.sender != target.sender:
+                continue  # it names another message of that id
+            if found is None and (action.target_sender or target.sender) != target.sender:
+                continue  # it names another sender's message: still waiting for that one
             refused = self._policy().refuses(action.sender)  # blocked since it arrived?
             problem = Refusal(403, f"refused: {refused}") if refused else None
             problem = problem or self._authorize(action, target, action.sender)
-            if problem is None:
+            if problem is None and found is not None:
                 apply_action(store, action, action.sender)
-            else:
+            elif problem is not None:
                 store.update(
                     action.msg_id,
                     {"applied": True, "status": MessageStatus.FAILED, "error": problem.reason},
+                    sender=action.sender,
                 )
                 self._core.record_refusal(action.sender, problem.reason, b"", action.msg_id)
 
@@ -251,10 +283,10 @@ class Actions:
         self._core = core
         self._groups = groups
 
-    def _own_message(self, msg_id: str, verb: str) -> ChatMessage:
+    def _own_message(self, msg_id: str, verb: str, sender: str | None = None) -> ChatMessage:
         core = self._core
         core.check_open()
-        found = core.store.get(msg_id) if isinstance(msg_id, str) else None
+        found = core.store.get(msg_id, sender=sender) if isinstance(msg_id, str) else None
         message = found.message if found is not None else None
         if message is None or message.kind is not MessageKind.MESSAGE:
             raise InvalidMessageError(f"cannot {verb} {msg_id!r}: no such message")
@@ -282,6 +314,7 @@ class Actions:
                 content=content,
                 kind=kind,
                 target=target.msg_id,
+                target_sender=target.sender,
                 metadata={**(metadata or {}), **self._groups.based_on(group)},
                 group_id=target.group_id,
             )
@@ -298,6 +331,7 @@ class Actions:
             recipient=peer,
             kind=kind,
             target=target.msg_id,
+            target_sender=target.sender,
             metadata=metadata or {},
         )
         with core.store.transaction():
@@ -317,17 +351,26 @@ class Actions:
         return self._send(target, _DELETE, "", None, timeout)
 
     def react(
-        self, msg_id: str, emoji: str, *, remove: bool = False, timeout: float | None = None
+        self,
+        msg_id: str,
+        emoji: str,
+        *,
+        remove: bool = False,
+        timeout: float | None = None,
+        sender: str | None = None,
     ) -> ChatResponse:
-        target = self._own_message(msg_id, "react to")
+        target = self._own_message(msg_id, "react to", sender)
         if not isinstance(emoji, str) or not emoji.strip() or len(emoji) > _MAX_EMOJI:
             raise InvalidMessageError(f"emoji must be 1-{_MAX_EMOJI} characters, got {emoji!r}")
         op = {"op": "remove" if remove else "add"}
         return self._send(target, _REACTION, emoji.strip(), op, timeout)
 
-    def get_edits(self, msg_id: str) -> list[dict[str, Any]]:
+    def get_edits(self, msg_id: str, *, sender: str | None = None) -> list[dict[str, Any]]:
         self._core.check_open()
+        found = self._core.store.get(msg_id, sender=sender) if isinstance(msg_id, str) else None
+        if found is None:
+            return []
         return [
             {"content": v.content, "replaced_at": v.replaced_at, "edit_id": v.edit_id}
-            for v in self._core.store.versions(msg_id)
+            for v in self._core.store.versions(msg_id, sender=found.message.sender)
         ]

@@ -91,13 +91,21 @@ def with_reactions(
 ) -> list[ChatMessage]:
     """``messages`` with their present reactions filled in (``{emoji: [users...]}``, each
     emoji's users in the order they reacted); ``reactions`` is a store's
-    :meth:`~syft_chat.interfaces.MessageStore.reactions`."""
-    found: dict[str, dict[str, list[str]]] = {}
-    for r in reactions([m.msg_id for m in messages]):
-        if r.present:
-            found.setdefault(r.msg_id, {}).setdefault(r.emoji, []).append(r.user)
+    :meth:`~syft_chat.interfaces.MessageStore.reactions`. A reaction belongs to the
+    message of its ``msg_id`` and ``author`` (message ids are per sender)."""
+    found: dict[tuple[str, str], dict[str, list[str]]] = {}
+    senders: dict[str, set[str]] = {}
+    for m in messages:
+        senders.setdefault(m.msg_id, set()).add(m.sender)
+    for r in reactions(list(senders)):
+        if not r.present:
+            continue
+        for sender in senders.get(r.msg_id, ()) if r.author == "" else (r.author,):
+            found.setdefault((r.msg_id, sender), {}).setdefault(r.emoji, []).append(r.user)
     return [
-        m.model_copy(update={"reactions": found[m.msg_id]}) if m.msg_id in found else m
+        m.model_copy(update={"reactions": found[(m.msg_id, m.sender)]})
+        if (m.msg_id, m.sender) in found
+        else m
         for m in messages
     ]
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from syft_chat.errors import StorageError, SyftChatError
+from syft_chat.messaging.targets import find_target
 from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, claims_auto_reply, is_auto_reply
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ class Announcer:
     ) -> None:
         self._core = core
         self._reply = reply
-        self._unrecorded: dict[str, ChatMessage] = {}
+        #: by ``(sender, msg_id)``: message ids are per sender
+        self._unrecorded: dict[tuple[str, str], ChatMessage] = {}
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None  # the pending retry, if any
 
@@ -121,7 +123,8 @@ class Announcer:
         if not message.reply_to:
             return False
         try:
-            parent = self._core.store.get(message.reply_to)
+            # one of our own messages (ids are per sender): did it answer our bot?
+            parent = self._core.store.get(message.reply_to, sender=self._core.email)
         except StorageError:
             return True  # unsure: stay quiet rather than risk a loop
         return (
@@ -149,8 +152,8 @@ class Announcer:
 
     def _announce_change(self, action: ChatMessage, change: str) -> None:
         store = self._core.store
-        stored = store.get(action.msg_id)
-        target = store.get(action.target or "")
+        stored = store.get(action.msg_id, sender=action.sender)
+        target = find_target(store, action)
         if stored is None or stored.message.error or target is None:
             return  # refused, changed nothing, or its message never arrived
         shown = self._core.with_reactions(target.message)
@@ -159,21 +162,21 @@ class Announcer:
     def record(self, message: ChatMessage) -> None:
         """Record that ``message`` was announced (and any whose recording failed before)."""
         with self._lock:
-            self._unrecorded[message.msg_id] = message
+            self._unrecorded[(message.sender, message.msg_id)] = message
         self._record_pending()
 
     def _record_pending(self) -> None:
         with self._lock:
             pending = list(self._unrecorded)
-        for msg_id in pending:
+        for sender, msg_id in pending:
             try:
-                self._core.store.update(msg_id, {"notified": True})
+                self._core.store.update(msg_id, {"notified": True}, sender=sender)
             except StorageError as exc:
                 log.warning("could not record that %s was announced: %s (will retry)", msg_id, exc)
                 self._retry_later()
                 return
             with self._lock:
-                self._unrecorded.pop(msg_id, None)
+                self._unrecorded.pop((sender, msg_id), None)
 
     def _retry_later(self) -> None:
         """One retry timer for everything unrecorded (not one per failed recording)."""
@@ -197,8 +200,8 @@ class Announcer:
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
-        for msg_id in pending:
+        for sender, msg_id in pending:
             try:
-                self._core.store.update(msg_id, {"notified": True})
+                self._core.store.update(msg_id, {"notified": True}, sender=sender)
             except StorageError:
                 log.error("message %s was announced but that could not be recorded", msg_id)

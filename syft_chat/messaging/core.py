@@ -22,7 +22,7 @@ from syft_chat.errors import (
     MessageRejectedError,
     StorageError,
 )
-from syft_chat.interfaces import FailedRequest, MessageStore, Transport
+from syft_chat.interfaces import FailedRequest, MessageQuery, MessageStore, Transport
 from syft_chat.manager import PluginFailure
 from syft_chat.messaging.announcing import Announcer, Notifier
 from syft_chat.messaging.incoming import Incoming
@@ -286,27 +286,36 @@ class MessagingCore:
         self, thread_id: str | None, reply_to: str | None, *, conversation: str
     ) -> tuple[str | None, str | None]:
         """The thread of a new message of ``conversation`` (a peer or ``group:<id>``): a
-        reply inherits its parent's, which must be a message of the same conversation."""
+        reply inherits its parent's, which must be a message of the same conversation
+        (message ids are per sender: one's own of that id first, else the earliest)."""
         for name, value in (("thread_id", thread_id), ("reply_to", reply_to)):
             if value is not None and (not isinstance(value, str) or not value or len(value) > 128):
                 raise InvalidMessageError(f"{name} must be a non-empty str of at most 128 chars")
         if reply_to is None:
             return thread_id, None
-        found = self.store.get(reply_to)
-        if found is None or found.message.kind is MessageKind.COPY:
+        parent = self._parent(reply_to, conversation)
+        if parent is None:
+            if self.get(reply_to) is not None:  # a thread never spans conversations
+                raise InvalidMessageError(
+                    f"reply_to names a message of another conversation: {reply_to!r}"
+                )
             raise InvalidMessageError(f"reply_to names no known message: {reply_to!r}")
-        if found.conversation != conversation:  # a thread never spans conversations
-            raise InvalidMessageError(
-                f"reply_to names a message of another conversation: {reply_to!r}"
-            )
-        parent = found.message
         return thread_id or parent.thread_id or parent.msg_id, reply_to
+
+    def _parent(self, msg_id: str, conversation: str) -> ChatMessage | None:
+        query = MessageQuery(
+            msg_ids=(msg_id,), conversation=conversation, kinds=frozenset({MessageKind.MESSAGE})
+        )
+        found = [r.message for r in self.store.find(query)]
+        own = [m for m in found if m.sender == self.email]
+        return (own or found)[0] if found else None
 
     # ------------------------------------------------------------------ sending
 
-    def get(self, msg_id: str) -> ChatMessage | None:
-        """A stored message users may see (a group message's per-member copies are not)."""
-        found = self.store.get(msg_id)
+    def get(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:
+        """A stored message users may see (a group message's per-member copies are not):
+        ``sender``'s, or without it one's own of that id, else the earliest stored."""
+        found = self.store.get(msg_id, sender=sender)
         if found is None or found.message.kind is MessageKind.COPY:
             return None
         return found.message
@@ -355,7 +364,10 @@ class MessagingCore:
         """Record a status (never backwards, see :mod:`~syft_chat.messaging.status`); hooks
         hear it if it changed (unless ``announce`` is false)."""
         changed = self.store.update(
-            msg_id, {"status": status, "error": error}, if_status=may_become(status)
+            msg_id,
+            {"status": status, "error": error},
+            sender=self.email,  # statuses are of one's own messages
+            if_status=may_become(status),
         )
         if changed and announce:
             self.notify_status(msg_id, status, error)
@@ -373,7 +385,8 @@ class MessagingCore:
     def with_reactions(self, message: ChatMessage) -> ChatMessage:
         found: dict[str, list[str]] = {}
         for r in self.store.reactions([message.msg_id]):
-            found.setdefault(r.emoji, []).append(r.user)
+            if r.author in ("", message.sender):
+                found.setdefault(r.emoji, []).append(r.user)
         return message.model_copy(update={"reactions": found}) if found else message
 
     def record_plugin_failure(self, plugin: str, hook: str, error: str) -> None:

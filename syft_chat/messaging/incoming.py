@@ -191,12 +191,10 @@ class Incoming:
         )
         try:
             with core.deferring() as committed, self._store.transaction():
-                existing = self._store.get(msg_id)
-                if existing is not None:
-                    if existing.message.sender != request.sender:
-                        refused = Refusal(409, "msg_id already used by another message")
-                    else:
-                        refused = None  # a resend of what is stored and applied
+                # message ids are per sender: another sender's message with this id is
+                # another message, never a reason to refuse this one
+                if self._store.get(msg_id, sender=request.sender) is not None:
+                    refused = None  # a resend of what is stored and applied
                     stored = False
                 else:
                     refused = rule.check(message, request.sender)

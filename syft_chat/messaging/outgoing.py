@@ -157,7 +157,7 @@ class Outgoing:
             return  # settled meanwhile
         peer, shown = flight.peer, flight.message
         if shown.kind is MessageKind.COPY:  # one member's copy of a group message
-            original = self._store.get(shown.target or "")
+            original = self._store.get(shown.target or "", sender=core.email)
             if original is None:
                 self.settle(msg_id)
                 return
@@ -189,13 +189,17 @@ class Outgoing:
             log.warning("could not write a request for %s: %s (will retry)", msg_id, exc)
             raise DeliveryError(f"could not write the request: {exc}", msg_id=msg_id) from exc
         changes = {"request_id": request_id, "attempts": flight.attempts}
+        me = core.email  # (the outbox holds one's own messages only)
         if self._store.update(
-            msg_id, {**changes, "status": MessageStatus.SENT}, if_status={MessageStatus.QUEUED}
+            msg_id,
+            {**changes, "status": MessageStatus.SENT},
+            sender=me,
+            if_status={MessageStatus.QUEUED},
         ):
             if flight.message.kind is not MessageKind.COPY:  # (``shown`` is the original's)
                 core.notify_status(msg_id, MessageStatus.SENT, None)
         else:
-            self._store.update(msg_id, changes)
+            self._store.update(msg_id, changes, sender=me)
 
     def _retry(self, msg_id: str) -> None:
         """Schedule thread: look for an answer, else send again."""
@@ -205,7 +209,7 @@ class Outgoing:
             return
         if flight.request_id is not None:
             self._transport.collect_reply(flight.peer, flight.request_id)
-        stored = self._store.get(msg_id)
+        stored = self._store.get(msg_id, sender=self._core.email)
         if stored is None or stored.message.status not in PENDING:
             self.settle(msg_id)
             return
@@ -247,9 +251,10 @@ class Outgoing:
         if flight is not None:
             message = flight.message
         else:  # a late answer for a message settled or from before a restart
-            found = self._store.get(msg_id) if msg_id else None
+            me = self._core.email
+            found = self._store.get(msg_id, sender=me) if msg_id else None
             if found is not None and found.message.group_id and found.message.recipient != peer:
-                found = self._store.get(f"{msg_id}/{peer}")  # that member's copy
+                found = self._store.get(f"{msg_id}/{peer}", sender=me)  # that member's copy
             message, latest = (found.message if found is not None else None), False
             sent_at = None
             msg_id = message.msg_id if message is not None else msg_id
@@ -299,7 +304,7 @@ class Outgoing:
         if self._core.set_status(msg_id, outcome[0], outcome[1]) and outcome[0] is (
             MessageStatus.DELIVERED
         ):
-            group_message = self._store.get(msg_id)
+            group_message = self._store.get(msg_id, sender=self._core.email)
             if group_message is not None and group_message.message.kind is MessageKind.MESSAGE:
                 response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
                 self._core.notify_sent(group_message.message, response)
@@ -335,7 +340,7 @@ class Outgoing:
             request_id = flight.request_id  # safety net for a missed notification
             if request_id is not None:
                 self._transport.collect_reply(flight.peer, request_id)
-        found = self._store.get(msg_id)
+        found = self._store.get(msg_id, sender=self._core.email)
         return found.message if found is not None else None
 
     def close(self) -> None:

@@ -47,6 +47,7 @@ def _matches(r: StoredMessage, q: MessageQuery) -> bool:
     m = r.message
     return (
         (q.msg_ids is None or m.msg_id in q.msg_ids)
+        and (q.sender is None or m.sender == q.sender)
         and (q.direction is None or r.direction is q.direction)
         and (q.kinds is None or m.kind in q.kinds)
         and (q.statuses is None or m.status in q.statuses)
@@ -101,9 +102,12 @@ class MemoryStore:
         self._next = 0  # insertion counter: stored order, version and failure order
         self._undo: list[tuple[dict[Any, Any], Any, Any]] = []
         self._depth = 0
-        self._messages: dict[str, tuple[int, StoredMessage]] = {}
-        self._versions: dict[str, tuple[tuple[int, Version], ...]] = {}
-        self._reactions: dict[tuple[str, str, str], Reaction] = {}
+        #: by ``(msg_id, sender)``: message ids are per sender
+        self._messages: dict[tuple[str, str], tuple[int, StoredMessage]] = {}
+        #: by ``(msg_id, sender of the message)``
+        self._versions: dict[tuple[str, str | None], tuple[tuple[int, Version], ...]] = {}
+        #: by ``(msg_id, author, user, emoji)``
+        self._reactions: dict[tuple[str, str, str, str], Reaction] = {}
         self._groups: dict[str, Group] = {}
         self._contacts: dict[str, str] = {}
         self._settings: dict[str, str] = {}
@@ -164,8 +168,20 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ messages
 
+    def _key(self, msg_id: str, sender: str | None) -> tuple[str, str] | None:
+        """The key of message ``(sender, msg_id)``; without ``sender``, of the owner's
+        message with that id if there is one, else of the earliest stored."""
+        if sender is not None:
+            key = (msg_id, sender)
+            return key if key in self._messages else None
+        if (msg_id, self.owner) in self._messages:
+            return (msg_id, self.owner)
+        found = [(n, k) for k, (n, _) in self._messages.items() if k[0] == msg_id]
+        return min(found)[1] if found else None
+
     def insert(self, record: StoredMessage) -> bool:
-        """Store a new message; ``False`` (and nothing changed) if its msg_id exists."""
+        """Store a new message; ``False`` (and nothing changed) if its ``(sender, msg_id)``
+        exists."""
         m = record.message
         try:  # a deep copy, and the same refusal as a store that writes JSON
             metadata = json.loads(json.dumps(m.metadata))
@@ -190,15 +206,18 @@ class MemoryStore:
             updated_at=utcnow(),
         )
         with self._op():
-            if m.msg_id in self._messages:
+            key = (m.msg_id, m.sender)
+            if key in self._messages:
                 return False
-            self._put(self._messages, m.msg_id, (self._counter(), stored))
+            self._put(self._messages, key, (self._counter(), stored))
             return True
 
-    def get(self, msg_id: str) -> StoredMessage | None:
-        """The stored message with this id, or ``None``."""
+    def get(self, msg_id: str, *, sender: str | None = None) -> StoredMessage | None:
+        """The stored message ``(sender, msg_id)``; without ``sender``, the owner's own
+        message with this id, else the earliest stored; ``None`` if there is none."""
         with self._op():
-            entry = self._messages.get(msg_id)
+            key = self._key(msg_id, sender)
+            entry = self._messages.get(key) if key is not None else None
         return _out(entry[1]) if entry else None
 
     def update(
@@ -206,9 +225,11 @@ class MemoryStore:
         msg_id: str,
         changes: Mapping[str, Any],
         *,
+        sender: str | None = None,
         if_status: Collection[MessageStatus] | None = None,
     ) -> bool:
-        """Change fields of one message; with ``if_status``, only from those statuses."""
+        """Change fields of one message (the one :meth:`get` returns); with ``if_status``,
+        only from those statuses."""
         check_updatable(changes)
         values: dict[str, Any] = {}
         for name, value in changes.items():
@@ -221,8 +242,13 @@ class MemoryStore:
             values[name] = value
         allowed = None if if_status is None else {MessageStatus(s) for s in if_status}
         with self._op():
-            entry = self._messages.get(msg_id)
-            if entry is None or (allowed is not None and entry[1].message.status not in allowed):
+            key = self._key(msg_id, sender)
+            entry = self._messages.get(key) if key is not None else None
+            if (
+                key is None
+                or entry is None
+                or (allowed is not None and entry[1].message.status not in allowed)
+            ):
                 return False
             order, r = entry
             message = r.message.model_copy(
@@ -230,7 +256,7 @@ class MemoryStore:
             )
             record = {k: v for k, v in values.items() if k not in _MESSAGE_FIELDS}
             updated = replace(r, message=message, updated_at=utcnow(), **record)
-            self._put(self._messages, msg_id, (order, updated))
+            self._put(self._messages, key, (order, updated))
             return True
 
     def find(self, query: MessageQuery) -> list[StoredMessage]:
@@ -247,8 +273,8 @@ class MemoryStore:
         """Delete the messages matching ``query``; how many."""
         with self._op():
             gone = [k for k, (_, r) in self._messages.items() if _matches(r, query)]
-            for msg_id in gone:
-                self._pop(self._messages, msg_id)
+            for key in gone:
+                self._pop(self._messages, key)
             return len(gone)
 
     def max_seq(self, peer: str, direction: Direction, *, notified: bool | None = None) -> int:
@@ -260,29 +286,36 @@ class MemoryStore:
 
     # ------------------------------------------------------------------ earlier versions
 
-    def versions(self, msg_id: str) -> list[Version]:
-        """Earlier texts of a message, oldest first (by ``seq``, unnumbered last)."""
+    def _version_keys(self, msg_id: str, sender: str | None) -> list[tuple[str, str | None]]:
+        if sender is not None:
+            return [(msg_id, sender)]
+        return [k for k in self._versions if k[0] == msg_id]
+
+    def versions(self, msg_id: str, *, sender: str | None = None) -> list[Version]:
+        """Earlier texts of message ``(sender, msg_id)``, oldest first (by ``seq``,
+        unnumbered last)."""
         with self._op():
-            entries = sorted(
-                self._versions.get(msg_id, ()),
-                key=lambda e: (e[1].seq is None, e[1].seq or 0, e[0]),
-            )
+            found = [
+                e for k in self._version_keys(msg_id, sender) for e in self._versions.get(k, ())
+            ]
+        entries = sorted(found, key=lambda e: (e[1].seq is None, e[1].seq or 0, e[0]))
         return [v for _, v in entries]
 
-    def add_version(self, msg_id: str, version: Version) -> None:
-        """Keep an earlier text of a message."""
+    def add_version(self, msg_id: str, version: Version, *, sender: str | None = None) -> None:
+        """Keep an earlier text of message ``(sender, msg_id)``."""
         kept = replace(version, replaced_at=to_utc(version.replaced_at))
         with self._op():
-            entries = self._versions.get(msg_id, ())
-            self._put(self._versions, msg_id, (*entries, (self._counter(), kept)))
+            entries = self._versions.get((msg_id, sender), ())
+            self._put(self._versions, (msg_id, sender), (*entries, (self._counter(), kept)))
 
-    def erase_versions(self, msg_id: str) -> None:
-        """Blank every earlier text of a message."""
+    def erase_versions(self, msg_id: str, *, sender: str | None = None) -> None:
+        """Blank every earlier text of message ``(sender, msg_id)``."""
         with self._op():
-            entries = self._versions.get(msg_id)
-            if entries:
-                erased = tuple((n, replace(v, content="")) for n, v in entries)
-                self._put(self._versions, msg_id, erased)
+            for key in self._version_keys(msg_id, sender):
+                entries = self._versions.get(key)
+                if entries:
+                    erased = tuple((n, replace(v, content="")) for n, v in entries)
+                    self._put(self._versions, key, erased)
 
     # ------------------------------------------------------------------ reactions
 
@@ -297,7 +330,7 @@ class MemoryStore:
 
     def put_reaction(self, reaction: Reaction) -> None:
         """Store a reaction, replacing the one of the same message, user and emoji."""
-        key = (reaction.msg_id, reaction.user, reaction.emoji)
+        key = (reaction.msg_id, reaction.author, reaction.user, reaction.emoji)
         with self._op():
             old = self._reactions.get(key)
             created = old.created_at if old else to_utc(reaction.created_at)

@@ -218,9 +218,68 @@ class StoreContract:
     def test_duplicate_insert_changes_nothing(self, store: MessageStore) -> None:
         first = record("m1", content="first")
         assert store.insert(first) is True
-        assert store.insert(record("m1", content="second", direction=_IN)) is False
+        again = record("m1", content="second", status=MessageStatus.FAILED)  # same sender
+        assert store.insert(again) is False
         assert _plain(store.get("m1")) == first
         assert len(store.find(MessageQuery())) == 1
+
+    # ------------------------------------------------------------------ ids are per sender
+
+    def test_two_senders_one_msg_id_are_two_messages(self, store: MessageStore) -> None:
+        theirs = record("m1", direction=_IN, status=MessageStatus.RECEIVED, content="bob's")
+        other = record("m1", direction=_IN, peer=OTHER, content="carol's")
+        mine = record("m1", content="mine")
+        assert store.insert(theirs) and store.insert(other)
+        assert store.insert(record("m1", direction=_IN, content="bob again")) is False
+        # without a sender: the earliest stored, until the owner has one of that id
+        assert _plain(store.get("m1")) == theirs
+        assert store.insert(mine)
+        assert _plain(store.get("m1")) == mine  # one's own first
+        assert _plain(store.get("m1", sender=PEER)) == theirs
+        assert _plain(store.get("m1", sender=OTHER)) == other
+        assert _plain(store.get("m1", sender=OWNER)) == mine
+        assert store.get("m1", sender="nobody@x.org") is None
+        assert [r.message.content for r in store.find(MessageQuery(msg_ids=("m1",)))] == [
+            "bob's",
+            "carol's",
+            "mine",
+        ]
+        query = MessageQuery(msg_ids=("m1",), sender=OTHER)
+        assert [r.message.content for r in store.find(query)] == ["carol's"]
+
+    def test_update_changes_one_senders_message(self, store: MessageStore) -> None:
+        store.insert(record("m1", direction=_IN, status=MessageStatus.RECEIVED))
+        store.insert(record("m1", direction=_IN, peer=OTHER, status=MessageStatus.RECEIVED))
+        assert store.update("m1", {"content": "carol's"}, sender=OTHER) is True
+        assert store.update("m1", {"content": "x"}, sender="nobody@x.org") is False
+        assert store.update("m1", {"attempts": 2}) is True  # the earliest (no own message)
+        got = {r.message.sender: r for r in store.find(MessageQuery(msg_ids=("m1",)))}
+        assert (got[PEER].message.content, got[PEER].attempts) == ("hi", 2)
+        assert (got[OTHER].message.content, got[OTHER].attempts) == ("carol's", 0)
+        store.insert(record("m1", status=MessageStatus.SENT))
+        done = {MessageStatus.SENT}
+        ok = store.update("m1", {"status": MessageStatus.DELIVERED}, if_status=done)
+        assert ok is True  # the owner's own message first
+        mine = store.get("m1", sender=OWNER)
+        assert mine is not None and mine.message.status is MessageStatus.DELIVERED
+        theirs = store.get("m1", sender=PEER)
+        assert theirs is not None and theirs.message.status is MessageStatus.RECEIVED
+
+    def test_versions_and_reactions_are_per_sender(self, store: MessageStore) -> None:
+        store.add_version("m1", Version("bob's", T0, "e1", 1), sender=PEER)
+        store.add_version("m1", Version("carol's", T0, "e2", 1), sender=OTHER)
+        assert [v.content for v in store.versions("m1", sender=PEER)] == ["bob's"]
+        assert sorted(v.content for v in store.versions("m1")) == ["bob's", "carol's"]
+        store.erase_versions("m1", sender=OTHER)
+        assert [v.content for v in store.versions("m1", sender=OTHER)] == [""]
+        assert [v.content for v in store.versions("m1", sender=PEER)] == ["bob's"]
+        on_bob = Reaction("m1", OWNER, "👍", True, 1, T0, PEER)
+        on_carol = Reaction("m1", OWNER, "👍", True, 2, T0 + timedelta(seconds=1), OTHER)
+        store.put_reaction(on_bob)
+        store.put_reaction(on_carol)
+        assert store.reactions(["m1"]) == [on_bob, on_carol]
+        store.put_reaction(replace(on_carol, present=False))
+        assert store.reactions(["m1"]) == [on_bob]
 
     def test_stored_messages_are_independent_of_the_caller(self, store: MessageStore) -> None:
         rec = record("m1")

@@ -160,7 +160,7 @@ READ_COLUMNS = (
     *("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata"),
     *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
     *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
-    *("attempts", "read_at", "updated_at"),
+    *("attempts", "read_at", "updated_at", "target_sender"),
 )
 _ORDER = {
     "stored": ("id",),
@@ -180,6 +180,9 @@ def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
 
     if query.msg_ids is not None:
         one_of("msg_id", query.msg_ids)
+    if query.sender is not None:
+        clauses.append("sender = ?")
+        params.append(query.sender)
     if query.direction is not None:
         clauses.append("direction = ?")
         params.append(query.direction.value)
@@ -264,7 +267,7 @@ def reaction_rows(
         marks = ",".join("?" * len(chunk))
         found.extend(
             run(
-                "SELECT msg_id, user, emoji, present, op_seq, created_at FROM reactions"
+                "SELECT msg_id, user, emoji, present, op_seq, created_at, author FROM reactions"
                 f" WHERE msg_id IN ({marks}){present} ORDER BY created_at, user",
                 chunk,
             )

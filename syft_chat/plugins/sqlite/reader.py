@@ -58,6 +58,7 @@ _LEGACY_COLUMNS = {
     "edited_at": "NULL",
     "applied": "1",
     "edit_seq": "NULL",
+    "target_sender": "NULL",
 }
 
 
@@ -132,24 +133,31 @@ class ReadOnlyHistory:
             conn = self._migrate_then_connect()
         else:
             self._check_version(conn)
-            if "kind" not in columns:  # schema 1 or 2
+            if "target_sender" not in columns:  # schema 1 to 4
                 self._legacy_view(conn, columns)
         self._conn = conn
         return conn
 
     def _legacy_view(self, conn: sqlite3.Connection, columns: set[str]) -> None:
-        """Show a schema-1 or -2 file's ``messages`` with schema 3's columns, and no
-        reactions, in TEMP views (of this connection only: the file is not written)."""
+        """Show an older file's ``messages`` with schema 5's columns, and its reactions
+        (none before schema 3) with schema 5's ``author``, in TEMP views (of this
+        connection only: the file is not written)."""
         added = "".join(
             f", {value} AS {name}" for name, value in _LEGACY_COLUMNS.items() if name not in columns
         )
         try:
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute(f"CREATE TEMP VIEW messages AS SELECT *{added} FROM main.messages")
-            conn.execute(
-                "CREATE TEMP VIEW reactions AS SELECT NULL AS msg_id, NULL AS user,"
-                " NULL AS emoji, 1 AS present, NULL AS op_seq, NULL AS created_at WHERE 0"
-            )
+            if "kind" in columns:  # schema 3 or 4: reactions without their author
+                conn.execute(
+                    "CREATE TEMP VIEW reactions AS SELECT *, '' AS author FROM main.reactions"
+                )
+            else:
+                conn.execute(
+                    "CREATE TEMP VIEW reactions AS SELECT NULL AS msg_id, NULL AS user,"
+                    " NULL AS emoji, 1 AS present, NULL AS op_seq, NULL AS created_at,"
+                    " '' AS author WHERE 0"
+                )
         except sqlite3.Error as exc:
             conn.close()
             raise _db_error(self.path, exc) from exc
@@ -320,8 +328,9 @@ class ReadOnlyHistory:
     # ---- lookups by id or prefix
 
     def _record(self, msg_id: str) -> StoredRecord | None:
-        found = self.find_records(MessageQuery(msg_ids=(msg_id,)))  # SQLiteStore.get's query
-        return found[0] if found else None
+        found = self.find_records(MessageQuery(msg_ids=(msg_id,)))  # as SQLiteStore.get:
+        own = [r for r in found if r.message.sender == self.owner]  # one's own first
+        return (own or found)[0] if found else None
 
     def _find_record(self, msg_id: str) -> StoredRecord | None:
         record = self._record(msg_id)

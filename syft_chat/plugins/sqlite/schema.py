@@ -22,7 +22,7 @@ from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 __all__ = ["LEGACY_META_KEY", "MIGRATIONS", "SCHEMA_VERSION", "legacy_metadata"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
 #: The original library's table (SQLAlchemy reserves ``metadata``, so it named it ``meta_data``).
 _ORIGINAL_COLUMNS = (*_SEED_COLUMNS[:-1], "meta_data")
@@ -392,11 +392,128 @@ def _migrate_3_to_4(db: Any, owner: str) -> None:
         )
 
 
+#: The ``messages`` table of schema 5: the columns of schema 4, in their order, then
+#: ``target_sender``; a message is identified by ``(msg_id, sender)``, not by ``msg_id``.
+_MESSAGES_V5 = """
+CREATE TABLE _messages_v5 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT,
+    peer TEXT,
+    content TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    thread_id TEXT,
+    reply_to TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    status TEXT NOT NULL,
+    error TEXT,
+    updated_at TEXT NOT NULL,
+    seq INTEGER,
+    request_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    notified INTEGER NOT NULL DEFAULT 1,
+    read_at TEXT,
+    kind TEXT NOT NULL DEFAULT 'message',
+    target TEXT,
+    conversation TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    edited_at TEXT,
+    applied INTEGER NOT NULL DEFAULT 1,
+    edit_seq INTEGER,
+    target_sender TEXT,
+    UNIQUE (msg_id, sender)
+)"""
+_V4_COLUMNS = (
+    "id, msg_id, sender, recipient, peer, content, timestamp, thread_id, reply_to, metadata,"
+    " direction, status, error, updated_at, seq, request_id, attempts, notified, read_at, kind,"
+    " target, conversation, deleted, edited_at, applied, edit_seq"
+)
+#: the indexes of schemas 1 to 3 (``ix_messages_unread`` is ``UNREAD_INDEX_SQL``)
+_V4_INDEXES = (
+    *_CREATE_INDEXES,
+    "CREATE INDEX ix_messages_peer_dir_seq ON messages (peer, direction, seq)",
+    "CREATE INDEX ix_messages_notified ON messages (notified)",
+    "CREATE INDEX ix_messages_conversation ON messages (conversation, kind, timestamp, id)",
+    "CREATE INDEX ix_messages_target ON messages (target, applied)",
+    UNREAD_INDEX_SQL,
+)
+#: the full-text index's triggers, exactly as schema 3 made them
+_FTS_TRIGGERS = (
+    "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages"
+    " WHEN new.kind = 'message' AND new.deleted = 0 BEGIN"
+    " INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content); END",
+    "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages"
+    " WHEN old.kind = 'message' AND old.deleted = 0 BEGIN"
+    " INSERT INTO messages_fts (messages_fts, rowid, content)"
+    " VALUES ('delete', old.id, old.content); END",
+    "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, deleted ON messages BEGIN"
+    " INSERT INTO messages_fts (messages_fts, rowid, content)"
+    " SELECT 'delete', old.id, old.content WHERE old.kind = 'message' AND old.deleted = 0;"
+    " INSERT INTO messages_fts (rowid, content)"
+    " SELECT new.id, new.content WHERE new.kind = 'message' AND new.deleted = 0; END",
+)
+
+
+def _migrate_4_to_5(db: Any, owner: str) -> None:
+    """Message ids are per sender: a message is identified by ``(msg_id, sender)``.
+
+    ``messages.msg_id UNIQUE`` let anyone claim an id first (copy someone else's message
+    id into a message of one's own, and the real one was refused for good). SQLite cannot
+    drop a constraint, so the table is rebuilt (the SQLite-documented way: a new table,
+    the rows copied with their ``id``, the old one dropped, the new one renamed, its
+    indexes and the full-text triggers made again as schema 3 made them; the FTS5 index
+    stays valid, as every ``id`` and ``content`` is kept). ``target_sender`` names the
+    sender of the message an edit, deletion or reaction acts on (``NULL``: not said).
+
+    The earlier texts (``message_edits.sender``) and reactions (``reactions.author``) of a
+    message are kept per ``(msg_id, sender)`` too; existing rows get the sender of the one
+    message their ``msg_id`` named (unique until now).
+    """
+    del owner
+    db.execute_sql(_MESSAGES_V5)
+    db.execute_sql(
+        f"INSERT INTO _messages_v5 ({_V4_COLUMNS}) SELECT {_V4_COLUMNS} FROM messages ORDER BY id"
+    )
+    for trigger in ("messages_fts_insert", "messages_fts_delete", "messages_fts_update"):
+        db.execute_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute_sql("DROP TABLE messages")  # (its indexes go with it)
+    db.execute_sql("ALTER TABLE _messages_v5 RENAME TO messages")
+    for statement in (*_V4_INDEXES, *_FTS_TRIGGERS):
+        db.execute_sql(statement)
+    db.execute_sql("ALTER TABLE message_edits ADD COLUMN sender TEXT")
+    db.execute_sql(
+        "UPDATE message_edits SET sender ="
+        " (SELECT m.sender FROM messages AS m WHERE m.msg_id = message_edits.msg_id)"
+    )
+    db.execute_sql("DROP INDEX ix_message_edits_msg")
+    db.execute_sql("CREATE INDEX ix_message_edits_msg ON message_edits (msg_id, sender, id)")
+    db.execute_sql(
+        "CREATE TABLE _reactions_v5 ("
+        " msg_id TEXT NOT NULL, user TEXT NOT NULL, emoji TEXT NOT NULL,"
+        " created_at TEXT NOT NULL,"
+        " present INTEGER NOT NULL DEFAULT 1,"
+        " op_seq INTEGER,"
+        " author TEXT NOT NULL DEFAULT '',"  # the sender of the message reacted to
+        " PRIMARY KEY (msg_id, author, user, emoji))"
+    )
+    db.execute_sql(
+        "INSERT INTO _reactions_v5 (msg_id, user, emoji, created_at, present, op_seq, author)"
+        " SELECT r.msg_id, r.user, r.emoji, r.created_at, r.present, r.op_seq,"
+        " COALESCE((SELECT m.sender FROM messages AS m WHERE m.msg_id = r.msg_id), '')"
+        " FROM reactions AS r"
+    )
+    db.execute_sql("DROP TABLE reactions")
+    db.execute_sql("ALTER TABLE _reactions_v5 RENAME TO reactions")
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: list[Callable[[Any, str], None]] = [
     _migrate_0_to_1,
     _migrate_1_to_2,
     _migrate_2_to_3,
     _migrate_3_to_4,
+    _migrate_4_to_5,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

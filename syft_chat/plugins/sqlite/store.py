@@ -40,6 +40,7 @@ from syft_chat.interfaces import (
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
 from syft_chat.plugins.sqlite.queries import (
+    READ_COLUMNS,
     HistoryViews,
     find_rows,
     reaction_rows,
@@ -100,6 +101,7 @@ def message_of_row(row: Mapping[str, Any]) -> ChatMessage:
         error=row.get("error"),
         kind=MessageKind(kind) if kind in _KINDS else MessageKind.MESSAGE,
         target=row.get("target"),
+        target_sender=row.get("target_sender"),
         deleted=bool(row.get("deleted")),
         edited_at=_parse_ts(edited) if edited else None,
         group_id=_group_of(row.get("conversation")),
@@ -115,6 +117,7 @@ def reaction_of_row(row: Mapping[str, Any]) -> Reaction:
         bool(row["present"]),
         row["op_seq"],
         _parse_ts(row["created_at"]),
+        row.get("author") or "",
     )
 
 
@@ -304,7 +307,8 @@ class SQLiteStore(HistoryViews):
     # ------------------------------------------------------------------ messages
 
     def insert(self, record: StoredMessage) -> bool:
-        """Store a new message; ``False`` (and nothing changed) if its msg_id exists."""
+        """Store a new message; ``False`` (and nothing changed) if its ``(sender, msg_id)``
+        exists."""
         m = record.message
         recipient = m.recipient
         if recipient is None:
@@ -332,6 +336,7 @@ class SQLiteStore(HistoryViews):
                 notified=int(record.notified),
                 kind=m.kind.value,
                 target=m.target,
+                target_sender=m.target_sender,
                 conversation=record.conversation,
                 applied=int(record.applied),
                 deleted=int(m.deleted),
@@ -340,13 +345,27 @@ class SQLiteStore(HistoryViews):
                 request_id=record.request_id,
                 attempts=record.attempts,
                 read_at=_fmt_ts(record.read_at) if record.read_at else None,
-            ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id])
+            ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id, t.c.sender])
             return bool(self._db.execute(query).rowcount == 1)
 
-    def get(self, msg_id: str) -> StoredMessage | None:
-        """The stored message with this id, or ``None``."""
+    def _row_id(self, msg_id: str, sender: str | None) -> tuple[str, list[Any]]:
+        """SQL for the ``id`` of message ``(sender, msg_id)``; without ``sender``, of the
+        owner's message with that id if there is one, else of the earliest stored."""
+        if sender is not None:
+            return "SELECT id FROM messages WHERE msg_id = ? AND sender = ?", [msg_id, sender]
+        return (
+            "SELECT id FROM messages WHERE msg_id = ? ORDER BY sender = ? DESC, id LIMIT 1",
+            [msg_id, self.owner],
+        )
+
+    def get(self, msg_id: str, *, sender: str | None = None) -> StoredMessage | None:
+        """The stored message ``(sender, msg_id)``; without ``sender``, the owner's own
+        message with this id, else the earliest stored; ``None`` if there is none."""
+        which, params = self._row_id(msg_id, sender)
         with self._op("read"):
-            rows = find_rows(self._run, MessageQuery(msg_ids=(msg_id,)))
+            rows = self._run(
+                f"SELECT {', '.join(READ_COLUMNS)} FROM messages WHERE id = ({which})", params
+            )
         return record_of_row(rows[0]) if rows else None
 
     def update(
@@ -354,9 +373,11 @@ class SQLiteStore(HistoryViews):
         msg_id: str,
         changes: Mapping[str, Any],
         *,
+        sender: str | None = None,
         if_status: Collection[MessageStatus] | None = None,
     ) -> bool:
-        """Change fields of one message; with ``if_status``, only from those statuses."""
+        """Change fields of one message (the one :meth:`get` returns); with ``if_status``,
+        only from those statuses."""
         check_updatable(changes)
         values: dict[str, Any] = {"updated_at": _fmt_ts(utcnow())}
         for name, value in changes.items():
@@ -368,8 +389,9 @@ class SQLiteStore(HistoryViews):
                 value = MessageStatus(value).value
             values[name] = value
         sets = ", ".join(f"{name} = ?" for name in values)
-        params: list[Any] = [*values.values(), msg_id]
-        where = "msg_id = ?"
+        which, which_params = self._row_id(msg_id, sender)
+        params: list[Any] = [*values.values(), *which_params]
+        where = f"id = ({which})"
         if if_status is not None:
             allowed = [MessageStatus(s).value for s in if_status]
             if not allowed:
@@ -405,24 +427,32 @@ class SQLiteStore(HistoryViews):
 
     # ------------------------------------------------------------------ earlier versions
 
-    def versions(self, msg_id: str) -> list[Version]:
-        """Earlier texts of a message, oldest first."""
+    @staticmethod
+    def _of_message(msg_id: str, sender: str | None) -> tuple[str, tuple[Any, ...]]:
+        if sender is None:
+            return "msg_id = ?", (msg_id,)
+        return "msg_id = ? AND sender IS ?", (msg_id, sender)
+
+    def versions(self, msg_id: str, *, sender: str | None = None) -> list[Version]:
+        """Earlier texts of message ``(sender, msg_id)``, oldest first."""
+        where, params = self._of_message(msg_id, sender)
         with self._op("read"):
             rows = self._sql(
                 "SELECT content, replaced_at, edit_id, seq FROM message_edits"
-                " WHERE msg_id = ? ORDER BY seq IS NULL, seq, id",
-                (msg_id,),
+                f" WHERE {where} ORDER BY seq IS NULL, seq, id",
+                params,
             ).fetchall()
         return [Version(c, _parse_ts(r), e, s) for c, r, e, s in rows]
 
-    def add_version(self, msg_id: str, version: Version) -> None:
-        """Keep an earlier text of a message."""
+    def add_version(self, msg_id: str, version: Version, *, sender: str | None = None) -> None:
+        """Keep an earlier text of message ``(sender, msg_id)``."""
         with self._op("store an edit in"):
             self._sql(
-                "INSERT INTO message_edits (msg_id, content, replaced_at, edit_id, seq)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO message_edits (msg_id, sender, content, replaced_at, edit_id, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     msg_id,
+                    sender,
                     version.content,
                     _fmt_ts(version.replaced_at),
                     version.edit_id,
@@ -430,10 +460,11 @@ class SQLiteStore(HistoryViews):
                 ),
             )
 
-    def erase_versions(self, msg_id: str) -> None:
-        """Blank every earlier text of a message."""
+    def erase_versions(self, msg_id: str, *, sender: str | None = None) -> None:
+        """Blank every earlier text of message ``(sender, msg_id)``."""
+        where, params = self._of_message(msg_id, sender)
         with self._op("erase the edits in"):
-            self._sql("UPDATE message_edits SET content = '' WHERE msg_id = ?", (msg_id,))
+            self._sql(f"UPDATE message_edits SET content = '' WHERE {where}", params)
 
     # ------------------------------------------------------------------ reactions
 
@@ -448,10 +479,19 @@ class SQLiteStore(HistoryViews):
         r = reaction
         with self._op("store a reaction in"):
             self._sql(
-                "INSERT INTO reactions (msg_id, user, emoji, created_at, present, op_seq)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id, user, emoji) DO UPDATE SET"
-                " present = excluded.present, op_seq = excluded.op_seq",
-                (r.msg_id, r.user, r.emoji, _fmt_ts(r.created_at), int(r.present), r.op_seq),
+                "INSERT INTO reactions"
+                " (msg_id, author, user, emoji, created_at, present, op_seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (msg_id, author, user, emoji)"
+                " DO UPDATE SET present = excluded.present, op_seq = excluded.op_seq",
+                (
+                    r.msg_id,
+                    r.author,
+                    r.user,
+                    r.emoji,
+                    _fmt_ts(r.created_at),
+                    int(r.present),
+                    r.op_seq,
+                ),
             )
 
     # ------------------------------------------------------------------ groups
