@@ -12,18 +12,22 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import BOB
+from support import ALICE, BOB, wait_for
 from test_cli import CLI, _env
 
 from syft_chat.cli.online import UNCONFIRMED_EXIT
+from syft_chat.models import MessageStatus
 
 
 @pytest.fixture
@@ -86,3 +90,76 @@ def test_send_shows_progress_on_a_terminal_and_waits_15s_by_default(cli: CLI) ->
         if proc.poll() is None:
             proc.kill()
         os.close(primary)
+
+
+# --------------------------------------------------------------------------- 2. no raise after send
+
+_real_connect = sqlite3.connect
+_ATTEMPT_UPDATE = re.compile(r"^\s*UPDATE messages SET .*\brequest_id = \?", re.DOTALL)
+
+
+class _AttemptFault(sqlite3.Connection):
+    """A plain connection whose one statement recording an attempt fails, once, by SQLite's
+    own means: ``deny`` (an authorizer refusing exactly that UPDATE) or ``lock`` (another
+    connection holding the write lock, ``BEGIN IMMEDIATE``, while it runs)."""
+
+    mode = "deny"
+    armed = False
+    hit = 0
+
+    def cursor(self, factory: Any = None) -> Any:
+        return super().cursor(factory or _AttemptFaultCursor)
+
+
+class _AttemptFaultCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        conn = self.connection
+        assert isinstance(conn, _AttemptFault)
+        if not (type(conn).armed and _ATTEMPT_UPDATE.match(sql)):
+            return super().execute(sql, parameters)
+        type(conn).armed = False
+        type(conn).hit += 1
+        if type(conn).mode == "deny":
+            deny = sqlite3.SQLITE_UPDATE
+            conn.set_authorizer(lambda action, *_: sqlite3.SQLITE_DENY if action == deny else 0)
+            try:
+                return super().execute(sql, parameters)
+            finally:
+                conn.set_authorizer(None)
+        path = conn.execute("PRAGMA database_list").fetchone()[2]
+        blocker = _real_connect(path, isolation_level=None, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            blocker.rollback()
+            blocker.close()
+
+
+@pytest.mark.parametrize("mode", ["deny", "lock"])
+def test_send_message_never_raises_once_handed_to_the_transport(
+    workspace: Any, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    ws = workspace(ALICE, BOB)
+    alice_db = ws.db(ALICE).resolve()
+    alice_db.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if isinstance(database, (str, Path)) and Path(database).resolve() == alice_db:
+            kwargs.setdefault("factory", _AttemptFault)
+        return _real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    monkeypatch.setattr(_AttemptFault, "mode", mode)
+    monkeypatch.setattr(_AttemptFault, "hit", 0)
+    fast = {"retry_initial": 0.3, "retry_max": 1.0, "db_busy_timeout_ms": 100}
+    alice = ws.client(ALICE, settings=fast)
+    bob = ws.client(BOB)
+    monkeypatch.setattr(_AttemptFault, "armed", True)
+    response = alice.send_message(BOB, "exactly once", timeout=5)
+    assert _AttemptFault.hit == 1  # the fault did happen, on the attempt's record
+    assert response.status in ("sent", "delivered")
+    wait_for(lambda: alice.get_message(response.message_id).status == MessageStatus.DELIVERED)
+    received = [m for m in bob.get_chat_history(with_user=ALICE) if m.content == "exactly once"]
+    assert [m.msg_id for m in received] == [response.message_id]
+    assert [m.content for m in alice.get_chat_history(with_user=BOB)] == ["exactly once"]

@@ -197,7 +197,17 @@ class MessagingCore:
         """Send a queued message and wait up to ``timeout`` s for its confirmation."""
         wait = self.validate_timeout(timeout)
         self.outgoing.attempt(message.msg_id)
-        stored = self.outgoing.wait(message.msg_id, wait) if wait else self.get(message.msg_id)
+        # handed to the transport: from here on it is never an error (only a refusal is)
+        if wait:
+            stored = self.outgoing.wait(message.msg_id, wait)
+        else:
+            try:
+                stored = self.get(message.msg_id)
+            except StorageError as exc:
+                log.warning("could not read message %s back: %s", message.msg_id, exc)
+                stored = None
+        if stored is not None and stored.status is MessageStatus.QUEUED:
+            stored = stored.model_copy(update={"status": MessageStatus.SENT})  # not recorded yet
         return self.outcome(message.msg_id, peer, stored)
 
     def wait(self, msg_id: str, timeout: float) -> ChatMessage | None:
