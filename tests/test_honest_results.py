@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ from support import ALICE, BOB, wait_for
 from test_cli import CLI, _env
 
 from syft_chat.cli.online import UNCONFIRMED_EXIT
+from syft_chat.errors import StorageError
 from syft_chat.models import MessageStatus
 
 
@@ -163,3 +165,60 @@ def test_send_message_never_raises_once_handed_to_the_transport(
     received = [m for m in bob.get_chat_history(with_user=ALICE) if m.content == "exactly once"]
     assert [m.msg_id for m in received] == [response.message_id]
     assert [m.content for m in alice.get_chat_history(with_user=BOB)] == ["exactly once"]
+
+
+# --------------------------------------------------------------------------- 3. files deleted
+
+
+FAST: dict[str, Any] = {"retry_initial": 0.3, "retry_max": 1.0, "startup_hold": 0.0}
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_deleted_under_a_running_client_stops_confirming(
+    workspace: Any, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    ws = workspace(ALICE, BOB)
+    alice = ws.client(ALICE, settings=FAST)
+    bob = ws.client(BOB, settings=FAST)
+    first = alice.send_message(BOB, "before", timeout=10)
+    assert first.status == "delivered"
+    db = ws.db(BOB)
+    if how == "deleted":
+        db.unlink()
+    else:
+        other = db.with_name("other.db")
+        sqlite3.connect(other).close()
+        os.replace(other, db)
+    caplog.clear()
+    late = alice.send_message(BOB, "after", timeout=3)
+    assert late.status == "sent"  # bob answered "retry" (503), never "stored" (200)
+    with pytest.raises(StorageError, match=f"was {how}"):
+        bob.get_chat_history()
+    with pytest.raises(StorageError, match=f"was {how}"):
+        bob.send_message(ALICE, "hello?")
+    noticed = [r for r in caplog.records if f"was {how}" in r.getMessage()]
+    assert len(noticed) == 1, [r.getMessage() for r in noticed]  # logged once
+    bob.close()
+    # bob starts again on a new file: alice's retries deliver what he never confirmed
+    bob2 = ws.client(BOB, settings=FAST)
+    wait_for(lambda: alice.get_message(late.message_id).status == MessageStatus.DELIVERED, 15)
+    assert [m.content for m in bob2.get_chat_history(with_user=ALICE)] == ["after"]
+
+
+def test_an_endpoint_folder_deleted_under_a_running_client_is_recreated(
+    workspace: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = workspace(ALICE, BOB)
+    alice = ws.client(ALICE, settings=FAST)
+    bob = ws.client(BOB, settings=FAST)
+    assert alice.send_message(BOB, "one", timeout=10).status == "delivered"
+    app = ws.endpoint(BOB).parent.parent
+    shutil.rmtree(app)
+    wait_for(lambda: (ws.endpoint(BOB).parent / "rpc.schema.json").is_file(), 10)
+    assert (ws.endpoint(BOB).parent / "syft.pub.yaml").is_file()
+    assert any("re-creating" in r.getMessage() for r in caplog.records)
+    assert alice.send_message(BOB, "two", timeout=10).status == "delivered"
+    # deleted again, and a sender re-creates the folder before bob notices: still served
+    shutil.rmtree(ws.endpoint(BOB))
+    assert alice.send_message(BOB, "three", timeout=10).status == "delivered"
+    assert [m.content for m in bob.get_chat_history(with_user=ALICE)] == ["one", "two", "three"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -60,6 +62,8 @@ __all__ = [
     "reaction_of_row",
     "record_of_row",
 ]
+
+log = logging.getLogger("syft_chat.store")
 
 _STATUSES = frozenset(s.value for s in MessageStatus)
 _KINDS = frozenset(k.value for k in MessageKind)
@@ -210,6 +214,8 @@ class SQLiteStore(HistoryViews):
             raise
         self._db: Any = db
         self._messages = pw.Table("messages").bind(db)
+        self._file = self._identity()  # which file we opened (see _check_file)
+        self._lost: str | None = None
 
     @classmethod
     def from_context(cls, ctx: BackendContext) -> SQLiteStore:
@@ -247,12 +253,40 @@ class SQLiteStore(HistoryViews):
 
     # ------------------------------------------------------------------ plumbing
 
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """Refuse to go on if the file at ``path`` is no longer the one we opened (deleted
+        or replaced: whatever we wrote would be lost, or land in a file nobody reads). One
+        ``stat``; the first time it is noticed it is logged, every later call raises."""
+        if self._lost is None:
+            if self._file is None or self._identity() == self._file:
+                return
+            gone = not self.path.exists()
+            self._lost = (
+                f"the message database {self.path} was {'deleted' if gone else 'replaced'} "
+                "while this client had it open; nothing more is stored or confirmed (senders "
+                "are told to send again): close the client and start it again"
+            )
+            log.error("%s", self._lost)
+        error = StorageError(self._lost)
+        error.logged = True
+        raise error
+
     @contextmanager
     def _op(self, action: str) -> Iterator[Any]:
-        """Hold the lock, refuse a closed store, turn database errors into StorageError."""
+        """Hold the lock, refuse a closed store (or one whose file was deleted), turn
+        database errors into StorageError."""
         with self._lock:
             if self._db is None:
                 raise StorageError(f"store is closed ({self.path})")
+            if self._depth == 0 or self._lost is not None:
+                self._check_file()
             try:
                 yield self._messages
             except (pw.PeeweeException, sqlite3.Error) as exc:
@@ -285,6 +319,8 @@ class SQLiteStore(HistoryViews):
             try:
                 with block:
                     yield
+                    if outer:  # before the COMMIT that a confirmation will rely on
+                        self._check_file()
             finally:
                 self._depth -= 1
                 if outer:

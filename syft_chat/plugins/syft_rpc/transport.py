@@ -30,6 +30,7 @@ What this module does differently from calling ``syft_rpc.rpc.send`` and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -100,6 +101,9 @@ _MAX_PENDING_REREADS = 64
 #: what a sync client renames a request to when the server refused the upload:
 #: legacy Python client ``<id>.syftrejected.request``; Go client (v0.8)
 #: ``<id>.rejected.request`` and, rotating an older one, ``<id>.rejected.<14 digits>.request``
+#: how often (seconds) a serving transport checks that its endpoint folder is still the one
+#: it watches (one ``stat``); a deleted one is re-created and published again
+_ENDPOINT_CHECK_SECONDS = 1.0
 _REJECTION_MARKER = re.compile(r"^(?P<id>[^.]+)\.(?:syftrejected|rejected)(?:\.\d+)?\.request$")
 
 
@@ -134,6 +138,15 @@ def serves_chat(syft: SyftClient, app_name: str, datasite: str) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return f'"/{ENDPOINT}"' in schema
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    """Which folder is at ``path`` (device and inode), ``None`` if none is."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _json_reply(status_code: int, **fields: Any) -> Reply:
@@ -200,6 +213,20 @@ if not hasattr(SyftEvents, "_SyftEvents__handle_rpc"):  # pragma: no cover
     )
 
 
+class _RequestWatcher(FileSystemEventHandler):
+    """The watch on our endpoint folder once it had to be re-created (syft-event's own
+    watch died with the folder it watched)."""
+
+    def __init__(self, transport: RpcTransport) -> None:
+        self.transport = transport
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = getattr(event, "dest_path", "") or event.src_path
+        path = Path(path.decode() if isinstance(path, bytes) else path)
+        if path.name.endswith(".request"):
+            self.transport._handle_request_file(path)
+
+
 class _ReplyWatcher(FileSystemEventHandler):
     def __init__(self, transport: RpcTransport, peer: str) -> None:
         self.transport = transport
@@ -241,6 +268,8 @@ class RpcTransport:
         self._watched: set[str] = set()
         self._started = False
         self._stopped = False
+        self._stop_guard = threading.Event()
+        self._endpoint_id: tuple[int, int] | None = None
         self.access = ContactPolicy()
 
     @classmethod
@@ -274,6 +303,11 @@ class RpcTransport:
         self._events = events
         events.start()  # writes permissions, answers pending requests, starts the observer
         self._started = True
+        self._endpoint_id = _folder_id(self.my_endpoint)
+        guard = threading.Thread(
+            target=self._guard_endpoint, name=f"syft-chat-endpoint[{self.email}]", daemon=True
+        )
+        guard.start()
         # a request written between syft-event's scan and its observer starting
         # would otherwise wait for the next restart: scan once more
         events.process_pending_requests()
@@ -285,7 +319,60 @@ class RpcTransport:
         if self._started and not self._stopped:
             write_permission_files(self.my_endpoint.parent, ENDPOINT, policy)
 
+    def _guard_endpoint(self) -> None:
+        """Guard thread: re-create and re-publish the endpoint if its folder is deleted."""
+        while not self._stop_guard.wait(_ENDPOINT_CHECK_SECONDS):
+            try:
+                if not self._endpoint_intact():
+                    self._republish()
+            except Exception:
+                log.exception("could not re-create the chat endpoint %s", self.my_endpoint)
+
+    def _endpoint_intact(self) -> bool:
+        """The folder we watch is still there (same inode, the watch on it alive: a folder
+        re-created at once may get the old inode number back) and so is the schema."""
+        events = self._events
+        if events is None or _folder_id(self.my_endpoint) != self._endpoint_id:
+            return False
+        if not (self.my_endpoint.parent / "rpc.schema.json").is_file():
+            return False
+        return any(
+            Path(emitter.watch.path) == self.my_endpoint and emitter.is_alive()
+            for emitter in list(events.obs.emitters)
+        )
+
+    def _republish(self) -> None:
+        """The endpoint folder (or the app folder) was deleted or replaced: nobody could
+        write to us and the watch on it is dead. Re-create it, its permission files and
+        schema, watch it again, and answer what arrived meanwhile."""
+        events = self._events
+        with self._lock:
+            if events is None or self._stopped:
+                return
+        log.warning(
+            "the chat endpoint %s was deleted or replaced while serving; re-creating it and "
+            "publishing it again",
+            self.my_endpoint,
+        )
+        for emitter in list(events.obs.emitters):  # the dead watches on the old folder
+            watched = Path(emitter.watch.path)
+            if watched == self.my_endpoint or self.my_endpoint in watched.parents:
+                with contextlib.suppress(KeyError):
+                    events.obs.unschedule(emitter.watch)
+        events.init()  # app and rpc folders, our permission files, the schema
+        self.my_endpoint.mkdir(parents=True, exist_ok=True)
+        (self.my_endpoint / ".syftkeep").touch()
+        events.obs.schedule(
+            _RequestWatcher(self),
+            path=str(self.my_endpoint),
+            recursive=True,
+            event_filter=[FileCreatedEvent, FileMovedEvent],
+        )
+        self._endpoint_id = _folder_id(self.my_endpoint)
+        events.process_pending_requests()
+
     def stop(self) -> None:
+        self._stop_guard.set()
         with self._lock:
             if self._stopped or not self._started:
                 self._stopped = True
