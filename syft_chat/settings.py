@@ -61,5 +61,11 @@ class ChatSettings(BaseModel):
     sender_messages_per_minute: int = Field(default=600, ge=1)
     #: Incoming request bytes one sender may send per minute (as above).
     sender_bytes_per_minute: int = Field(default=8 * 1024 * 1024, ge=1)
+    #: Whether a confirmation ("delivered", on the sender's side) means the message survives
+    #: a power cut, not only a crash of the process: commits are synced to disk (SQLite
+    #: ``synchronous=FULL`` in WAL mode) and response files are ``fsync``-ed (file, then
+    #: folder) before they are in place. ``False`` (``synchronous=NORMAL``, no ``fsync``) is
+    #: faster; a power cut may then lose the last messages confirmed.
+    durable: bool = True
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).
     db_busy_timeout_ms: int = Field(default=5000, ge=0)

@@ -30,6 +30,7 @@ from test_cli import CLI, _env
 from syft_chat.cli.online import UNCONFIRMED_EXIT
 from syft_chat.errors import StorageError
 from syft_chat.models import MessageStatus
+from syft_chat.settings import ChatSettings
 
 
 @pytest.fixture
@@ -222,3 +223,34 @@ def test_an_endpoint_folder_deleted_under_a_running_client_is_recreated(
     shutil.rmtree(ws.endpoint(BOB))
     assert alice.send_message(BOB, "three", timeout=10).status == "delivered"
     assert [m.content for m in bob.get_chat_history(with_user=ALICE)] == ["one", "two", "three"]
+
+
+# --------------------------------------------------------------------------- 4. durability
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_confirmation_is_durable_by_default(
+    workspace: Any, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    ws = workspace(ALICE, BOB)
+    settings = {**FAST} if durable else {**FAST, "durable": False}
+    alice = ws.client(ALICE, settings=FAST)
+    bob = ws.client(BOB, settings=settings)
+    assert ChatSettings().durable is True
+    synchronous = bob.store._db.execute_sql("PRAGMA synchronous").fetchone()[0]  # type: ignore[attr-defined]
+    assert synchronous == (2 if durable else 1)  # FULL / NORMAL
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert alice.send_message(BOB, "keep me", timeout=10).status == "delivered"
+    folder = str(ws.endpoint(BOB) / ALICE)
+    if durable:  # bob's response: the file, then the folder it was renamed into
+        assert folder in synced, synced
+        assert any(name.endswith(".tmp") for name in synced), synced
+    else:
+        assert folder not in synced

@@ -220,7 +220,12 @@ class SQLiteStore(HistoryViews):
     @classmethod
     def from_context(cls, ctx: BackendContext) -> SQLiteStore:
         """The store factory: open ``ctx.db_path`` for ``ctx.email``."""
-        return cls(ctx.db_path, owner=ctx.email, busy_timeout_ms=ctx.settings.db_busy_timeout_ms)
+        return cls(
+            ctx.db_path,
+            owner=ctx.email,
+            busy_timeout_ms=ctx.settings.db_busy_timeout_ms,
+            synchronous="FULL" if ctx.settings.durable else "NORMAL",
+        )
 
     def _migrate(self, db: Any) -> None:
         if self._version(db) == SCHEMA_VERSION:

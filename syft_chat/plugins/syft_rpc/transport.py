@@ -713,7 +713,12 @@ class RpcTransport:
             fields["expires"] = request.expires
         response = SyftResponse(**fields)
         if path.exists():  # the sender may have withdrawn it meanwhile
-            atomic_write(response_path, response.model_dump_json().encode(), tmp_dir=self._tmp_dir)
+            atomic_write(
+                response_path,
+                response.model_dump_json().encode(),
+                tmp_dir=self._tmp_dir,
+                durable=self.settings.durable,  # the confirmation: survives a power cut
+            )
 
 
 @hookimpl
