@@ -27,10 +27,12 @@ import pytest
 from support import ALICE, BOB, wait_for
 from test_cli import CLI, _env
 
+import syft_chat
 from syft_chat.cli.online import UNCONFIRMED_EXIT
-from syft_chat.errors import StorageError
+from syft_chat.errors import StorageError, SyftChatError
 from syft_chat.models import MessageStatus
 from syft_chat.settings import ChatSettings
+from syft_chat.testing import make_workspace
 
 
 @pytest.fixture
@@ -254,3 +256,80 @@ def test_a_confirmation_is_durable_by_default(
         assert any(name.endswith(".tmp") for name in synced), synced
     else:
         assert folder not in synced
+
+
+# --------------------------------------------------------------------------- 5. full disk, signals
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root and a kernel that lets us mount one)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a small tmpfs: {exc}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.strip() or mounted.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=10)
+
+
+def _fill(folder: Path) -> None:
+    with open(folder / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+def test_a_full_disk_says_disk_full(workspace: Any, small_disk: Path) -> None:
+    ws = workspace(ALICE, BOB)
+    ws.client(BOB)
+    alice = ws.client(ALICE, db_path=small_disk / "alice.db", settings=FAST)
+    alice.send_message(BOB, "fits", timeout=5)
+    _fill(small_disk)
+    with pytest.raises(StorageError) as raised:
+        for _ in range(50):
+            alice.send_message(BOB, "x" * 60_000, timeout=0)
+    assert "disk full" in str(raised.value)
+    assert "cannot rollback" not in str(raised.value)
+
+
+def test_starting_on_a_full_data_dir_is_a_syft_chat_error(tmp_path: Path, small_disk: Path) -> None:
+    configs = make_workspace(small_disk / "ws", [ALICE, BOB])
+    _fill(small_disk)
+    for db in (tmp_path / "alice.db", small_disk / "alice.db"):  # the database elsewhere, or there
+        with pytest.raises(SyftChatError) as raised:
+            syft_chat.client(configs[ALICE], db_path=db, load_entry_points=False).close()
+        assert not isinstance(raised.value, OSError)
+        assert "full" in str(raised.value)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("delay", [0.7, 0.95])
+def test_serve_stopped_in_its_first_second_exits_cleanly(
+    cli: CLI, sig: signal.Signals, delay: float
+) -> None:
+    proc = subprocess.Popen(
+        cli.args("serve"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(cli.tmp),
+        text=True,
+    )
+    time.sleep(delay)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert err.strip().endswith("stopped")

@@ -329,11 +329,18 @@ def serve(env: Env, quiet: bool) -> None:
     """
     from syft_chat.display import format_message
 
-    me = env.email()
-    plugins: list[object] = []
-    if not quiet:
-        plugins.append(_Printer(lambda m: env.out(format_message(m, me=me)), None, None))
-    client = env.client(plugins=plugins)
+    # stop cleanly on a signal from the very start, also one while the client starts
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
+    try:
+        me = env.email()
+        plugins: list[object] = []
+        if not quiet:
+            plugins.append(_Printer(lambda m: env.out(format_message(m, me=me)), None, None))
+        client = env.client(plugins=plugins)
+    except BaseException:
+        restore()
+        raise
     try:
         names = [
             n
@@ -351,9 +358,32 @@ def serve(env: Env, quiet: bool) -> None:
         except ModuleNotFoundError as exc:
             if exc.name != "syft_chat.service":
                 raise
-            wait_for_stop()
+            while not stop.wait(0.5) and not client.closed:
+                pass
         else:
-            service.serve_forever(client)
+            service.serve_forever(client, install_signal_handlers=False, stop=stop)
     finally:
+        restore()
         client.close()
     env.note("stopped")
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set ``stop`` on the first SIGINT or SIGTERM (then the previous handlers are back, so
+    a second signal acts as usual); returns the function restoring them."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        previous.clear()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        restore()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return restore

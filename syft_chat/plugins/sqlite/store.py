@@ -14,6 +14,7 @@ This module persists and queries; it decides nothing (the rules live in
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -139,8 +140,21 @@ def record_of_row(row: Mapping[str, Any]) -> StoredMessage:
     )
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The error that started it: a failed ROLLBACK after a failed statement (SQLite rolls
+    back by itself on a full disk, so peewee's ROLLBACK then finds no transaction) hides
+    the statement's error, which is the one worth reporting."""
+    while "cannot rollback" in str(exc).lower() and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc
+
+
 def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
+    exc = _cause(exc)
     text = str(exc).lower()
+    if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        hint = "the disk is full: free some space on it"
+        return StorageError(f"could not {action} the message database {path}: disk full ({hint})")
     if "locked" in text or "busy" in text:
         hint = (
             "another process holds a lock on it; close other programs using it "

@@ -31,6 +31,7 @@ What this module does differently from calling ``syft_rpc.rpc.send`` and
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import re
@@ -55,6 +56,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from syft_chat.errors import SyftChatError
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
 from syft_chat.identity import InvalidIdentityError, canonical_email, is_canonical
@@ -298,10 +300,18 @@ class RpcTransport:
             """Deliver one chat message (body: a syft-chat envelope)."""
             return request  # pragma: no cover - only its signature is used, for the schema
 
-        events.on_request("/" + ENDPOINT)(chat)
-        self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._events = events
-        events.start()  # writes permissions, answers pending requests, starts the observer
+        try:
+            events.on_request("/" + ENDPOINT)(chat)
+            self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._events = events
+            events.start()  # writes permissions, answers pending requests, starts the observer
+        except OSError as exc:  # e.g. a full disk or a read-only data_dir
+            if events.obs.is_alive():
+                events.stop()
+            full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise SyftChatError(
+                f"could not start serving chat in {self.my_endpoint}: {exc}{full}"
+            ) from exc
         self._started = True
         self._endpoint_id = _folder_id(self.my_endpoint)
         guard = threading.Thread(
