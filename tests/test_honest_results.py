@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from support import ALICE, BOB, wait_for
-from test_cli import CLI, _env
+from test_cli import CLI, COMMAND, _env
 
 import syft_chat
 from syft_chat.cli.online import UNCONFIRMED_EXIT
@@ -333,3 +333,42 @@ def test_serve_stopped_in_its_first_second_exits_cleanly(
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "Aborted" not in err
     assert err.strip().endswith("stopped")
+
+
+# ------------------------------------------------------------------- 6. one default database
+
+
+def test_the_api_and_the_cli_default_to_the_same_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SYFT_CHAT_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    configs = make_workspace(tmp_path / "ws", [ALICE, BOB])
+    bob = syft_chat.client(configs[BOB], db_path=tmp_path / "bob.db")
+    try:
+        with syft_chat.client(configs[ALICE]) as alice:  # no db_path: the default
+            assert alice.db_path == home / ".syft-chat" / ALICE / "chat_messages.db"
+            alice.send_message(BOB, "written by a program", timeout=10)
+    finally:
+        bob.close()
+    assert not (tmp_path / "chat_messages.db").exists()
+    env = _env(tmp_path)  # the same HOME
+    shown = subprocess.run(
+        [*COMMAND, "--config", str(configs[ALICE]), "history"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "written by a program" in shown.stdout
+    elsewhere = subprocess.run(
+        [*COMMAND, "--config", str(configs[ALICE]), "--db", str(tmp_path / "x.db"), "history"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "no database at" in elsewhere.stderr and "--db" in elsewhere.stderr
