@@ -52,7 +52,7 @@ from syft_chat.models import (
     to_utc,
 )
 from syft_chat.plugins.listeners import ChangeListener, Listeners, MessageListener, StatusListener
-from syft_chat.settings import ChatSettings
+from syft_chat.settings import ChatSettings, default_db_path
 
 __all__ = ["SyftChatClient", "client"]
 
@@ -78,13 +78,30 @@ def _load_syft_client(config_path: str | os.PathLike[str] | None) -> SyftClient:
         ) from exc
 
 
+def _db_path(db_path: str | os.PathLike[str] | None, email: str, app_name: str) -> Path:
+    if db_path is not None:
+        return Path(db_path).expanduser()
+    path = default_db_path(email, app_name)
+    old = Path("chat_messages.db")
+    if old.is_file() and not path.exists():  # the default of syft-chat 0.1 and the seed
+        log.warning(
+            "using %s for the messages (the default); ./chat_messages.db here is not used: "
+            "pass db_path=%r to keep using it",
+            path,
+            str(old.resolve()),
+        )
+    return path
+
+
 class SyftChatClient:
     """A chat participant: sends, receives, stores and serves for one datasite.
 
     :param config_path: SyftBox config file; ``None`` looks where syft-core
         does (``$SYFTBOX_CLIENT_CONFIG_PATH``, then ``~/.syftbox/config.json``).
     :param app_name: the app folder used on both the sending and serving side.
-    :param db_path: the SQLite file holding the ``messages`` table.
+    :param db_path: the SQLite file holding the ``messages`` table; ``None`` (the
+        default, the command line's too): ``$SYFT_CHAT_DB``, else
+        ``~/.syft-chat/<email>/chat_messages.db`` (see :func:`~syft_chat.settings.default_db_path`).
     :param transport: name of a registered transport (default ``"syft-rpc"``).
     :param store: name of a registered store (default ``"sqlite"``; ``"memory"`` keeps
         history in memory only, lost on close).
@@ -103,7 +120,7 @@ class SyftChatClient:
         self,
         config_path: str | os.PathLike[str] | None = None,
         app_name: str = "syft_chat",
-        db_path: str | os.PathLike[str] = "chat_messages.db",
+        db_path: str | os.PathLike[str] | None = None,
         *,
         transport: str = "syft-rpc",
         store: str = "sqlite",
@@ -128,7 +145,7 @@ class SyftChatClient:
                 f"the SyftBox config's email {self.email!r} is not a canonical datasite email "
                 "(lower-case ASCII, IDNA domain, no trailing dot; see syft_chat.identity)"
             )
-        self.db_path = Path(db_path).expanduser()
+        self.db_path = _db_path(db_path, self.email, app_name)
         self.plugin_failures: list[PluginFailure] = []
         self._failures_lock = threading.Lock()
         pm, failures = make_plugin_manager(load_entry_points=load_entry_points)
@@ -743,7 +760,7 @@ class SyftChatClient:
 
 def client(
     config_path: str | os.PathLike[str] | None = None,
-    db_path: str | os.PathLike[str] = "chat_messages.db",
+    db_path: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> SyftChatClient:
     """Create a started :class:`SyftChatClient` (the seed's factory).

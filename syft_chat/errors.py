@@ -84,7 +84,13 @@ class MessageRejectedError(DeliveryError):
 
 
 class StorageError(SyftChatError):
-    """The message database could not be opened, read or written."""
+    """The message database could not be opened, read or written.
+
+    ``logged`` is true when the store already logged the condition (e.g. its file was
+    deleted): callers that would log it again on every call need not.
+    """
+
+    logged: bool = False
 
 
 class RefuseMessage(SyftChatError):

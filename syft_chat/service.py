@@ -95,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--config",
         help="SyftBox config file (default: $SYFTBOX_CLIENT_CONFIG_PATH, ~/.syftbox/config.json)",
     )
-    parser.add_argument("--db", default="chat_messages.db", help="SQLite file for the messages")
+    parser.add_argument(
+        "--db",
+        help="SQLite file for the messages (default: $SYFT_CHAT_DB, ~/.syft-chat/<email>/...)",
+    )
     parser.add_argument("--app", default="syft_chat", help="app folder chat is served under")
     parser.add_argument(
         "--plugin",

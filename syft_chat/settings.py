@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ChatSettings"]
+__all__ = ["DB_ENV", "ChatSettings", "default_db_path"]
+
+#: The environment variable naming the message database when none is passed.
+DB_ENV = "SYFT_CHAT_DB"
+
+
+def default_db_path(email: str, app_name: str = "syft_chat") -> Path:
+    """Where the Python API and the command line keep a datasite's messages by default:
+    ``$SYFT_CHAT_DB`` if set, else ``~/.syft-chat/<email>/chat_messages.db``
+    (``~/.syft-chat/<email>/<app>/chat_messages.db`` for an app other than ``syft_chat``).
+    """
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV]).expanduser()
+    base = Path.home() / ".syft-chat" / email
+    return (base if app_name == "syft_chat" else base / app_name) / "chat_messages.db"
 
 
 class ChatSettings(BaseModel):
@@ -61,5 +78,11 @@ class ChatSettings(BaseModel):
     sender_messages_per_minute: int = Field(default=600, ge=1)
     #: Incoming request bytes one sender may send per minute (as above).
     sender_bytes_per_minute: int = Field(default=8 * 1024 * 1024, ge=1)
+    #: Whether a confirmation ("delivered", on the sender's side) means the message survives
+    #: a power cut, not only a crash of the process: commits are synced to disk (SQLite
+    #: ``synchronous=FULL`` in WAL mode) and response files are ``fsync``-ed (file, then
+    #: folder) before they are in place. ``False`` (``synchronous=NORMAL``, no ``fsync``) is
+    #: faster; a power cut may then lose the last messages confirmed.
+    durable: bool = True
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).
     db_busy_timeout_ms: int = Field(default=5000, ge=0)

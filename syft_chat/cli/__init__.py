@@ -10,7 +10,7 @@ Output for people goes to stdout (aligned, coloured on a terminal, plain when
 piped or when ``NO_COLOR`` is set); progress notes go to stderr; ``--json``
 prints JSON for scripts. A :class:`~syft_chat.SyftChatError` becomes one
 ``Error: ...`` line on stderr and exit code 1 (2 for a missing or unreadable
-config, as for usage errors).
+config, as for usage errors; 3 when ``send``'s message is not confirmed in time).
 """
 
 from __future__ import annotations

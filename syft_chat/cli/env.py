@@ -64,7 +64,8 @@ def _fail(exc: SyftChatError) -> NoReturn:
 
 
 def default_db_path(email: str, app: str = DEFAULT_APP) -> Path:
-    """``~/.syft-chat/<email>/chat_messages.db`` (``.../<email>/<app>/...`` for other apps)."""
+    """``~/.syft-chat/<email>/chat_messages.db`` (``.../<email>/<app>/...`` for other apps):
+    the Python API's default too (:func:`syft_chat.settings.default_db_path`)."""
     base = Path.home() / ".syft-chat" / email
     return (base if app == DEFAULT_APP else base / app) / "chat_messages.db"
 

@@ -9,6 +9,7 @@ import importlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -16,10 +17,11 @@ from typing import Any
 import click
 
 from syft_chat.cli.env import Env, _json_option, pass_env
+from syft_chat.client import SyftChatClient
 from syft_chat.display import printable
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
-from syft_chat.models import ChatMessage
+from syft_chat.models import ChatMessage, MessageStatus
 
 __all__ = [
     "allow",
@@ -45,6 +47,43 @@ def _read_message(words: tuple[str, ...]) -> str:
     return sys.stdin.read().rstrip("\n")
 
 
+#: ``send``'s exit code for a message stored and handed over, but not confirmed in time
+UNCONFIRMED_EXIT = 3
+#: seconds ``send`` waits for the confirmation unless ``--timeout`` says otherwise
+SEND_TIMEOUT = 15.0
+
+
+def _wait_for_confirmation(
+    env: Env, client: SyftChatClient, msg_id: str, to: str, timeout: float
+) -> None:
+    """Wait up to ``timeout`` s for the confirmation (or a refusal, raised), in short slices,
+    showing a progress line on stderr when it is a terminal."""
+    from syft_chat.errors import DeliveryTimeoutError
+
+    progress = sys.stderr.isatty()
+    shown = printable(to, one_line=True)
+    start = time.monotonic()
+    try:
+        while True:
+            waited = time.monotonic() - start
+            left = timeout - waited
+            if progress:
+                line = f"waiting for {shown} to confirm... {waited:.0f}s of {timeout:g}s"
+                click.echo(
+                    f"\r{click.style(line, dim=True)}\x1b[K", nl=False, err=True, color=env.color
+                )
+            if left <= 0:
+                return
+            try:
+                client.wait_for_delivery(msg_id, timeout=min(1.0, left))
+                return
+            except DeliveryTimeoutError:
+                continue
+    finally:
+        if progress:
+            click.echo("\r\x1b[K", nl=False, err=True)
+
+
 @click.command()
 @click.argument("to", metavar="EMAIL")
 @click.argument("message", nargs=-1, metavar="MESSAGE...")
@@ -54,9 +93,10 @@ def _read_message(words: tuple[str, ...]) -> str:
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0),
     metavar="SECONDS",
-    help="How long to wait for the confirmation [default: 15].",
+    default=SEND_TIMEOUT,
+    help=f"How long to wait for the confirmation [default: {SEND_TIMEOUT:g}; 0: do not wait].",
 )
 @_json_option
 @pass_env
@@ -66,15 +106,17 @@ def send(
     message: tuple[str, ...],
     thread_id: str | None,
     reply_to: str | None,
-    timeout: float | None,
+    timeout: float,
     as_json: bool,
 ) -> None:
     """Send MESSAGE to EMAIL and wait for the recipient's confirmation.
 
     The words of MESSAGE are joined with spaces; - (or nothing, when piped)
-    reads it from stdin. Exit code 1 if the recipient is unknown, refuses the
-    message or does not confirm in time (the message then stays stored with
-    status 'sent', and a late confirmation is still recorded).
+    reads it from stdin. Exit code 0 once the recipient confirmed it stored
+    the message; 3 if it did not confirm within the timeout (the message
+    stays stored with status 'sent' and waits in the recipient's folder; a
+    later confirmation is recorded by the next syft-chat client you run); 1
+    if the recipient is unknown or refuses the message.
     """
     content = _read_message(message)
     with env.client() as client:
@@ -82,9 +124,14 @@ def send(
             with env.reader() as (history, _):
                 found = history.find(reply_to) if history.exists else None
             reply_to = found.message.msg_id if found else reply_to
-        response = client.send_message(to, content, thread_id, reply_to, timeout=timeout)
+        response = client.send_message(to, content, thread_id, reply_to, timeout=0)
+        if response.status != MessageStatus.DELIVERED.value and timeout > 0:
+            _wait_for_confirmation(env, client, response.message_id, to, timeout)
         stored = client.get_message(response.message_id)
     thread = stored.thread_id if stored else thread_id
+    if stored is not None and stored.status is not None:
+        response = response.model_copy(update={"status": stored.status.value})
+    delivered = response.status in (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
     if as_json:
         env.json(
             {
@@ -96,15 +143,25 @@ def send(
                 "reply_to": reply_to,
             }
         )
-        return
-    from syft_chat.display import symbols_for
+    else:
+        from syft_chat.display import symbols_for
 
-    sym = symbols_for()
-    mark = click.style(f"{sym.ok} {response.status}", fg="green", bold=True)
-    shown = printable(to, one_line=True)
-    env.out(f"{mark} to {click.style(shown, fg='cyan')}  id {printable(response.message_id)}")
-    if thread and thread != response.message_id:
-        env.note(f"  thread {printable(thread, one_line=True)}")
+        sym = symbols_for()
+        shown = printable(to, one_line=True)
+        if delivered:
+            mark = click.style(f"{sym.ok} {response.status}", fg="green", bold=True)
+        else:
+            mark = click.style(f"{response.status}, not confirmed yet", fg="yellow", bold=True)
+        env.out(f"{mark} to {click.style(shown, fg='cyan')}  id {printable(response.message_id)}")
+        if thread and thread != response.message_id:
+            env.note(f"  thread {printable(thread, one_line=True)}")
+    if not delivered:
+        env.note(
+            f"{printable(to, one_line=True)} did not confirm within {timeout:g}s; the message "
+            "waits in their folder, and its confirmation is recorded by the next syft-chat "
+            f"client you run (`syft-chat status {response.message_id[:8]}` shows it)"
+        )
+        click.get_current_context().exit(UNCONFIRMED_EXIT)
 
 
 # --------------------------------------------------------------------------- online
@@ -284,11 +341,18 @@ def serve(env: Env, quiet: bool) -> None:
     """
     from syft_chat.display import format_message
 
-    me = env.email()
-    plugins: list[object] = []
-    if not quiet:
-        plugins.append(_Printer(lambda m: env.out(format_message(m, me=me)), None, None))
-    client = env.client(plugins=plugins)
+    # stop cleanly on a signal from the very start, also one while the client starts
+    stop = threading.Event()
+    restore = _stop_on_signals(stop)
+    try:
+        me = env.email()
+        plugins: list[object] = []
+        if not quiet:
+            plugins.append(_Printer(lambda m: env.out(format_message(m, me=me)), None, None))
+        client = env.client(plugins=plugins)
+    except BaseException:
+        restore()
+        raise
     try:
         names = [
             n
@@ -307,9 +371,32 @@ def serve(env: Env, quiet: bool) -> None:
         except ModuleNotFoundError as exc:
             if exc.name != "syft_chat.service":
                 raise
-            wait_for_stop()
+            while not stop.wait(0.5) and not client.closed:
+                pass
         else:
-            service.serve_forever(client)
+            service.serve_forever(client, install_signal_handlers=False, stop=stop)
     finally:
+        restore()
         client.close()
     env.note("stopped")
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set ``stop`` on the first SIGINT or SIGTERM (then the previous handlers are back, so
+    a second signal acts as usual); returns the function restoring them."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        previous.clear()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        restore()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return restore

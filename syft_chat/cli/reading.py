@@ -20,6 +20,13 @@ from syft_chat.models import ChatMessage, to_utc
 __all__ = ["conversations", "history", "parse_since", "search", "status", "thread"]
 
 
+def _no_database(path: Any) -> str:
+    return (
+        f"no messages yet: there is no database at {path} (a program that passed its own "
+        "db_path= stored elsewhere: pass that path as --db, or set SYFT_CHAT_DB)"
+    )
+
+
 # --------------------------------------------------------------------------- time
 
 
@@ -102,7 +109,7 @@ def history(
     with env.reader() as (reader, me):
         if not reader.exists:
             messages: list[ChatMessage] = []
-            env.note(f"no messages yet (no database at {reader.path})")
+            env.note(_no_database(reader.path))
         else:
             messages = reader.history(
                 conversation=with_user.strip() if with_user else None,
@@ -262,7 +269,7 @@ def search(
     with env.reader() as (reader, me):
         if not reader.exists:
             hits: list[SearchHit] = []
-            env.note(f"no messages yet (no database at {reader.path})")
+            env.note(_no_database(reader.path))
         else:
             hits = reader.search(
                 text,

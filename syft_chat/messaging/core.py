@@ -7,6 +7,7 @@ receive it and use only the methods below; none of them touches the client.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import threading
@@ -21,6 +22,7 @@ from syft_chat.errors import (
     InvalidMessageError,
     MessageRejectedError,
     StorageError,
+    SyftChatError,
 )
 from syft_chat.interfaces import FailedRequest, MessageQuery, MessageStore, Transport
 from syft_chat.manager import PluginFailure
@@ -116,10 +118,17 @@ class MessagingCore:
             self._serve()  # a transport that cannot follow: no lock (e.g. in-memory tests)
         else:
             lock = ServingLock(site.folder, site.email)
-            if lock.try_acquire():
-                self._lock = lock
-                self._serve_locked()
-            else:
+            try:
+                acquired = lock.try_acquire()
+                if acquired:
+                    self._lock = lock
+                    self._serve_locked()
+            except OSError as exc:  # the lock, its note or the journal could not be written
+                full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+                raise SyftChatError(
+                    f"could not start serving {site.email} in {site.folder}: {exc}{full}"
+                ) from exc
+            if not acquired:
                 self._follow(lock, site)
         self.incoming.ordering.start(after=hold)
 
@@ -339,7 +348,17 @@ class MessagingCore:
         """Send a queued message and wait up to ``timeout`` s for its confirmation."""
         wait = self.validate_timeout(timeout)
         self.outgoing.attempt(message.msg_id)
-        stored = self.outgoing.wait(message.msg_id, wait) if wait else self.get(message.msg_id)
+        # handed to the transport: from here on it is never an error (only a refusal is)
+        if wait:
+            stored = self.outgoing.wait(message.msg_id, wait)
+        else:
+            try:
+                stored = self.get(message.msg_id)
+            except StorageError as exc:
+                log.warning("could not read message %s back: %s", message.msg_id, exc)
+                stored = None
+        if stored is not None and stored.status is MessageStatus.QUEUED:
+            stored = stored.model_copy(update={"status": MessageStatus.SENT})  # not recorded yet
         return self.outcome(message.msg_id, peer, stored)
 
     def wait(self, msg_id: str, timeout: float) -> ChatMessage | None:

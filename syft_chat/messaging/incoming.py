@@ -204,7 +204,9 @@ class Incoming:
             for fn, args in committed:  # what plugins hear of the change, now it is durable
                 fn(*args)
         except StorageError as exc:
-            log.error("could not store a message from %s: %s", request.sender, exc)
+            (log.debug if exc.logged else log.error)(
+                "could not store a message from %s: %s", request.sender, exc
+            )
             return _answer(
                 503,
                 status="error",

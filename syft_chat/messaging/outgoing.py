@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from syft_chat.dispatch import HookDecisionError
-from syft_chat.errors import DeliveryError
+from syft_chat.errors import DeliveryError, StorageError
 from syft_chat.interfaces import MessageQuery, Reply, StoredMessage
 from syft_chat.messaging.retry import Outbox, RoundTrips
 from syft_chat.messaging.status import PENDING, group_status
@@ -70,6 +70,7 @@ class _Flight:
     request_id: str | None = None  # the latest attempt
     attempts: int = 0
     sent_at: float | None = None  # monotonic time the latest attempt was written
+    unrecorded: bool = False  # the latest attempt is not in the store yet (it refused)
     settled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -188,18 +189,35 @@ class Outgoing:
         except Exception as exc:
             log.warning("could not write a request for %s: %s (will retry)", msg_id, exc)
             raise DeliveryError(f"could not write the request: {exc}", msg_id=msg_id) from exc
-        changes = {"request_id": request_id, "attempts": flight.attempts}
-        me = core.email  # (the outbox holds one's own messages only)
-        if self._store.update(
-            msg_id,
-            {**changes, "status": MessageStatus.SENT},
-            sender=me,
-            if_status={MessageStatus.QUEUED},
-        ):
-            if flight.message.kind is not MessageKind.COPY:  # (``shown`` is the original's)
-                core.notify_status(msg_id, MessageStatus.SENT, None)
-        else:
-            self._store.update(msg_id, changes, sender=me)
+        # handed over: from here on nothing may raise (a caller retrying on an error would
+        # send the message twice); a failure to record the attempt is recorded later
+        flight.unrecorded = True
+        self._record_attempt(flight)
+
+    def _record_attempt(self, flight: _Flight) -> None:
+        """Record the latest attempt (request id, count, ``sent``); on a storage failure,
+        log it and leave it to the next retry (or the answer) to record."""
+        msg_id = flight.message.msg_id
+        changes = {"request_id": flight.request_id, "attempts": flight.attempts}
+        try:
+            if self._store.update(
+                msg_id,
+                {**changes, "status": MessageStatus.SENT},
+                sender=self._core.email,  # (the outbox holds one's own messages only)
+                if_status={MessageStatus.QUEUED},
+            ):
+                if flight.message.kind is not MessageKind.COPY:  # a copy is bookkeeping
+                    self._core.notify_status(msg_id, MessageStatus.SENT, None)
+            else:
+                self._store.update(msg_id, changes, sender=self._core.email)
+        except StorageError as exc:
+            log.warning(
+                "message %s was sent, but recording the attempt failed: %s (recorded later)",
+                msg_id,
+                exc,
+            )
+            return
+        flight.unrecorded = False
 
     def _retry(self, msg_id: str) -> None:
         """Schedule thread: look for an answer, else send again."""
@@ -207,6 +225,8 @@ class Outgoing:
             flight = self._flights.get(msg_id)
         if flight is None or self._core.closed:
             return
+        if flight.unrecorded:
+            self._record_attempt(flight)
         if flight.request_id is not None:
             self._transport.collect_reply(flight.peer, flight.request_id)
         stored = self._store.get(msg_id, sender=self._core.email)
@@ -340,7 +360,11 @@ class Outgoing:
             request_id = flight.request_id  # safety net for a missed notification
             if request_id is not None:
                 self._transport.collect_reply(flight.peer, request_id)
-        found = self._store.get(msg_id, sender=self._core.email)
+        try:
+            found = self._store.get(msg_id, sender=self._core.email)
+        except StorageError as exc:  # it was handed over: report it unconfirmed, not an error
+            log.warning("could not read message %s back: %s", msg_id, exc)
+            return None
         return found.message if found is not None else None
 
     def close(self) -> None:

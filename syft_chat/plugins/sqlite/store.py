@@ -14,7 +14,10 @@ This module persists and queries; it decides nothing (the rules live in
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -61,6 +64,8 @@ __all__ = [
     "reaction_of_row",
     "record_of_row",
 ]
+
+log = logging.getLogger("syft_chat.store")
 
 _STATUSES = frozenset(s.value for s in MessageStatus)
 _KINDS = frozenset(k.value for k in MessageKind)
@@ -138,8 +143,21 @@ def record_of_row(row: Mapping[str, Any]) -> StoredMessage:
     )
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The error that started it: a failed ROLLBACK after a failed statement (SQLite rolls
+    back by itself on a full disk, so peewee's ROLLBACK then finds no transaction) hides
+    the statement's error, which is the one worth reporting."""
+    while "cannot rollback" in str(exc).lower() and exc.__context__ is not None:
+        exc = exc.__context__
+    return exc
+
+
 def _storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
+    exc = _cause(exc)
     text = str(exc).lower()
+    if "full" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        hint = "the disk is full: free some space on it"
+        return StorageError(f"could not {action} the message database {path}: disk full ({hint})")
     if "locked" in text or "busy" in text:
         hint = (
             "another process holds a lock on it; close other programs using it "
@@ -213,11 +231,18 @@ class SQLiteStore(HistoryViews):
             raise
         self._db: Any = db
         self._messages = pw.Table("messages").bind(db)
+        self._file = self._identity()  # which file we opened (see _check_file)
+        self._lost: str | None = None
 
     @classmethod
     def from_context(cls, ctx: BackendContext) -> SQLiteStore:
         """The store factory: open ``ctx.db_path`` for ``ctx.email``."""
-        return cls(ctx.db_path, owner=ctx.email, busy_timeout_ms=ctx.settings.db_busy_timeout_ms)
+        return cls(
+            ctx.db_path,
+            owner=ctx.email,
+            busy_timeout_ms=ctx.settings.db_busy_timeout_ms,
+            synchronous="FULL" if ctx.settings.durable else "NORMAL",
+        )
 
     def _migrate(self, db: Any) -> None:
         if self._version(db) == SCHEMA_VERSION:
@@ -250,12 +275,40 @@ class SQLiteStore(HistoryViews):
 
     # ------------------------------------------------------------------ plumbing
 
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_file(self) -> None:
+        """Refuse to go on if the file at ``path`` is no longer the one we opened (deleted
+        or replaced: whatever we wrote would be lost, or land in a file nobody reads). One
+        ``stat``; the first time it is noticed it is logged, every later call raises."""
+        if self._lost is None:
+            if self._file is None or self._identity() == self._file:
+                return
+            gone = not self.path.exists()
+            self._lost = (
+                f"the message database {self.path} was {'deleted' if gone else 'replaced'} "
+                "while this client had it open; nothing more is stored or confirmed (senders "
+                "are told to send again): close the client and start it again"
+            )
+            log.error("%s", self._lost)
+        error = StorageError(self._lost)
+        error.logged = True
+        raise error
+
     @contextmanager
     def _op(self, action: str) -> Iterator[Any]:
-        """Hold the lock, refuse a closed store, turn database errors into StorageError."""
+        """Hold the lock, refuse a closed store (or one whose file was deleted), turn
+        database errors into StorageError."""
         with self._lock:
             if self._db is None:
                 raise StorageError(f"store is closed ({self.path})")
+            if self._depth == 0 or self._lost is not None:
+                self._check_file()
             try:
                 yield self._messages
             except (pw.PeeweeException, sqlite3.Error) as exc:
@@ -288,6 +341,8 @@ class SQLiteStore(HistoryViews):
             try:
                 with block:
                     yield
+                    if outer:  # before the COMMIT that a confirmation will rely on
+                        self._check_file()
             finally:
                 self._depth -= 1
                 if outer:

@@ -30,6 +30,8 @@ What this module does differently from calling ``syft_rpc.rpc.send`` and
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import re
@@ -56,6 +58,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from syft_chat.errors import SyftChatError
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
 from syft_chat.identity import InvalidIdentityError, canonical_email, is_canonical
@@ -102,6 +105,9 @@ _MAX_PENDING_REREADS = 64
 #: what a sync client renames a request to when the server refused the upload:
 #: legacy Python client ``<id>.syftrejected.request``; Go client (v0.8)
 #: ``<id>.rejected.request`` and, rotating an older one, ``<id>.rejected.<14 digits>.request``
+#: how often (seconds) a serving transport checks that its endpoint folder is still the one
+#: it watches (one ``stat``); a deleted one is re-created and published again
+_ENDPOINT_CHECK_SECONDS = 1.0
 _REJECTION_MARKER = re.compile(r"^(?P<id>[^.]+)\.(?:syftrejected|rejected)(?:\.\d+)?\.request$")
 
 
@@ -136,6 +142,15 @@ def serves_chat(syft: SyftClient, app_name: str, datasite: str) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return f'"/{ENDPOINT}"' in schema
+
+
+def _folder_id(path: Path) -> tuple[int, int] | None:
+    """Which folder is at ``path`` (device and inode), ``None`` if none is."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _json_reply(status_code: int, **fields: Any) -> Reply:
@@ -202,6 +217,20 @@ if not hasattr(SyftEvents, "_SyftEvents__handle_rpc"):  # pragma: no cover
     )
 
 
+class _RequestWatcher(FileSystemEventHandler):
+    """The watch on our endpoint folder once it had to be re-created (syft-event's own
+    watch died with the folder it watched)."""
+
+    def __init__(self, transport: RpcTransport) -> None:
+        self.transport = transport
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        path = getattr(event, "dest_path", "") or event.src_path
+        path = Path(path.decode() if isinstance(path, bytes) else path)
+        if path.name.endswith(".request"):
+            self.transport._handle_request_file(path)
+
+
 class _ReplyWatcher(FileSystemEventHandler):
     def __init__(self, transport: RpcTransport, peer: str) -> None:
         self.transport = transport
@@ -244,6 +273,8 @@ class RpcTransport:
         self._watched: set[str] = set()
         self._started = False
         self._stopped = False
+        self._stop_guard = threading.Event()
+        self._endpoint_id: tuple[int, int] | None = None
         self.access = ContactPolicy()
 
     @classmethod
@@ -275,11 +306,24 @@ class RpcTransport:
             """Deliver one chat message (body: a syft-chat envelope)."""
             return request  # pragma: no cover - only its signature is used, for the schema
 
-        events.on_request("/" + ENDPOINT)(chat)
-        self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._events = events
-        events.start()  # writes permissions, answers pending requests, starts the observer
+        try:
+            events.on_request("/" + ENDPOINT)(chat)
+            self._tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._events = events
+            events.start()  # writes permissions, answers pending requests, starts the observer
+        except OSError as exc:  # e.g. a full disk or a read-only data_dir
+            if events.obs.is_alive():
+                events.stop()
+            full = " (the disk is full)" if exc.errno == errno.ENOSPC else ""
+            raise SyftChatError(
+                f"could not start serving chat in {self.my_endpoint}: {exc}{full}"
+            ) from exc
         self._started = True
+        self._endpoint_id = _folder_id(self.my_endpoint)
+        guard = threading.Thread(
+            target=self._guard_endpoint, name=f"syft-chat-endpoint[{self.email}]", daemon=True
+        )
+        guard.start()
         # a request written between syft-event's scan and its observer starting
         # would otherwise wait for the next restart: scan once more
         events.process_pending_requests()
@@ -310,7 +354,60 @@ class RpcTransport:
         if self._started and not self._stopped:
             write_permission_files(self.my_endpoint.parent, ENDPOINT, policy)
 
+    def _guard_endpoint(self) -> None:
+        """Guard thread: re-create and re-publish the endpoint if its folder is deleted."""
+        while not self._stop_guard.wait(_ENDPOINT_CHECK_SECONDS):
+            try:
+                if not self._endpoint_intact():
+                    self._republish()
+            except Exception:
+                log.exception("could not re-create the chat endpoint %s", self.my_endpoint)
+
+    def _endpoint_intact(self) -> bool:
+        """The folder we watch is still there (same inode, the watch on it alive: a folder
+        re-created at once may get the old inode number back) and so is the schema."""
+        events = self._events
+        if events is None or _folder_id(self.my_endpoint) != self._endpoint_id:
+            return False
+        if not (self.my_endpoint.parent / "rpc.schema.json").is_file():
+            return False
+        return any(
+            Path(emitter.watch.path) == self.my_endpoint and emitter.is_alive()
+            for emitter in list(events.obs.emitters)
+        )
+
+    def _republish(self) -> None:
+        """The endpoint folder (or the app folder) was deleted or replaced: nobody could
+        write to us and the watch on it is dead. Re-create it, its permission files and
+        schema, watch it again, and answer what arrived meanwhile."""
+        events = self._events
+        with self._lock:
+            if events is None or self._stopped:
+                return
+        log.warning(
+            "the chat endpoint %s was deleted or replaced while serving; re-creating it and "
+            "publishing it again",
+            self.my_endpoint,
+        )
+        for emitter in list(events.obs.emitters):  # the dead watches on the old folder
+            watched = Path(emitter.watch.path)
+            if watched == self.my_endpoint or self.my_endpoint in watched.parents:
+                with contextlib.suppress(KeyError):
+                    events.obs.unschedule(emitter.watch)
+        events.init()  # app and rpc folders, our permission files, the schema
+        self.my_endpoint.mkdir(parents=True, exist_ok=True)
+        (self.my_endpoint / ".syftkeep").touch()
+        events.obs.schedule(
+            _RequestWatcher(self),
+            path=str(self.my_endpoint),
+            recursive=True,
+            event_filter=[FileCreatedEvent, FileMovedEvent],
+        )
+        self._endpoint_id = _folder_id(self.my_endpoint)
+        events.process_pending_requests()
+
     def stop(self) -> None:
+        self._stop_guard.set()
         with self._lock:
             if self._stopped:
                 return
@@ -656,7 +753,12 @@ class RpcTransport:
             fields["expires"] = request.expires
         response = SyftResponse(**fields)
         if path.exists():  # the sender may have withdrawn it meanwhile
-            atomic_write(response_path, response.model_dump_json().encode(), tmp_dir=self._tmp_dir)
+            atomic_write(
+                response_path,
+                response.model_dump_json().encode(),
+                tmp_dir=self._tmp_dir,
+                durable=self.settings.durable,  # the confirmation: survives a power cut
+            )
 
 
 @hookimpl
