@@ -224,7 +224,9 @@ class Groups:
                 entry = entry.model_copy(update={"change": message.msg_id})
             elif not self._may_relay(base, actor, old, entry):
                 continue
-            if old is not None and entry.v > old.v + MAX_STEP:
+            if (old is not None or current is not None) and entry.v > (
+                old.v if old is not None else 0
+            ) + MAX_STEP:
                 raise GroupRefusal(400, f"the version of {email} jumps by more than {MAX_STEP}")
             if entry.newer_than(old):
                 roster[email] = entry
