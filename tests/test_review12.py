@@ -69,3 +69,18 @@ def test_an_admin_cannot_add_a_member_the_owner_can_never_remove(team):
     clients[ANN].add_group_members(gid, [EVE])
     clients[ANN].remove_group_members(gid, [EVE])
     wait_for(lambda: EVE not in (_members(clients[CAT], gid) or [EVE]), timeout=10)
+
+
+def test_an_admin_removing_another_admin_does_not_diverge(team):
+    """ben's own client let him remove cat (an admin); every other member refused it,
+    so ben alone believed cat gone, for ever."""
+    ws, clients, gid = team
+    ann, ben = clients[ANN], clients[BEN]
+    try:
+        ben.remove_group_members(gid, [CAT])
+    except syft_chat.InvalidMessageError:
+        pass  # refused up front: fine
+    else:
+        for client in (ann, clients[CAT]):
+            wait_for(lambda c=client: CAT not in c.get_group(gid).members, timeout=10)
+    assert _members(ben, gid) == _members(ann, gid) == _members(clients[CAT], gid)

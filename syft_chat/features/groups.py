@@ -436,15 +436,17 @@ class Groups:
         current = self.get(group_id)
         roster = dict(current.roster) if current is not None else {}
         record_id = str(uuid.uuid4())
+        owner = created_by or (current.created_by if current is not None else self.me)
         for email, (member, admin) in updates.items():
             old = roster.get(email)
+            if self.me != owner:  # only the owner names admins: an admin keeps the flag
+                admin = old.admin if old is not None else False
             roster[email] = RosterEntry(
                 member=member,
                 admin=admin,
                 v=(old.v + 1) if old is not None else 1,
                 change=record_id,
             )
-        owner = created_by or (current.created_by if current is not None else self.me)
         title = name or (current.name if current is not None else "")
         members = list(_members_of(roster))
         body = GroupChange(
@@ -463,6 +465,11 @@ class Groups:
             kind=MessageKind.GROUP,
             group_id=group_id,
         )
+        if current is not None:  # what every member will check: refused here first
+            try:
+                self._authorize(current, body, self.me)
+            except GroupRefusal as refusal:
+                raise InvalidMessageError(refusal.refusal.reason) from None
         state = _state(group_id, title, owner, roster, record)
         notify = list(dict.fromkeys([*members, *notify_too]))
         self.fan_out(record, notify, also=lambda: self._core.store.put_group(state))
