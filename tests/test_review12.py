@@ -10,6 +10,7 @@ import pytest
 from support import envelope_body, read_response, wait_for, write_raw_request
 
 import syft_chat
+from syft_chat.features.groups import CHANGE_KEY, ENTRY_KEY
 
 ANN, BEN, CAT, DAN, EVE = (f"{n}@openmined.org" for n in ("ann", "ben", "cat", "dan", "eve"))
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}
@@ -84,3 +85,31 @@ def test_an_admin_removing_another_admin_does_not_diverge(team):
         for client in (ann, clients[CAT]):
             wait_for(lambda c=client: CAT not in c.get_group(gid).members, timeout=10)
     assert _members(ben, gid) == _members(ann, gid) == _members(clients[CAT], gid)
+
+
+def test_a_member_not_seen_yet_is_asked_to_wait_not_refused(team):
+    """Group versions are sums: after concurrent changes (ann removed eve's entry while ben
+    added dan) a member's view can sum to the same number without knowing dan. dan's
+    message was then refused 403 for ever although dan is a member."""
+    ws, clients, gid = team
+    cat = clients[CAT]
+    clients[DAN].close()
+    version = cat.get_group(gid).version
+    # dan's view: dan's entry instead of the one cat has, and dan's own entry
+    meta = {CHANGE_KEY: version, ENTRY_KEY: [1, "ben-s-add"]}
+    body = envelope_body(DAN, CAT, "hello team", group_id=gid, metadata=meta)
+    status, answer = read_response(write_raw_request(ws, to=CAT, folder=DAN, body=body))
+    assert status == 425 and answer.get("retry"), answer
+    assert cat.failed_messages() == []
+    # a resent copy without a claim (an older client, a stranger) is refused as before
+    body = envelope_body(DAN, CAT, "hello", group_id=gid, metadata={CHANGE_KEY: version})
+    status, _ = read_response(write_raw_request(ws, to=CAT, folder=DAN, body=body))
+    assert status == 403
+
+
+def test_group_messages_carry_the_authors_entry(team):
+    ws, clients, gid = team
+    sent = clients[ANN].send_to_group(gid, "hi")
+    stored = clients[ANN].get_message(sent.message_id)
+    assert stored.metadata[ENTRY_KEY][0] >= 1
+    wait_for(lambda: any(m.content == "hi" for m in clients[CAT].get_chat_history(group_id=gid)), 10)

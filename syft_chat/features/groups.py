@@ -59,10 +59,14 @@ from syft_chat.models import (
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["CHANGE_KEY", "Group", "GroupChange", "GroupChangeRule", "Groups", "group_status"]
+__all__ = ["CHANGE_KEY", "ENTRY_KEY", "Group", "GroupChange", "GroupChangeRule", "Groups", "group_status"]
 
 #: metadata key: the group version (membership change) a message's author had seen
 CHANGE_KEY = "syft_chat.group_version"
+#: metadata key: the author's own roster entry ``[v, change]`` when it wrote the message
+#: (versions are sums, so after concurrent changes a receiver that lacks the author's
+#: entry can have seen "as much": the author's entry says whether it is behind)
+ENTRY_KEY = "syft_chat.group_entry"
 _MAX_MEMBERS = 256
 
 
@@ -350,6 +354,16 @@ class Groups:
         based_on = message.metadata.get(CHANGE_KEY)
         group = self.get(message.group_id)
         ahead = isinstance(based_on, int) and group is not None and group.version < based_on
+        claim = message.metadata.get(ENTRY_KEY)
+        if (
+            group is not None
+            and isinstance(claim, list)
+            and len(claim) == 2
+            and type(claim[0]) is int
+            and isinstance(claim[1], str)
+        ):
+            entry = group.roster.get(actor)
+            ahead = ahead or entry is None or (claim[0], claim[1]) > (entry.v, entry.change)
         if group is None or ahead:
             return Refusal(
                 425, "this member has not seen that group change yet; send again later", True
@@ -358,10 +372,14 @@ class Groups:
             return Refusal(403, f"{actor} is not a member of group {group.group_id}")
         return None
 
-    @staticmethod
-    def based_on(group: Group) -> dict[str, Any]:
-        """The metadata naming the group version a message is based on."""
-        return {CHANGE_KEY: group.version}
+    def based_on(self, group: Group) -> dict[str, Any]:
+        """The metadata naming the group version a message is based on (and the author's
+        own entry in it)."""
+        meta: dict[str, Any] = {CHANGE_KEY: group.version}
+        entry = group.roster.get(self.me)
+        if entry is not None:
+            meta[ENTRY_KEY] = [entry.v, entry.change]
+        return meta
 
     def my_group(self, group_id: str) -> Group:
         self._core.check_open()
