@@ -59,10 +59,14 @@ from syft_chat.models import (
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["CHANGE_KEY", "Group", "GroupChange", "GroupChangeRule", "Groups", "group_status"]
+__all__ = ["CHANGE_KEY", "ENTRY_KEY", "Group", "GroupChange", "GroupChangeRule", "Groups", "group_status"]
 
 #: metadata key: the group version (membership change) a message's author had seen
 CHANGE_KEY = "syft_chat.group_version"
+#: metadata key: the author's own roster entry ``[v, change]`` when it wrote the message
+#: (versions are sums, so after concurrent changes a receiver that lacks the author's
+#: entry can have seen "as much": the author's entry says whether it is behind)
+ENTRY_KEY = "syft_chat.group_entry"
 _MAX_MEMBERS = 256
 
 
@@ -224,7 +228,9 @@ class Groups:
                 entry = entry.model_copy(update={"change": message.msg_id})
             elif not self._may_relay(base, actor, old, entry):
                 continue
-            if old is not None and entry.v > old.v + MAX_STEP:
+            if (old is not None or current is not None) and entry.v > (
+                old.v if old is not None else 0
+            ) + MAX_STEP:
                 raise GroupRefusal(400, f"the version of {email} jumps by more than {MAX_STEP}")
             if entry.newer_than(old):
                 roster[email] = entry
@@ -348,6 +354,16 @@ class Groups:
         based_on = message.metadata.get(CHANGE_KEY)
         group = self.get(message.group_id)
         ahead = isinstance(based_on, int) and group is not None and group.version < based_on
+        claim = message.metadata.get(ENTRY_KEY)
+        if (
+            group is not None
+            and isinstance(claim, list)
+            and len(claim) == 2
+            and type(claim[0]) is int
+            and isinstance(claim[1], str)
+        ):
+            entry = group.roster.get(actor)
+            ahead = ahead or entry is None or (claim[0], claim[1]) > (entry.v, entry.change)
         if group is None or ahead:
             return Refusal(
                 425, "this member has not seen that group change yet; send again later", True
@@ -356,10 +372,14 @@ class Groups:
             return Refusal(403, f"{actor} is not a member of group {group.group_id}")
         return None
 
-    @staticmethod
-    def based_on(group: Group) -> dict[str, Any]:
-        """The metadata naming the group version a message is based on."""
-        return {CHANGE_KEY: group.version}
+    def based_on(self, group: Group) -> dict[str, Any]:
+        """The metadata naming the group version a message is based on (and the author's
+        own entry in it)."""
+        meta: dict[str, Any] = {CHANGE_KEY: group.version}
+        entry = group.roster.get(self.me)
+        if entry is not None:
+            meta[ENTRY_KEY] = [entry.v, entry.change]
+        return meta
 
     def my_group(self, group_id: str) -> Group:
         self._core.check_open()
@@ -434,15 +454,17 @@ class Groups:
         current = self.get(group_id)
         roster = dict(current.roster) if current is not None else {}
         record_id = str(uuid.uuid4())
+        owner = created_by or (current.created_by if current is not None else self.me)
         for email, (member, admin) in updates.items():
             old = roster.get(email)
+            if self.me != owner:  # only the owner names admins: an admin keeps the flag
+                admin = old.admin if old is not None else False
             roster[email] = RosterEntry(
                 member=member,
                 admin=admin,
                 v=(old.v + 1) if old is not None else 1,
                 change=record_id,
             )
-        owner = created_by or (current.created_by if current is not None else self.me)
         title = name or (current.name if current is not None else "")
         members = list(_members_of(roster))
         body = GroupChange(
@@ -461,6 +483,11 @@ class Groups:
             kind=MessageKind.GROUP,
             group_id=group_id,
         )
+        if current is not None:  # what every member will check: refused here first
+            try:
+                self._authorize(current, body, self.me)
+            except GroupRefusal as refusal:
+                raise InvalidMessageError(refusal.refusal.reason) from None
         state = _state(group_id, title, owner, roster, record)
         notify = list(dict.fromkeys([*members, *notify_too]))
         self.fan_out(record, notify, also=lambda: self._core.store.put_group(state))
