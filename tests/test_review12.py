@@ -47,8 +47,10 @@ def team(workspace):
     clients[ANN].set_group_admins(gid, [BEN, CAT])
     for email in (ANN, BEN, CAT):
         wait_for(
-            lambda e=email: (clients[e].get_group(gid).admins if _members(clients[e], gid) else ())
-            == (BEN, CAT),
+            lambda e=email: (
+                (clients[e].get_group(gid).admins if _members(clients[e], gid) else ())
+                == (BEN, CAT)
+            ),
             timeout=10,
         )
     return ws, clients, gid
@@ -112,4 +114,6 @@ def test_group_messages_carry_the_authors_entry(team):
     sent = clients[ANN].send_to_group(gid, "hi")
     stored = clients[ANN].get_message(sent.message_id)
     assert stored.metadata[ENTRY_KEY][0] >= 1
-    wait_for(lambda: any(m.content == "hi" for m in clients[CAT].get_chat_history(group_id=gid)), 10)
+    wait_for(
+        lambda: any(m.content == "hi" for m in clients[CAT].get_chat_history(group_id=gid)), 10
+    )

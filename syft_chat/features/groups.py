@@ -59,7 +59,15 @@ from syft_chat.models import (
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
 
-__all__ = ["CHANGE_KEY", "ENTRY_KEY", "Group", "GroupChange", "GroupChangeRule", "Groups", "group_status"]
+__all__ = [
+    "CHANGE_KEY",
+    "ENTRY_KEY",
+    "Group",
+    "GroupChange",
+    "GroupChangeRule",
+    "Groups",
+    "group_status",
+]
 
 #: metadata key: the group version (membership change) a message's author had seen
 CHANGE_KEY = "syft_chat.group_version"
