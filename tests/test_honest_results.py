@@ -208,6 +208,12 @@ def test_a_database_deleted_under_a_running_client_stops_confirming(
     assert [m.content for m in bob2.get_chat_history(with_user=ALICE)] == ["after"]
 
 
+def _gone_already(function: Any, path: str, exc_info: Any) -> None:
+    """rmtree racing the running client (it removes answered requests itself)."""
+    if not issubclass(exc_info[0], FileNotFoundError):
+        raise exc_info[1]
+
+
 def test_an_endpoint_folder_deleted_under_a_running_client_is_recreated(
     workspace: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -216,13 +222,13 @@ def test_an_endpoint_folder_deleted_under_a_running_client_is_recreated(
     bob = ws.client(BOB, settings=FAST)
     assert alice.send_message(BOB, "one", timeout=10).status == "delivered"
     app = ws.endpoint(BOB).parent.parent
-    shutil.rmtree(app)
+    shutil.rmtree(app, onerror=_gone_already)
     wait_for(lambda: (ws.endpoint(BOB).parent / "rpc.schema.json").is_file(), 10)
     assert (ws.endpoint(BOB).parent / "syft.pub.yaml").is_file()
     assert any("re-creating" in r.getMessage() for r in caplog.records)
     assert alice.send_message(BOB, "two", timeout=10).status == "delivered"
     # deleted again, and a sender re-creates the folder before bob notices: still served
-    shutil.rmtree(ws.endpoint(BOB))
+    shutil.rmtree(ws.endpoint(BOB), onerror=_gone_already)
     assert alice.send_message(BOB, "three", timeout=10).status == "delivered"
     assert [m.content for m in bob.get_chat_history(with_user=ALICE)] == ["one", "two", "three"]
 
@@ -251,8 +257,9 @@ def test_a_confirmation_is_durable_by_default(
     monkeypatch.setattr(os, "fsync", fsync)
     assert alice.send_message(BOB, "keep me", timeout=10).status == "delivered"
     folder = str(ws.endpoint(BOB) / ALICE)
-    if durable:  # bob's response: the file, then the folder it was renamed into
-        assert folder in synced, synced
+    if durable:  # bob's response: the file, then the folder it was renamed into (the
+        # folder right after the rename that alice may already have seen)
+        wait_for(lambda: folder in synced, 5)
         assert any(name.endswith(".tmp") for name in synced), synced
     else:
         assert folder not in synced

@@ -757,7 +757,9 @@ class RpcTransport:
                 response_path,
                 response.model_dump_json().encode(),
                 tmp_dir=self._tmp_dir,
-                durable=self.settings.durable,  # the confirmation: survives a power cut
+                # a confirmation must survive a power cut; a refusal or "send again" is
+                # cheap to lose (the sender sends again), so a flood of them costs no fsync
+                durable=self.settings.durable and reply.ok,
             )
 
 
