@@ -382,11 +382,12 @@ def run_raw_throughput(senders: int = 8, n: int = 400, *, tmp_outside: bool = Fa
     return ok / elapsed
 
 
-def run_raw_cold_start() -> dict[str, float]:
+def run_raw_cold_start(*, tmp_outside: bool = False) -> dict[str, float]:
     """Seconds from constructing the ``SyftEvents`` server to ``start()`` returning
     (``start_s``) and to the handler seeing the first request (``first_request_s``).
 
     The sender (and its observer) exists before the clock starts, as a running peer would.
+    ``tmp_outside`` as for :func:`run_raw_latency`.
     """
     quiet_logs()
     root = Path(tempfile.mkdtemp(prefix="syftchat-rawcold-"))
@@ -395,7 +396,8 @@ def run_raw_cold_start() -> dict[str, float]:
     try:
         sender_email = "sender0@openmined.org"
         configs = make_workspace(root, [SERVER, sender_email])
-        sender = _Sender(sender_email, configs[sender_email], SERVER, APP_NAME)
+        tmp_dir = root / "tmp" if tmp_outside else None
+        sender = _Sender(sender_email, configs[sender_email], SERVER, APP_NAME, tmp_dir)
         handled = threading.Event()
         t0 = time.perf_counter()
         server = start_raw_server(configs[SERVER], APP_NAME, lambda rid: handled.set())
