@@ -30,6 +30,10 @@ _ORIGINAL_COLUMNS = (*_SEED_COLUMNS[:-1], "meta_data")
 #: be read as a literal (a ``repr`` of a datetime, say); the entries that could be read
 #: are kept beside it.
 LEGACY_META_KEY = "syft_chat.legacy_meta_data"
+#: ``meta_data`` text longer than this is not parsed as a Python literal (``ast.parse``
+#: takes some 300 bytes of memory per character of a list display: 9 MB took 3 GB); it
+#: is kept as it is under :data:`LEGACY_META_KEY`. JSON text of any length is read.
+_LITERAL_MAX_CHARS = 256 * 1024
 
 
 def _fmt_ts(value: datetime) -> str:
@@ -117,7 +121,8 @@ def legacy_metadata(text: Any) -> dict[str, Any]:
     it without running anything: JSON, else an ``ast.literal_eval`` of the literal.
     When the whole text is no readable literal (a ``repr`` holding a datetime, or
     code), the entries of its dict display that are literals are kept, and the text
-    itself under :data:`LEGACY_META_KEY`. ``None`` (NULL or ``'None'``) is ``{}``.
+    itself under :data:`LEGACY_META_KEY`; text over 256 KiB that is no JSON is only
+    kept (not parsed). ``None`` (NULL or ``'None'``) is ``{}``.
     """
     if text is None:
         return {}
@@ -134,6 +139,8 @@ def legacy_metadata(text: Any) -> dict[str, Any]:
         if loaded is None:
             return {}
         return loaded if isinstance(loaded, dict) else {LEGACY_META_KEY: text}
+    if len(text) > _LITERAL_MAX_CHARS:
+        return {LEGACY_META_KEY: text}
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError, MemoryError, RecursionError):
