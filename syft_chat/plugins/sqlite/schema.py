@@ -173,11 +173,19 @@ def _adopt_original(db: Any, owner: str, now: str) -> None:
     Its conversation partner is only in ``meta_data``: an outgoing message's peer is
     the ``recipient`` there (none if it has none), an incoming one's its sender.
     Every row is kept; a missing or repeated ``msg_id`` gets one made from its row.
+    Text that is not valid UTF-8 (another tool wrote it) is read with U+FFFD in place
+    of the bytes it cannot decode, rather than making the file unopenable.
     """
-    rows = db.execute_sql(
-        "SELECT rowid, msg_id, sender, content, timestamp, thread_id, reply_to, meta_data"
-        " FROM _messages_v0 ORDER BY rowid"
-    ).fetchall()
+    conn = db.connection()
+    factory = conn.text_factory
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        rows = db.execute_sql(
+            "SELECT rowid, msg_id, sender, content, timestamp, thread_id, reply_to, meta_data"
+            " FROM _messages_v0 ORDER BY rowid"
+        ).fetchall()
+    finally:
+        conn.text_factory = factory
     seen: set[str] = set()
     for rowid, msg_id, sender, content, stamp, thread_id, reply_to, meta_text in rows:
         if not isinstance(msg_id, str) or not msg_id:
