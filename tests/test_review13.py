@@ -106,3 +106,22 @@ def test_a_giant_original_meta_data_is_not_parsed_as_a_python_literal():
     assert time.monotonic() - start < 3
     big_json = '{"recipient": "bob", "a": [' + "1, " * 3_000_000 + "1]}"
     assert legacy_metadata(big_json)["recipient"] == "bob"  # JSON stays cheap and is read
+
+
+def test_a_relative_db_path_survives_a_change_of_directory(workspace, tmp_path, monkeypatch):
+    """The deleted/replaced check stats the path it was given: with a relative ``db_path``
+    a later ``os.chdir`` (a notebook's ``%cd``) made the client think its database was
+    deleted and stop storing and confirming for good."""
+    ws = workspace(ALICE, BOB)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    alice = ws.client(ALICE)
+    bob = ws.client(BOB, db_path="bob.db")
+    assert alice.send_message(BOB, "one", timeout=10).status == "delivered"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert alice.send_message(BOB, "two", timeout=10).status == "delivered"
+    assert [m.content for m in bob.get_chat_history(with_user=ALICE)] == ["one", "two"]
+    assert bob.send_message(ALICE, "three", timeout=10).status == "delivered"
