@@ -95,7 +95,7 @@ class Announcer:
         """
         core = self._core
         serving = core.role == "serving"
-        if core.heard.first_time(message.msg_id):
+        if core.heard.first_time(message.msg_id, message.sender):
             journal = core.journal
             if serving and journal is not None:
                 journal.write(message.msg_id, message.sender)

@@ -190,12 +190,13 @@ class MessagingCore:
             note.get("db_path"),
         )
 
-    def _hear(self, msg_id: str, peer: str) -> None:
-        """Follower thread: the serving process announced ``msg_id``; announce it here."""
-        found = self.store.get(msg_id)
+    def _hear(self, msg_id: str, sender: str) -> None:
+        """Follower thread: the serving process announced ``sender``'s ``msg_id`` (the
+        journal's ``peer`` is the message's sender); announce it here."""
+        found = self.store.get(msg_id, sender=sender)
         if found is None or found.direction is not Direction.INCOMING:
             return  # gone meanwhile (a deletion erases every copy)
-        self.incoming.ordering.submit_ready(found.peer or peer, found.message)
+        self.incoming.ordering.submit_ready(found.peer or sender, found.message)
 
     def _take_over(self) -> None:
         """Follower thread: the serving process stopped and this one holds the lock."""

@@ -288,18 +288,20 @@ class JournalReader:
 
 
 class Heard:
-    """The message ids this process announced (so that it announces each once)."""
+    """The messages this process announced (so that it announces each once), by
+    ``(sender, msg_id)``: message ids are per sender."""
 
     def __init__(self, kept: int = _HEARD_KEPT) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._kept = kept
         self._lock = threading.Lock()
 
-    def first_time(self, msg_id: str) -> bool:
+    def first_time(self, msg_id: str, sender: str) -> bool:
+        key = (sender, msg_id)
         with self._lock:
-            if msg_id in self._ids:
+            if key in self._ids:
                 return False
-            self._ids[msg_id] = None
+            self._ids[key] = None
             if len(self._ids) > self._kept:
                 self._ids.popitem(last=False)
             return True

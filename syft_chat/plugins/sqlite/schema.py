@@ -30,6 +30,10 @@ _ORIGINAL_COLUMNS = (*_SEED_COLUMNS[:-1], "meta_data")
 #: be read as a literal (a ``repr`` of a datetime, say); the entries that could be read
 #: are kept beside it.
 LEGACY_META_KEY = "syft_chat.legacy_meta_data"
+#: ``meta_data`` text longer than this is not parsed as a Python literal (``ast.parse``
+#: takes some 300 bytes of memory per character of a list display: 9 MB took 3 GB); it
+#: is kept as it is under :data:`LEGACY_META_KEY`. JSON text of any length is read.
+_LITERAL_MAX_CHARS = 256 * 1024
 
 
 def _fmt_ts(value: datetime) -> str:
@@ -117,7 +121,8 @@ def legacy_metadata(text: Any) -> dict[str, Any]:
     it without running anything: JSON, else an ``ast.literal_eval`` of the literal.
     When the whole text is no readable literal (a ``repr`` holding a datetime, or
     code), the entries of its dict display that are literals are kept, and the text
-    itself under :data:`LEGACY_META_KEY`. ``None`` (NULL or ``'None'``) is ``{}``.
+    itself under :data:`LEGACY_META_KEY`; text over 256 KiB that is no JSON is only
+    kept (not parsed). ``None`` (NULL or ``'None'``) is ``{}``.
     """
     if text is None:
         return {}
@@ -134,6 +139,8 @@ def legacy_metadata(text: Any) -> dict[str, Any]:
         if loaded is None:
             return {}
         return loaded if isinstance(loaded, dict) else {LEGACY_META_KEY: text}
+    if len(text) > _LITERAL_MAX_CHARS:
+        return {LEGACY_META_KEY: text}
     try:
         node = ast.parse(text.strip(), mode="eval").body
     except (SyntaxError, ValueError, MemoryError, RecursionError):
@@ -166,11 +173,19 @@ def _adopt_original(db: Any, owner: str, now: str) -> None:
     Its conversation partner is only in ``meta_data``: an outgoing message's peer is
     the ``recipient`` there (none if it has none), an incoming one's its sender.
     Every row is kept; a missing or repeated ``msg_id`` gets one made from its row.
+    Text that is not valid UTF-8 (another tool wrote it) is read with U+FFFD in place
+    of the bytes it cannot decode, rather than making the file unopenable.
     """
-    rows = db.execute_sql(
-        "SELECT rowid, msg_id, sender, content, timestamp, thread_id, reply_to, meta_data"
-        " FROM _messages_v0 ORDER BY rowid"
-    ).fetchall()
+    conn = db.connection()
+    factory = conn.text_factory
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        rows = db.execute_sql(
+            "SELECT rowid, msg_id, sender, content, timestamp, thread_id, reply_to, meta_data"
+            " FROM _messages_v0 ORDER BY rowid"
+        ).fetchall()
+    finally:
+        conn.text_factory = factory
     seen: set[str] = set()
     for rowid, msg_id, sender, content, stamp, thread_id, reply_to, meta_text in rows:
         if not isinstance(msg_id, str) or not msg_id:

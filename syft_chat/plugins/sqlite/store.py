@@ -202,7 +202,8 @@ class SQLiteStore(HistoryViews):
         """
         if synchronous.upper() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
-        self.path = Path(path).expanduser()
+        # absolute: the deleted/replaced check stats it again later, maybe from elsewhere
+        self.path = Path(path).expanduser().absolute()
         self.owner = owner
         self._lock = threading.RLock()
         self._depth = 0  # nesting of transaction() blocks (under the lock)
