@@ -5,12 +5,16 @@ request files by hand."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from support import envelope_body, read_response, wait_for, write_raw_request
 
 import syft_chat
+from syft_chat.features.groups import CHANGE_KEY
+from syft_chat.interfaces import StoredMessage
+from syft_chat.models import ChatMessage, Direction, MessageStatus
 
 ANN, BEN, CAT, DAN, EVE = (f"{n}@openmined.org" for n in ("ann", "ben", "cat", "dan", "eve"))
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}
@@ -122,3 +126,60 @@ def test_a_version_at_its_limit_is_a_clear_error(team):
     assert CAT in clients[ANN].get_group(gid).members
     # other entries still change (here only: the others never saw cat's entry so high)
     assert BEN not in clients[ANN].remove_group_members(gid, [BEN]).members
+
+
+# ---------------------------------------------------------------- 2. no backdating via seq
+
+
+def _at(client: Any, msg_id: str, sender: str) -> datetime:
+    row = client.store.get(msg_id, sender=sender)
+    assert row is not None
+    return row.message.timestamp
+
+
+def _write(ws: Any, sender: str, to: str, at: datetime, **extra: Any) -> str:
+    body = envelope_body(sender, to, "x", timestamp=at.isoformat(), **extra)
+    status, answer = read_response(write_raw_request(ws, to=to, folder=sender, body=body))
+    assert status == 200, answer
+    return str(answer["message_id"])
+
+
+def test_a_lower_or_missing_seq_does_not_backdate(workspace):
+    ws = workspace(ANN, EVE)
+    ann = ws.client(ANN, settings=FAST)
+    now = datetime.now(timezone.utc)
+    _write(ws, EVE, ANN, now - timedelta(hours=1), seq=1)
+    second = _write(ws, EVE, ANN, now, seq=2)
+    latest = _at(ann, second, EVE)
+    early = now - timedelta(hours=20)  # within a day of the first message
+    assert _at(ann, _write(ws, EVE, ANN, early), EVE) >= latest  # no seq
+    assert _at(ann, _write(ws, EVE, ANN, early, seq=1), EVE) >= latest  # a seq used already
+    _write(ws, EVE, ANN, now + timedelta(minutes=1), seq=5)
+    # a late message (seq 3 of 5) is kept after seq 2, not before it
+    assert _at(ann, _write(ws, EVE, ANN, early, seq=3), EVE) >= latest
+    # a message with a new, higher seq is kept after everything lower
+    assert _at(ann, _write(ws, EVE, ANN, early, seq=6), EVE) >= now + timedelta(minutes=1)
+
+
+def test_a_group_message_is_bounded_by_the_group_not_a_direct_history(workspace):
+    ws = workspace(ANN, BEN, EVE)
+    ann, ben, eve = (ws.client(e, settings=FAST) for e in (ANN, BEN, EVE))
+    gid = ann.create_group("team", [BEN, EVE]).group_id
+    wait_for(lambda: _members(ben, gid) is not None, timeout=10)
+    eve.close()
+    # ben and eve talked a month ago
+    now = datetime.now(timezone.utc)
+    old = ChatMessage(
+        sender=EVE,
+        recipient=BEN,
+        content="long ago",
+        timestamp=now - timedelta(days=30),
+        seq=1,
+        status=MessageStatus.RECEIVED,
+    )
+    ben.store.insert(StoredMessage(old, Direction.INCOMING, EVE))
+    meta = {CHANGE_KEY: ben.get_group(gid).version}
+    msg = _write(
+        ws, EVE, BEN, now - timedelta(days=2), seq=2, group_id=gid, kind="message", metadata=meta
+    )
+    assert _at(ben, msg, EVE) >= now - timedelta(days=1, minutes=1)
