@@ -267,6 +267,8 @@ class MessageQuery:
     thread_id: str | None = None
     target: str | None = None
     since: datetime | None = None
+    #: only numbered messages, with a ``seq`` at most this
+    seq_at_most: int | None = None
     applied: bool | None = None
     notified: bool | None = None
     updated_before: datetime | None = None

@@ -10,14 +10,17 @@ message itself becomes ``delivered`` once every member confirmed it.
 Membership changes are messages too (kind ``group``). A group belongs to its creator
 (its id carries a tag of the creator's email, so nobody else can create a group under
 that id), who may name admins; the owner and the admins add and remove members, anyone
-may leave. Each change carries the whole roster: one entry per datasite that was ever in
-the group (member or not, admin or not, and the version of the last change to that
-entry). A receiver merges a change entry by entry, keeping for each datasite the entry
-with the higher ``(version, change msg_id)``, and only the entries the change's
-(authenticated) author may set: entries are independent, so two admins adding carol and
-dave at the same time both take effect, and every member converges on the same roster
-whatever order changes arrive in. Versions are bounded (at most ``MAX_STEP`` above the
-receiver's entry, below 2**31), so no number a peer sends can freeze a roster.
+but the owner may leave (the owner introduces the group to the members an admin adds, so
+it stays while others remain; ownership is not handed over, since a newcomer could not
+check a hand-over the way it checks the creator against the group id). Each change
+carries the whole roster: one entry per datasite that was ever in the group (member or
+not, admin or not, and the version of the last change to that entry). A receiver merges
+a change entry by entry, keeping for each datasite the entry with the higher ``(version,
+change msg_id)``, and only the entries the change's (authenticated) author may set:
+entries are independent, so two admins adding carol and dave at the same time both take
+effect, and every member converges on the same roster whatever order changes arrive in.
+Versions are bounded (at most ``MAX_STEP`` above the receiver's entry, below 2**31), so
+no number a peer sends can freeze a roster.
 
 When a member who may manage the group learns, from a change, of members the change's
 author did not know, it forwards its roster to those it knows that the author did not
@@ -81,6 +84,8 @@ _MAX_MEMBERS = 256
 Op = Literal["create", "add", "remove", "leave", "admins", "sync"]
 #: the most an entry's version may move in one change (a peer cannot jump it to the end)
 MAX_STEP = 1024
+#: versions stay below this (:class:`~syft_chat.models.RosterEntry`)
+MAX_VERSION = 2**31
 _GROUP_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{16}$")
 _LEGACY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids of groups made before owners
 
@@ -243,8 +248,15 @@ class Groups:
             if entry.newer_than(old):
                 roster[email] = entry
                 changed = True
-        if owner in roster and not roster[owner].member and change.op != "leave":
-            raise GroupRefusal(403, "the owner of a group cannot be removed")
+        was = current.roster.get(owner) if current is not None else None
+        if owner in roster and not roster[owner].member and (was is None or was.member):
+            # the owner introduces the group to newcomers: without it nobody could, and a
+            # newcomer would answer "not yet" for ever (a group whose owner left before
+            # this rule keeps its state, and takes no new members: see _unknown)
+            raise GroupRefusal(
+                403,
+                "the owner of a group cannot be removed, nor leave while others remain",
+            )
         if change.op in ("create", "add", "remove", "admins") and actor == base.created_by:
             name = change.name  # the owner may rename
         if not changed and current is not None:
@@ -273,6 +285,11 @@ class Groups:
         )
         if not claimed.may_manage(actor):
             raise GroupRefusal(403, f"{actor} may not add members to group {gid}")
+        owner = claimed.roster.get(change.created_by)
+        if owner is None or not owner.member:  # nobody will ever introduce it
+            raise GroupRefusal(
+                403, f"the owner of group {gid} is not a member: it cannot be introduced"
+            )
         if actor != change.created_by:
             raise GroupRefusal(
                 425, f"waiting for {change.created_by} to introduce group {gid}", retry=True
@@ -467,6 +484,11 @@ class Groups:
             old = roster.get(email)
             if self.me != owner:  # only the owner names admins: an admin keeps the flag
                 admin = old.admin if old is not None else False
+            if old is not None and old.v + 1 >= MAX_VERSION:
+                raise InvalidMessageError(
+                    f"the entry of {email} in group {group_id!r} has reached the version "
+                    f"limit ({MAX_VERSION - 1}): it cannot change any more"
+                )
             roster[email] = RosterEntry(
                 member=member,
                 admin=admin,
@@ -538,6 +560,11 @@ class Groups:
 
     def add_group_members(self, group_id: str, members: Iterable[str]) -> Group:
         group = self._manage(group_id)
+        if group.created_by not in group.members:
+            raise InvalidMessageError(
+                f"the owner ({group.created_by}) has left group {group_id!r}: only the owner "
+                "introduces a group to new members, so none can be added"
+            )
         new = [m for m in self._people(members) if m not in group.members]
         if not new:
             return group
@@ -575,6 +602,12 @@ class Groups:
         group = self.my_group(group_id)
         if len(group.members) <= 1:
             raise InvalidMessageError("the last member cannot leave")
+        if self.me == group.created_by:
+            raise InvalidMessageError(
+                f"the owner of group {group_id!r} cannot leave while others remain: only the "
+                "owner introduces the group to new members. Remove the other members first "
+                "(ownership cannot be handed over: the group id is bound to its creator)"
+            )
         return self._change("leave", group_id, {self.me: (False, False)}, notify_too=[])
 
     def send_to_group(

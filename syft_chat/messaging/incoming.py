@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,7 @@ _MAX_CLOCK_SKEW = timedelta(minutes=5)
 #: message here (before the time of receipt, for a conversation's first message): a peer
 #: must not pin its messages to the start of history (backdated to year 1)
 _MAX_BACKDATE = timedelta(days=1)
+_CHAT = frozenset({MessageKind.MESSAGE})
 
 
 def stray_actions(older_than: timedelta) -> MessageQuery:
@@ -249,27 +251,44 @@ class Incoming:
     def _earliest(self, sender: str, message: ChatMessage, now: datetime) -> datetime:
         """The earliest timestamp ``message`` may carry (earlier ones are clamped to it).
 
-        A day before the conversation's first message here (before ``now`` if there is
-        none yet), and never before the sender's previous message (by ``seq``).
+        A day before the conversation's first chat message here (the group's, for a group
+        message; before ``now`` if there is none yet), and never before the latest
+        message from ``sender`` with a lower ``seq``: the latest of all its messages when
+        ``message`` has no ``seq`` or one already used (a late message, whose ``seq``
+        fills a gap, is only kept after the ones numbered before it).
         """
+        conversation = f"{GROUP_PREFIX}{message.group_id}" if message.group_id else sender
+        first_query = MessageQuery(conversation=conversation, kinds=_CHAT, order="time", limit=1)
         try:
-            first = self._store.find(MessageQuery(peer=sender, order="time", limit=1))
+            first = self._store.find(first_query)
             floor = (first[0].message.timestamp if first else now) - _MAX_BACKDATE
         except OverflowError:  # a year-1 timestamp stored before this rule
             floor = datetime.min.replace(tzinfo=timezone.utc)
         except StorageError:
             return now - _MAX_BACKDATE
-        if message.seq is not None:
-            query = MessageQuery(
-                peer=sender, direction=Direction.INCOMING, order="seq", limit=1, last=True
-            )
-            try:
-                previous = self._store.find(query)
-            except StorageError:
-                previous = []
-            if previous and (previous[0].message.seq or 0) < message.seq:
-                floor = max(floor, previous[0].message.timestamp)
-        return floor
+        try:
+            previous = self._previous(sender, message.seq)
+        except (StorageError, OverflowError):
+            previous = None
+        return max(floor, previous) if previous is not None else floor
+
+    def _previous(self, sender: str, seq: int | None) -> datetime | None:
+        """The time of the latest message from ``sender`` that a message numbered ``seq``
+        follows (see :meth:`_earliest`)."""
+        mine = MessageQuery(peer=sender, direction=Direction.INCOMING)
+        latest = self._store.find(replace(mine, order="time", limit=1, last=True))
+        if not latest:
+            return None
+        newest = latest[0].message
+        if seq is None or (newest.seq is not None and newest.seq < seq):
+            return newest.timestamp  # the usual case: the next message, in order
+        at_most = self._store.find(replace(mine, seq_at_most=seq, order="seq", limit=1, last=True))
+        if at_most and at_most[0].message.seq == seq:  # a number used already
+            return newest.timestamp
+        lower = self._store.find(
+            replace(mine, seq_at_most=seq - 1, order="time", limit=1, last=True)
+        )
+        return lower[0].message.timestamp if lower else None
 
     def _check(self, request: IncomingRequest, envelope: Envelope) -> Refusal | None:
         limits, me = self._settings, self._core.email

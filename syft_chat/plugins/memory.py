@@ -57,6 +57,7 @@ def _matches(r: StoredMessage, q: MessageQuery) -> bool:
         and (q.thread_id is None or m.thread_id == q.thread_id)
         and (q.target is None or m.target == q.target)
         and (q.since is None or m.timestamp >= to_utc(q.since))
+        and (q.seq_at_most is None or (m.seq is not None and m.seq <= q.seq_at_most))
         and (q.applied is None or r.applied == q.applied)
         and (q.notified is None or r.notified == q.notified)
         and (

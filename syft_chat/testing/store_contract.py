@@ -408,6 +408,8 @@ class StoreContract:
             (MessageQuery(thread_id="t1"), "ad"),
             (MessageQuery(target="a"), "ce"),
             (MessageQuery(since=T0 + timedelta(minutes=3)), "def"),
+            (MessageQuery(seq_at_most=1), "ab"),
+            (MessageQuery(peer=PEER, seq_at_most=2), "abe"),
             (MessageQuery(applied=False), "e"),
             (MessageQuery(applied=True), "abcdf"),
             (MessageQuery(notified=False), "e"),

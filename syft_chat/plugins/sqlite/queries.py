@@ -200,6 +200,9 @@ def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
     if query.since is not None:
         clauses.append("timestamp >= ?")
         params.append(_ts_text(query.since))
+    if query.seq_at_most is not None:
+        clauses.append("seq <= ?")
+        params.append(query.seq_at_most)
     if query.updated_before is not None:
         clauses.append("updated_at < ?")
         params.append(_ts_text(query.updated_before))
