@@ -106,3 +106,38 @@ def read_response(path: Path, timeout: float = 5.0) -> tuple[int, dict[str, Any]
     data = json.loads(resp.read_text())
     body = base64.b64decode(data["body"]) if data.get("body") else b"{}"
     return int(data["status_code"]), json.loads(body)
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group_members(client: Any, gid: str) -> list[str] | None:
+    """``client``'s sorted member list of group ``gid``, or ``None`` if it does not know it."""
+    try:
+        return sorted(client.get_group(gid).members)
+    except syft_chat.InvalidMessageError:
+        return None
+
+
+def group_change(group: Any, op: str, targets: dict[str, dict[str, Any]], **extra: Any) -> str:
+    """A membership change as a peer would write it by hand, from ``group``'s roster."""
+    roster = {e: r.model_dump() for e, r in group.roster.items()}
+    roster.update(targets)
+    body = {
+        "op": op,
+        "name": group.name,
+        "created_by": group.created_by,
+        "targets": list(targets),
+        "roster": roster,
+        "members": [e for e, r in roster.items() if r["member"]],
+    }
+    body.update(extra)
+    return json.dumps(body)
+
+
+def send_group_change(
+    ws: Workspace, sender: str, to: str, content: str, gid: str, **extra: Any
+) -> tuple[int, dict[str, Any]]:
+    """Write a ``group`` request by hand from ``sender``'s folder; its (status, answer)."""
+    body = envelope_body(sender, to, content, kind="group", group_id=gid, **extra)
+    return read_response(write_raw_request(ws, to=to, folder=sender, body=body))

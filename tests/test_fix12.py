@@ -4,12 +4,14 @@ request files by hand."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from support import envelope_body, read_response, wait_for, write_raw_request
+from support import group_change as _change
+from support import group_members as _members
+from support import send_group_change as _send
 
 import syft_chat
 from syft_chat.features.groups import CHANGE_KEY
@@ -18,33 +20,6 @@ from syft_chat.models import ChatMessage, Direction, MessageStatus
 
 ANN, BEN, CAT, DAN, EVE = (f"{n}@openmined.org" for n in ("ann", "ben", "cat", "dan", "eve"))
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}
-
-
-def _members(client: Any, gid: str) -> list[str] | None:
-    try:
-        return sorted(client.get_group(gid).members)
-    except syft_chat.InvalidMessageError:
-        return None
-
-
-def _change(group: Any, op: str, targets: dict[str, dict[str, Any]]) -> str:
-    roster = {e: r.model_dump() for e, r in group.roster.items()}
-    roster.update(targets)
-    return json.dumps(
-        {
-            "op": op,
-            "name": group.name,
-            "created_by": group.created_by,
-            "targets": list(targets),
-            "roster": roster,
-            "members": [e for e, r in roster.items() if r["member"]],
-        }
-    )
-
-
-def _send(ws: Any, sender: str, to: str, content: str, gid: str) -> tuple[int, Any]:
-    body = envelope_body(sender, to, content, kind="group", group_id=gid)
-    return read_response(write_raw_request(ws, to=to, folder=sender, body=body))
 
 
 def _set_entry(client: Any, gid: str, email: str, **fields: Any) -> None:

@@ -5,10 +5,12 @@ kept, and bounded numbers. Real clients; the hostile side writes request files b
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from support import envelope_body, read_response, wait_for, write_raw_request
+from support import group_change as _change
+from support import group_members as _members
+from support import send_group_change as _send
 
 import syft_chat
 from syft_chat.features.groups import CHANGE_KEY, new_group_id
@@ -16,34 +18,6 @@ from syft_chat.features.groups import CHANGE_KEY, new_group_id
 ANN, BEN, CAT, DAN, EVE = (f"{n}@openmined.org" for n in ("ann", "ben", "cat", "dan", "eve"))
 MALLORY = "mallory@openmined.org"
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}
-
-
-def _members(client: Any, gid: str) -> list[str] | None:
-    try:
-        return sorted(client.get_group(gid).members)
-    except syft_chat.InvalidMessageError:
-        return None
-
-
-def _change(group: Any, op: str, targets: dict[str, dict[str, Any]], **extra: Any) -> str:
-    """A membership change as a peer would write it, from ``group``'s roster."""
-    roster = {e: r.model_dump() for e, r in group.roster.items()}
-    roster.update(targets)
-    body = {
-        "op": op,
-        "name": group.name,
-        "created_by": group.created_by,
-        "targets": list(targets),
-        "roster": roster,
-        "members": [e for e, r in roster.items() if r["member"]],
-    }
-    body.update(extra)
-    return json.dumps(body)
-
-
-def _send(ws: Any, sender: str, to: str, content: str, gid: str, **extra: Any) -> tuple[int, Any]:
-    body = envelope_body(sender, to, content, kind="group", group_id=gid, **extra)
-    return read_response(write_raw_request(ws, to=to, folder=sender, body=body))
 
 
 @pytest.fixture

@@ -3,39 +3,16 @@ client, and by the version arithmetic. Real clients; hostile sides write request
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 from support import envelope_body, read_response, wait_for, write_raw_request
+from support import group_change as _change
+from support import group_members as _members
 
 import syft_chat
 from syft_chat.features.groups import CHANGE_KEY, ENTRY_KEY
 
 ANN, BEN, CAT, DAN, EVE = (f"{n}@openmined.org" for n in ("ann", "ben", "cat", "dan", "eve"))
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}
-
-
-def _members(client: Any, gid: str) -> list[str] | None:
-    try:
-        return sorted(client.get_group(gid).members)
-    except syft_chat.InvalidMessageError:
-        return None
-
-
-def _change(group: Any, op: str, targets: dict[str, dict[str, Any]]) -> str:
-    roster = {e: r.model_dump() for e, r in group.roster.items()}
-    roster.update(targets)
-    return json.dumps(
-        {
-            "op": op,
-            "name": group.name,
-            "created_by": group.created_by,
-            "targets": list(targets),
-            "roster": roster,
-            "members": [e for e, r in roster.items() if r["member"]],
-        }
-    )
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ from support import (
     wait_for,
     write_raw_request,
 )
+from support import (
+    group_members as _members,
+)
 
-import syft_chat
 from syft_chat.interfaces import MessageQuery, StoredMessage
 from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus
 from syft_chat.plugins.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
@@ -27,13 +29,6 @@ from syft_chat.plugins.sqlite.store import SQLiteStore
 
 ANN, BEN = "ann@openmined.org", "ben@openmined.org"
 FAST = {"retry_initial": 0.3, "retry_max": 1.0}
-
-
-def _members(client: Any, gid: str) -> list[str] | None:
-    try:
-        return sorted(client.get_group(gid).members)
-    except syft_chat.InvalidMessageError:
-        return None
 
 
 def test_a_copied_group_message_id_does_not_block_the_real_message(workspace, tmp_path):
