@@ -35,16 +35,25 @@ These rules are written here once, over the narrow store interface, for every st
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from syft_chat.errors import InvalidMessageError, UnknownRecipientError
-from syft_chat.identity import canonical_email, is_canonical
+from syft_chat.features.roster import (
+    MAX_VERSION,
+    GroupChange,
+    GroupRefusal,
+    Op,
+    authorize,
+    group_state,
+    members_of,
+    merge,
+    new_group_id,
+    parse_change,
+    valid_group_id,
+)
+from syft_chat.identity import canonical_email
 from syft_chat.interfaces import GROUP_PREFIX, MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
 from syft_chat.messaging.status import group_status
@@ -78,74 +87,6 @@ CHANGE_KEY = "syft_chat.group_version"
 #: (versions are sums, so after concurrent changes a receiver that lacks the author's
 #: entry can have seen "as much": the author's entry says whether it is behind)
 ENTRY_KEY = "syft_chat.group_entry"
-_MAX_MEMBERS = 256
-
-
-Op = Literal["create", "add", "remove", "leave", "admins", "sync"]
-#: the most an entry's version may move in one change (a peer cannot jump it to the end)
-MAX_STEP = 1024
-#: versions stay below this (:class:`~syft_chat.models.RosterEntry`)
-MAX_VERSION = 2**31
-_GROUP_ID = re.compile(r"^[0-9a-f]{32}-[0-9a-f]{16}$")
-_LEGACY_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")  # ids of groups made before owners
-
-
-def creator_tag(email: str) -> str:
-    """The part of a group id that names its creator."""
-    return hashlib.sha256(email.encode("utf-8")).hexdigest()[:16]
-
-
-def new_group_id(creator: str) -> str:
-    """A fresh group id bound to ``creator``: only ``creator`` can create it anywhere."""
-    return f"{uuid.uuid4().hex}-{creator_tag(creator)}"
-
-
-class GroupChange(BaseModel):
-    """The content of a ``group`` message: what changed and the roster after it."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    op: Op
-    name: str = Field(min_length=1, max_length=200)
-    created_by: str = Field(min_length=3, max_length=320)
-    #: the datasites whose entries this change sets (the others are relayed state)
-    targets: list[str] = Field(default_factory=list, max_length=_MAX_MEMBERS)
-    roster: dict[str, RosterEntry] = Field(default_factory=dict, max_length=4 * _MAX_MEMBERS)
-    #: the members after the change (for readers of the raw table; the roster decides)
-    members: list[str] = Field(default_factory=list, max_length=_MAX_MEMBERS)
-    version: int = Field(default=1, ge=1, lt=2**40)
-
-
-def parse_change(message: ChatMessage) -> GroupChange:
-    change = GroupChange.model_validate_json(message.content)
-    for email in [*change.roster, *change.targets, change.created_by]:
-        if not is_canonical(email):
-            raise ValueError(f"not a canonical datasite email: {email[:64]!r}")
-    if not set(change.targets) <= set(change.roster):
-        raise ValueError("a change sets entries its roster lacks")
-    members = [e for e, r in change.roster.items() if r.member]
-    if change.op != "sync" and not 0 < len(members) <= _MAX_MEMBERS:
-        raise ValueError(f"a group has 1 to {_MAX_MEMBERS} members")
-    return change
-
-
-def _members_of(roster: dict[str, RosterEntry]) -> tuple[str, ...]:
-    return tuple(e for e, r in roster.items() if r.member)
-
-
-def _state(
-    group_id: str, name: str, owner: str, roster: dict[str, RosterEntry], change: ChatMessage
-) -> Group:
-    return Group(
-        group_id=group_id,
-        name=name,
-        created_by=owner,
-        members=_members_of(roster),
-        version=sum(r.v for r in roster.values()),
-        changed_at=change.timestamp,
-        change_id=change.msg_id,
-        roster=roster,
-    )
 
 
 class GroupChangeRule:
@@ -161,9 +102,7 @@ class GroupChangeRule:
         return message
 
     def check(self, message: ChatMessage, actor: str) -> Refusal | None:
-        if not message.group_id or not (
-            _GROUP_ID.match(message.group_id) or _LEGACY_ID.match(message.group_id)
-        ):
+        if not message.group_id or not valid_group_id(message.group_id):
             return Refusal(400, "a group change must name a valid group_id")
         current = self._groups.get(message.group_id)
         if current is not None and actor not in current.members:
@@ -189,14 +128,6 @@ class GroupChangeRule:
         return "group_changed"
 
 
-class GroupRefusal(Exception):
-    """A membership change that may not be adopted (carries the answer)."""
-
-    def __init__(self, code: int, reason: str, *, retry: bool = False) -> None:
-        super().__init__(reason)
-        self.refusal = Refusal(code, reason, retry)
-
-
 class Groups:
     """Group state and the group API the client offers, over the messaging core."""
 
@@ -218,119 +149,8 @@ class Groups:
         return group.members if group is not None else ()
 
     def merge(self, message: ChatMessage, change: GroupChange, actor: str) -> Group | None:
-        """The group after ``actor``'s change, or ``None`` if it changes nothing here.
-
-        Raises :class:`GroupRefusal` when ``actor`` may not make it.
-        """
-        gid = message.group_id or ""
-        current = self.get(gid)
-        if current is None:
-            base = self._unknown(gid, change, actor)
-            roster: dict[str, RosterEntry] = {}
-            owner, name = change.created_by, change.name
-        else:
-            if change.op == "create":
-                raise GroupRefusal(409, f"group {gid} exists already: a second create is refused")
-            base = current
-            roster, owner, name = dict(current.roster), current.created_by, current.name
-        self._authorize(base, change, actor)
-        changed = False
-        for email, entry in change.roster.items():
-            old = roster.get(email)
-            if email in change.targets:
-                entry = entry.model_copy(update={"change": message.msg_id})
-            elif not self._may_relay(base, actor, old, entry):
-                continue
-            if (old is not None or current is not None) and entry.v > (
-                old.v if old is not None else 0
-            ) + MAX_STEP:
-                raise GroupRefusal(400, f"the version of {email} jumps by more than {MAX_STEP}")
-            if entry.newer_than(old):
-                roster[email] = entry
-                changed = True
-        was = current.roster.get(owner) if current is not None else None
-        if owner in roster and not roster[owner].member and (was is None or was.member):
-            # the owner introduces the group to newcomers: without it nobody could, and a
-            # newcomer would answer "not yet" for ever (a group whose owner left before
-            # this rule keeps its state, and takes no new members: see _unknown)
-            raise GroupRefusal(
-                403,
-                "the owner of a group cannot be removed, nor leave while others remain",
-            )
-        if change.op in ("create", "add", "remove", "admins") and actor == base.created_by:
-            name = change.name  # the owner may rename
-        if not changed and current is not None:
-            return None
-        return _state(gid, name, owner, roster, message)
-
-    def _unknown(self, gid: str, change: GroupChange, actor: str) -> Group:
-        """A change of a group not known here. Only its owner introduces a group (its
-        create, or a roster it sends a new member); an admin's invitation waits ("not
-        yet") until the owner's introduction has arrived."""
-        if _GROUP_ID.match(gid) and not gid.endswith("-" + creator_tag(change.created_by)):
-            raise GroupRefusal(403, f"group {gid} was not created by {change.created_by}")
-        if change.op == "create" and actor != change.created_by:
-            raise GroupRefusal(403, f"a group is created by its creator, not by {actor}")
-        entry = change.roster.get(self.me)
-        if entry is None or not entry.member:
-            raise GroupRefusal(403, "a change of a group this datasite is not in")
-        if change.op not in ("create", "add", "sync"):
-            raise GroupRefusal(403, "a change of a group this datasite does not know yet")
-        claimed = _state(
-            gid,
-            change.name,
-            change.created_by,
-            dict(change.roster),
-            ChatMessage(sender=actor, content=""),
-        )
-        if not claimed.may_manage(actor):
-            raise GroupRefusal(403, f"{actor} may not add members to group {gid}")
-        owner = claimed.roster.get(change.created_by)
-        if owner is None or not owner.member:  # nobody will ever introduce it
-            raise GroupRefusal(
-                403, f"the owner of group {gid} is not a member: it cannot be introduced"
-            )
-        if actor != change.created_by:
-            raise GroupRefusal(
-                425, f"waiting for {change.created_by} to introduce group {gid}", retry=True
-            )
-        return claimed
-
-    @staticmethod
-    def _authorize(group: Group, change: GroupChange, actor: str) -> None:
-        op, targets = change.op, change.targets
-        if op == "leave":
-            if targets != [actor] or change.roster[actor].member:
-                raise GroupRefusal(403, "leaving changes only the leaver's own entry")
-            return
-        if op == "sync":
-            if targets:
-                raise GroupRefusal(400, "a sync sets no entries of its own")
-            return
-        if op == "admins":
-            if actor != group.created_by:
-                raise GroupRefusal(403, "only the owner of a group names its admins")
-            return
-        if op == "create" and not targets:
-            raise GroupRefusal(400, "a create names its members")
-        if not group.may_manage(actor):
-            raise GroupRefusal(
-                403, f"only the owner or an admin may {op} members of group {group.group_id}"
-            )
-        for email in targets:
-            entry, old = change.roster[email], group.roster.get(email)
-            if entry.admin != (old.admin if old is not None else False) and (
-                actor != group.created_by
-            ):
-                raise GroupRefusal(403, "only the owner of a group names its admins")
-
-    @staticmethod
-    def _may_relay(group: Group, actor: str, old: RosterEntry | None, entry: RosterEntry) -> bool:
-        """Whether an entry the change relays (made by someone else) is taken from ``actor``."""
-        if not group.may_manage(actor):
-            return False  # it reaches us from its author
-        admin_changed = entry.admin != (old.admin if old is not None else False)
-        return not admin_changed or actor == group.created_by
+        """The group after ``actor``'s change (see :func:`~syft_chat.features.roster.merge`)."""
+        return merge(self.get(message.group_id or ""), message, change, actor, self.me)
 
     def adopt(self, change: ChatMessage, body: GroupChange, actor: str) -> bool:
         """Merge a (checked) change into the stored group; whether anything changed.
@@ -496,7 +316,7 @@ class Groups:
                 change=record_id,
             )
         title = name or (current.name if current is not None else "")
-        members = list(_members_of(roster))
+        members = list(members_of(roster))
         body = GroupChange(
             op=op,
             name=title,
@@ -515,10 +335,10 @@ class Groups:
         )
         if current is not None:  # what every member will check: refused here first
             try:
-                self._authorize(current, body, self.me)
+                authorize(current, body, self.me)
             except GroupRefusal as refusal:
                 raise InvalidMessageError(refusal.refusal.reason) from None
-        state = _state(group_id, title, owner, roster, record)
+        state = group_state(group_id, title, owner, roster, record)
         notify = list(dict.fromkeys([*members, *notify_too]))
         self.fan_out(record, notify, also=lambda: self._core.store.put_group(state))
         updated = self.get(group_id)
