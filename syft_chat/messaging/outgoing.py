@@ -17,6 +17,7 @@ statuses are bookkeeping, and hooks hear of the group message only.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import logging
 import threading
@@ -61,7 +62,7 @@ def _parse_json(data: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Flight:
     """What is known in memory about an unconfirmed outgoing message."""
 
@@ -72,6 +73,50 @@ class _Flight:
     sent_at: float | None = None  # monotonic time the latest attempt was written
     unrecorded: bool = False  # the latest attempt is not in the store yet (it refused)
     settled: threading.Event = field(default_factory=threading.Event)
+    #: the earlier attempts still answerable (their ids are in ``Outgoing._requests``)
+    earlier: list[str] | None = None
+
+
+class _Floors:
+    """Per peer, the unconfirmed sequence numbers in a heap: the lowest in O(1) (amortised),
+    adding and settling in O(log n) of that peer's outbox, whatever the whole outbox holds.
+
+    Settled numbers leave lazily (when they reach the top), and the heap is rebuilt once
+    more than half of it is settled, so it never holds more than twice the live ones.
+    """
+
+    def __init__(self) -> None:
+        self._heaps: dict[str, list[int]] = {}
+        self._live: dict[str, dict[int, int]] = {}  # peer -> seq -> how many flights hold it
+
+    def add(self, peer: str, seq: int) -> None:
+        live = self._live.setdefault(peer, {})
+        live[seq] = live.get(seq, 0) + 1
+        heapq.heappush(self._heaps.setdefault(peer, []), seq)
+
+    def remove(self, peer: str, seq: int) -> None:
+        live = self._live.get(peer)
+        if live is None or seq not in live:
+            return
+        if live[seq] > 1:
+            live[seq] -= 1
+        else:
+            del live[seq]
+        heap = self._heaps[peer]
+        if not live:
+            del self._live[peer], self._heaps[peer]
+        elif len(heap) > 2 * len(live) + 16:
+            heap[:] = [s for s, n in live.items() for _ in range(n)]
+            heapq.heapify(heap)
+
+    def lowest(self, peer: str) -> int | None:
+        live = self._live.get(peer)
+        if not live:
+            return None
+        heap = self._heaps[peer]
+        while heap[0] not in live:
+            heapq.heappop(heap)
+        return heap[0]
 
 
 class Outgoing:
@@ -89,6 +134,7 @@ class Outgoing:
         self._lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}  # msg_id -> flight, until settled
         self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
+        self._floors = _Floors()  # per peer: the unconfirmed seqs of the flights
         self.schedule = Outbox(
             self._retry,
             initial=self._settings.retry_initial,
@@ -112,8 +158,31 @@ class Outgoing:
             numbered = message.model_copy(update={"seq": seq, "status": MessageStatus.QUEUED})
             store.insert(StoredMessage(numbered, Direction.OUTGOING, peer))
         with self._lock:
-            self._flights[numbered.msg_id] = _Flight(numbered, peer)
+            self._track(_Flight(numbered, peer))
         return numbered
+
+    def _track(self, flight: _Flight) -> None:
+        """Keep ``flight`` in memory (the caller holds the lock)."""
+        msg_id = flight.message.msg_id
+        old = self._flights.get(msg_id)
+        if old is not None:
+            self._untrack(old)
+        self._flights[msg_id] = flight
+        if flight.message.seq:
+            self._floors.add(flight.peer, flight.message.seq)
+        if flight.request_id:
+            self._requests[flight.request_id] = msg_id
+
+    def _untrack(self, flight: _Flight) -> None:
+        """Forget ``flight`` and its attempts (the caller holds the lock)."""
+        msg_id = flight.message.msg_id
+        if self._flights.get(msg_id) is flight:
+            del self._flights[msg_id]
+        if flight.message.seq:
+            self._floors.remove(flight.peer, flight.message.seq)
+        for request_id in (flight.request_id, *(flight.earlier or ())):
+            if request_id is not None and self._requests.get(request_id) == msg_id:
+                del self._requests[request_id]
 
     def resume(self) -> list[str]:
         """At start: track every unconfirmed message again; the peers that owe answers."""
@@ -122,10 +191,7 @@ class Outgoing:
             rows = [r for r in self._store.find(pending) if r.msg_id not in self._flights]
             for row in rows:
                 assert row.peer is not None
-                flight = _Flight(row.message, row.peer, row.request_id, row.attempts)
-                self._flights[row.msg_id] = flight
-                if row.request_id:
-                    self._requests[row.request_id] = row.msg_id
+                self._track(_Flight(row.message, row.peer, row.request_id, row.attempts))
         for row in rows:
             self.schedule.track(row.msg_id, delay=0)
         return sorted({row.peer for row in rows if row.peer})
@@ -139,8 +205,7 @@ class Outgoing:
 
     def _floor(self, peer: str) -> int | None:
         """The lowest unconfirmed sequence number to ``peer`` (see ``Envelope.floor``)."""
-        seqs = [f.message.seq for f in self._flights.values() if f.peer == peer and f.message.seq]
-        return min(seqs) if seqs else None
+        return self._floors.lowest(peer)
 
     # ------------------------------------------------------------------ attempts
 
@@ -172,7 +237,13 @@ class Outgoing:
             raise DeliveryError(f"not sent: {exc}", msg_id=msg_id) from exc
         request_id = str(uuid.uuid4())
         with self._lock:
+            if self._flights.get(msg_id) is not flight:
+                return  # settled meanwhile
             previous, flight.request_id = flight.request_id, request_id
+            if previous is not None:
+                if flight.earlier is None:
+                    flight.earlier = []
+                flight.earlier.append(previous)
             flight.attempts += 1
             flight.sent_at = time.monotonic()
             self._requests[request_id] = msg_id
@@ -341,10 +412,9 @@ class Outgoing:
         """The message is delivered or failed for good: stop tracking it, wake waiters."""
         self.schedule.forget(msg_id)
         with self._lock:
-            flight = self._flights.pop(msg_id, None)
+            flight = self._flights.get(msg_id)
             if flight is not None:
-                for request_id in [r for r, m in self._requests.items() if m == msg_id]:
-                    del self._requests[request_id]
+                self._untrack(flight)
         if flight is not None:
             flight.settled.set()
 

@@ -79,7 +79,15 @@ class Outbox:
             due = time.monotonic() + delay
             self._due[msg_id] = due
             heapq.heappush(self._heap, (due, msg_id))
+            if len(self._heap) > 2 * len(self._due) + 64:
+                self._compact()
             self._cond.notify()
+
+    def _compact(self) -> None:
+        """Drop the stale entries (rescheduled or forgotten messages): the heap never holds
+        more than about twice the tracked messages, however often they are rescheduled."""
+        self._heap = [(due, msg_id) for msg_id, due in self._due.items()]
+        heapq.heapify(self._heap)
 
     def forget(self, msg_id: str) -> None:
         """Stop tracking ``msg_id`` (confirmed or failed for good)."""
@@ -87,6 +95,8 @@ class Outbox:
             self._due.pop(msg_id, None)
             self._delay.pop(msg_id, None)
             self._soon.pop(msg_id, None)
+            if len(self._heap) > 2 * len(self._due) + 64:
+                self._compact()
 
     def pending(self) -> int:
         with self._cond:
