@@ -11,7 +11,9 @@ Figures, each against the performance goal (PASS / MISS):
   ``--quick``); goal: <= 50 ms on the big one.
 * With 10,000 requests (2,000 with ``--quick``) waiting at start: ``client()`` (goal
   <= 50 ms: it never waits for them), the first listener call after start (goal
-  <= 1 s) and the drain rate (every waiting message announced; goal >= 500 msg/s).
+  <= 1 s) and the drain rate (every waiting message announced; goal >= 500 msg/s). The
+  requests come from one sender, so the receiver runs with the per-sender flood guard
+  lifted (``sender_messages_per_minute``: by default 600 a minute, i.e. 10 msg/s).
 
 How the backlogs are made (so that ``--quick`` stays under ~30 s):
 
@@ -60,6 +62,9 @@ from syft_chat.testing import make_workspace
 ALICE = "alice@openmined.org"
 BOB = "bob@openmined.org"
 FAR = {"retry_initial": 3600.0, "retry_max": 7200.0}
+#: the waiting requests all come from one sender: without this, the flood guard
+#: (``sender_messages_per_minute``, default 600) alone caps the drain at 10 msg/s
+UNTHROTTLED = {"sender_messages_per_minute": 1_000_000, "sender_bytes_per_minute": 1 << 40}
 results: list[tuple[str, str, str, str]] = []  # figure, value, goal, PASS/MISS/info
 
 
@@ -130,7 +135,7 @@ def bench_outbox(root: Path, sizes: list[int], sends: int) -> None:
     bob.close()  # bob published his endpoint, then went offline
     alice = quiet_client(configs[ALICE], root / "outbox" / "alice.db", **FAR)
     try:
-        time_sends(alice, 5)  # warm up (the first send watches bob's folder, ...)
+        time_sends(alice, 20)  # warm up (the first send watches bob's folder, ...)
         base = statistics.median(time_sends(alice, sends))
         queued = alice.pending_messages()
         record(f"send_message, {len(queued)} queued", f"{base * 1000:.2f} ms", "baseline", None)
@@ -264,7 +269,7 @@ def bench_waiting(root: Path, n: int, timeout: float) -> None:
             done.set()
 
     t0 = time.perf_counter()
-    bob = quiet_client(configs[BOB], bob_db)
+    bob = quiet_client(configs[BOB], bob_db, **UNTHROTTLED)
     returned = time.perf_counter() - t0
     bob.add_message_listener(on_message)
     try:
