@@ -21,6 +21,12 @@ def _no_installed_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     isolate_plugins(monkeypatch)
 
 
+@pytest.fixture(autouse=True)
+def _no_home_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A client made without ``db_path`` never opens the real ``~/.syft-chat`` database."""
+    monkeypatch.setenv("SYFT_CHAT_DB", str(tmp_path / "default-chat.db"))
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Iterator[Callable[..., Workspace]]:
     made: list[Workspace] = []
