@@ -7,7 +7,7 @@ for with a :class:`BackendContext`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +49,7 @@ __all__ = [
     "TransportFactory",
     "Version",
     "check_updatable",
+    "with_reactions",
 ]
 
 
@@ -236,6 +237,30 @@ UPDATABLE = frozenset(
         "read_at",
     }
 )
+
+
+def with_reactions(
+    messages: list[ChatMessage], reactions: Callable[[Sequence[str]], Iterable[Reaction]]
+) -> list[ChatMessage]:
+    """``messages`` with their present reactions filled in (``{emoji: [users...]}``, each
+    emoji's users in the order they reacted); ``reactions`` is a store's
+    :meth:`~syft_chat.interfaces.MessageStore.reactions`. A reaction belongs to the
+    message of its ``msg_id`` and ``author`` (message ids are per sender)."""
+    found: dict[tuple[str, str], dict[str, list[str]]] = {}
+    senders: dict[str, set[str]] = {}
+    for m in messages:
+        senders.setdefault(m.msg_id, set()).add(m.sender)
+    for r in reactions(list(senders)):
+        if not r.present:
+            continue
+        for sender in senders.get(r.msg_id, ()) if r.author == "" else (r.author,):
+            found.setdefault((r.msg_id, sender), {}).setdefault(r.emoji, []).append(r.user)
+    return [
+        m.model_copy(update={"reactions": found[(m.msg_id, m.sender)]})
+        if (m.msg_id, m.sender) in found
+        else m
+        for m in messages
+    ]
 
 
 def check_updatable(changes: Mapping[str, Any]) -> None:

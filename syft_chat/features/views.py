@@ -8,14 +8,14 @@ by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from syft_chat.errors import InvalidMessageError, StorageError
-from syft_chat.interfaces import MessageQuery, Reaction, StoredMessage
+from syft_chat.interfaces import MessageQuery, StoredMessage, with_reactions
 from syft_chat.models import ChatMessage, MessageKind, to_utc
 
 if TYPE_CHECKING:
@@ -84,30 +84,6 @@ def thread_conversation(
         if found:
             return found[0].conversation
     return None
-
-
-def with_reactions(
-    messages: list[ChatMessage], reactions: Callable[[Sequence[str]], Iterable[Reaction]]
-) -> list[ChatMessage]:
-    """``messages`` with their present reactions filled in (``{emoji: [users...]}``, each
-    emoji's users in the order they reacted); ``reactions`` is a store's
-    :meth:`~syft_chat.interfaces.MessageStore.reactions`. A reaction belongs to the
-    message of its ``msg_id`` and ``author`` (message ids are per sender)."""
-    found: dict[tuple[str, str], dict[str, list[str]]] = {}
-    senders: dict[str, set[str]] = {}
-    for m in messages:
-        senders.setdefault(m.msg_id, set()).add(m.sender)
-    for r in reactions(list(senders)):
-        if not r.present:
-            continue
-        for sender in senders.get(r.msg_id, ()) if r.author == "" else (r.author,):
-            found.setdefault((r.msg_id, sender), {}).setdefault(r.emoji, []).append(r.user)
-    return [
-        m.model_copy(update={"reactions": found[(m.msg_id, m.sender)]})
-        if (m.msg_id, m.sender) in found
-        else m
-        for m in messages
-    ]
 
 
 class SearchHit(BaseModel):

@@ -24,7 +24,13 @@ from syft_chat.errors import (
     StorageError,
     SyftChatError,
 )
-from syft_chat.interfaces import FailedRequest, MessageQuery, MessageStore, Transport
+from syft_chat.interfaces import (
+    FailedRequest,
+    MessageQuery,
+    MessageStore,
+    Transport,
+    with_reactions,
+)
 from syft_chat.manager import PluginFailure
 from syft_chat.messaging.announcing import Announcer, Notifier
 from syft_chat.messaging.incoming import Incoming
@@ -403,11 +409,8 @@ class MessagingCore:
         self._notifier.submit(self.hooks.message_read, message, self.client)
 
     def with_reactions(self, message: ChatMessage) -> ChatMessage:
-        found: dict[str, list[str]] = {}
-        for r in self.store.reactions([message.msg_id]):
-            if r.author in ("", message.sender):
-                found.setdefault(r.emoji, []).append(r.user)
-        return message.model_copy(update={"reactions": found}) if found else message
+        """``message`` with its reactions (:func:`~syft_chat.interfaces.with_reactions`)."""
+        return with_reactions([message], self.store.reactions)[0]
 
     def record_plugin_failure(self, plugin: str, hook: str, error: str) -> None:
         self._record_failure(PluginFailure(plugin, hook, error))

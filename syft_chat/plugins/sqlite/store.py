@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 import peewee as pw
 
 from syft_chat.errors import InvalidMessageError, StorageError
-from syft_chat.features.views import with_reactions
 from syft_chat.hookspecs import hookimpl
 from syft_chat.interfaces import (
     GROUP_PREFIX,
@@ -40,6 +39,7 @@ from syft_chat.interfaces import (
     StoreFactory,
     Version,
     check_updatable,
+    with_reactions,
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
 from syft_chat.plugins.sqlite.queries import (
