@@ -310,7 +310,9 @@ class RpcTransport:
             events.on_request("/" + ENDPOINT)(chat)
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._events = events
-            events.start()  # writes permissions, answers pending requests, starts the observer
+            # permissions and the observer; the requests that waited are answered by the
+            # backlog thread below, so that start-up never waits for them
+            events.start(process_pending_requests=False)
         except OSError as exc:  # e.g. a full disk or a read-only data_dir
             if events.obs.is_alive():
                 events.stop()
@@ -324,10 +326,35 @@ class RpcTransport:
             target=self._guard_endpoint, name=f"syft-chat-endpoint[{self.email}]", daemon=True
         )
         guard.start()
-        # a request written between syft-event's scan and its observer starting
-        # would otherwise wait for the next restart: scan once more
-        events.process_pending_requests()
-        self._collect_replies(sorted(set(awaiting)))
+        backlog = threading.Thread(
+            target=self._take_up_backlog,
+            args=(events, sorted(set(awaiting))),
+            name=f"syft-chat-backlog[{self.email}]",
+            daemon=True,
+        )
+        backlog.start()
+
+    def _take_up_backlog(self, events: _ChatEvents, awaiting: list[str]) -> None:
+        """Backlog thread: answer the requests that waited for us (the observer, already
+        running, answers the new ones; a request both see is answered once) and collect
+        the answers that came for ``awaiting`` meanwhile."""
+        try:
+            move = getattr(events, "_SyftEvents__move_legacy_requests", None)
+            if move is not None:
+                move()
+            events.process_pending_requests()
+            if awaiting and not self._stopped:
+                self._collect_replies(awaiting)
+        except Exception:
+            if not self._stopped:
+                log.exception("could not answer the requests that waited in %s", self.my_endpoint)
+
+    def collect_replies(self, recipients: Collection[str]) -> None:
+        """Collect the answers (and refusals) that came from ``recipients`` while this
+        process was not running, and watch for theirs again (the messaging core calls it
+        once it tracks its unconfirmed messages again, after :meth:`start`)."""
+        if not self._stopped:
+            self._collect_replies(sorted(set(recipients)))
 
     def follow(
         self, on_reply: ReplyHandler, on_reject: RejectHandler, *, awaiting: Collection[str] = ()
@@ -620,7 +647,7 @@ class RpcTransport:
     def _handle_request_file(self, path: Path) -> None:
         """Runs on syft-event's dispatcher thread: must never raise."""
         try:
-            if path.suffix != ".request" or path.parent.parent != self.my_endpoint:
+            if self._stopped or path.suffix != ".request" or path.parent.parent != self.my_endpoint:
                 return
             response_path = path.with_suffix(".response")
             with self._lock:
