@@ -159,6 +159,7 @@ class MessagingCore:
                 self.incoming.on_request, self.outgoing.on_reply, self._on_reject, awaiting=awaiting
             )
             return
+        self.outgoing.resumed.clear()  # (wait() waits for it before it says "not tracked")
         self.transport.start(self.incoming.on_request, self.outgoing.on_reply, self._on_reject)
         self._resuming = threading.Thread(
             target=self._resume,
@@ -171,23 +172,18 @@ class MessagingCore:
     def _resume(self, collect: Callable[[list[str]], None]) -> None:
         """Resume thread: the backlogs a restart found (see :meth:`_serve`)."""
         try:
-            self.incoming.resume()
-            awaiting = self.outgoing.resume()
+            try:
+                self.incoming.resume()
+            finally:  # whatever happened there, the outbox is tracked again
+                awaiting = self.outgoing.resume()
             if awaiting and not self.closed:
                 collect(awaiting)
         except Exception as exc:
+            self.outgoing.resumed.set()
             if self.closed:  # closed meanwhile: the next start resumes from the store
                 log.debug("resuming stopped by close: %s", exc)
             else:
                 log.exception("could not resume the backlog of %s", self.email)
-
-    def wait_resumed(self, timeout: float | None = None) -> bool:
-        """Wait for the start-up backlog to be taken up (tests, benchmarks); whether it was."""
-        thread = self._resuming
-        if thread is not None:
-            thread.join(timeout)
-            return not thread.is_alive()
-        return True
 
     def _serve_locked(self) -> None:
         """Holding the lock: open a journal for followers, say so, then serve."""

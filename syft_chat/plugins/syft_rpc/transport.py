@@ -342,12 +342,29 @@ class RpcTransport:
             move = getattr(events, "_SyftEvents__move_legacy_requests", None)
             if move is not None:
                 move()
-            events.process_pending_requests()
+            self._answer_waiting()
             if awaiting and not self._stopped:
                 self._collect_replies(awaiting)
         except Exception:
             if not self._stopped:
                 log.exception("could not answer the requests that waited in %s", self.my_endpoint)
+
+    def _answer_waiting(self) -> None:
+        """Answer every request waiting in our endpoint, oldest first: each sender's
+        earlier messages then come first, so announcing (in each sender's order) need not
+        wait for the end of the backlog."""
+
+        def written(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return 0.0
+
+        waiting = sorted(self.my_endpoint.glob("*/*.request"), key=written)
+        for path in waiting:
+            if self._stopped:
+                return
+            self._handle_request_file(path)
 
     def collect_replies(self, recipients: Collection[str]) -> None:
         """Collect the answers (and refusals) that came from ``recipients`` while this
