@@ -35,20 +35,38 @@ def test_threads_stay_bounded_however_many_peers_are_written_to(workspace):
 
 
 def test_an_answer_from_a_peer_without_a_watch_is_still_noticed_at_once(workspace):
-    ws = workspace(ALICE, BOB, CAROL, DAVE)
-    alice = ws.client(ALICE, settings={**FAR, "reply_watches": 1, "reply_sweep_seconds": 0.1})
-    _folder_peer(ws, BOB)  # bob is offline: his request waits in his folder
-    queued = alice.send_message(BOB, "while you were away", timeout=0)
+    ws = workspace(ALICE, BOB, CAROL)
+    alice = ws.client(ALICE, settings={**FAR, "reply_watches": 1})
     carol = ws.client(CAROL)
-    ws.client(DAVE)
-    assert alice.send_message(CAROL, "hi carol").status == "delivered"
-    assert alice.send_message(DAVE, "hi dave").status == "delivered"  # bob's watch is gone
+    assert alice.send_message(CAROL, "hi carol").status == "delivered"  # the one watch
+    _folder_peer(ws, BOB)  # bob is offline: his request waits in his folder, unwatched
+    queued = alice.send_message(BOB, "while you were away", timeout=0)
+    time.sleep(2)  # the sweeper has backed off to its slowest pace
     started = time.monotonic()
     bob = ws.client(BOB)  # answers the request that waited; only the sweeper sees it
     wait_for(lambda: alice.get_message(queued.message_id).status == MessageStatus.DELIVERED)
     assert time.monotonic() - started < 3  # not the hour-long retry
     assert [m.content for m in bob.get_chat_history()] == ["while you were away"]
     assert carol.get_chat_history()[0].content == "hi carol"
+
+
+def test_a_group_fan_out_does_not_move_watches_around(workspace):
+    members = [f"member{i}@example.org" for i in range(6)]
+    ws = workspace(ALICE, *members)
+    alice = ws.client(ALICE, settings={**FAR, "reply_watches": 2})
+    clients = [ws.client(m) for m in members]
+    group = alice.create_group("six", members)
+    wait_for(lambda: all(c.list_groups() for c in clients))
+    threads = threading.active_count()
+    for i in range(3):
+        sent = alice.send_to_group(group.group_id, f"round {i}")
+        wait_for(
+            lambda: (
+                set(alice.group_delivery(sent.message_id).values())
+                <= {MessageStatus.DELIVERED, MessageStatus.READ}
+            )
+        )
+    assert threading.active_count() <= threads + 1
 
 
 def test_discovery_keeps_current_without_walking_each_call(workspace):

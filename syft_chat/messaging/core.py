@@ -11,7 +11,7 @@ import errno
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -388,6 +388,11 @@ class MessagingCore:
             self.outgoing.attempt(msg_id)
         except Exception as exc:
             log.warning("first attempt at %s failed: %s", msg_id, exc)
+
+    def send_later(self, msg_ids: Iterable[str]) -> None:
+        """Send these queued messages from the outbox thread, in this order, soon (a
+        failure there is retried like any other)."""
+        self.outgoing.send_later(msg_ids)
 
     def deliver(self, message: ChatMessage, peer: str, timeout: float | None) -> ChatResponse:
         """Send a queued message and wait up to ``timeout`` s for its confirmation."""

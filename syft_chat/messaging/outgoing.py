@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -139,11 +140,13 @@ class Outgoing:
         #: clear while the start-up backlog is being tracked again (on the resume thread)
         self.resumed = threading.Event()
         self.resumed.set()
+        self._deferred = threading.local()  # attempts recorded together (see recorded_together)
         self.schedule = Outbox(
             self._retry,
             initial=self._settings.retry_initial,
             maximum=self._settings.retry_max,
             name=f"syft-chat-outbox[{core.email}]",
+            together=self.recorded_together,
         )
         self.round_trips = RoundTrips(
             floor=self._settings.retry_initial,
@@ -227,6 +230,11 @@ class Outgoing:
         """The lowest unconfirmed sequence number to ``peer`` (see ``Envelope.floor``)."""
         return self._floors.lowest(peer)
 
+    def send_later(self, msg_ids: Iterable[str]) -> None:
+        """Have the outbox thread make the first attempt at each of ``msg_ids``, in order."""
+        for msg_id in msg_ids:
+            self.schedule.track(msg_id, delay=0)
+
     # ------------------------------------------------------------------ attempts
 
     def attempt(self, msg_id: str) -> None:
@@ -283,13 +291,51 @@ class Outgoing:
         # handed over: from here on nothing may raise (a caller retrying on an error would
         # send the message twice); a failure to record the attempt is recorded later
         flight.unrecorded = True
-        self._record_attempt(flight)
+        deferred: list[_Flight] | None = getattr(self._deferred, "flights", None)
+        if deferred is not None:
+            deferred.append(flight)
+        else:
+            self._record_attempt(flight)
 
-    def _record_attempt(self, flight: _Flight) -> None:
+    @contextlib.contextmanager
+    def recorded_together(self) -> Iterator[None]:
+        """The attempts made inside (on this thread) are recorded in one transaction at
+        the end: one commit, one sync to disk, for a group message's 50 copies. If that
+        transaction fails, each is recorded by its next retry (or its answer)."""
+        if getattr(self._deferred, "flights", None) is not None:
+            yield  # nested: the outer block records
+            return
+        flights: list[_Flight] = []
+        self._deferred.flights = flights
+        try:
+            yield
+        finally:
+            self._deferred.flights = None
+            if flights:
+                self._record_all(flights)
+
+    def _record_all(self, flights: list[_Flight]) -> None:
+        sent: list[str] = []
+        try:
+            with self._store.transaction():
+                for flight in flights:
+                    if self._record_attempt(flight, notify=False):
+                        sent.append(flight.message.msg_id)
+        except StorageError as exc:
+            log.warning("recording %d attempts failed: %s (recorded later)", len(flights), exc)
+            for flight in flights:
+                flight.unrecorded = True
+            return
+        for msg_id in sent:
+            self._core.notify_status(msg_id, MessageStatus.SENT, None)
+
+    def _record_attempt(self, flight: _Flight, *, notify: bool = True) -> bool:
         """Record the latest attempt (request id, count, ``sent``); on a storage failure,
-        log it and leave it to the next retry (or the answer) to record."""
+        log it and leave it to the next retry (or the answer) to record. Whether the
+        message became ``sent`` and should be announced so (with ``notify``, it is)."""
         msg_id = flight.message.msg_id
         changes = {"request_id": flight.request_id, "attempts": flight.attempts}
+        became_sent = False
         try:
             if self._store.update(
                 msg_id,
@@ -297,7 +343,8 @@ class Outgoing:
                 sender=self._core.email,  # (the outbox holds one's own messages only)
                 if_status={MessageStatus.QUEUED},
             ):
-                if flight.message.kind is not MessageKind.COPY:  # a copy is bookkeeping
+                became_sent = flight.message.kind is not MessageKind.COPY  # copies: bookkeeping
+                if became_sent and notify:
                     self._core.notify_status(msg_id, MessageStatus.SENT, None)
             else:
                 self._store.update(msg_id, changes, sender=self._core.email)
@@ -307,8 +354,9 @@ class Outgoing:
                 msg_id,
                 exc,
             )
-            return
+            return False
         flight.unrecorded = False
+        return became_sent
 
     def _retry(self, msg_id: str) -> None:
         """Schedule thread: look for an answer, else send again."""

@@ -5,15 +5,17 @@ Each peer we write to has its own answer folder
 (and an inotify instance), so watching every peer ever written to would grow the
 process by one thread per peer, for good. Instead:
 
-* the ``limit`` peers written to most recently have a watch (a new answer is noticed
-  at once, as before);
+* up to ``limit`` peers have a watch (a new answer is noticed at once, as before); a
+  watch goes to another peer only once its own has seen nothing sent for
+  ``idle_seconds`` (so a group of 50 does not move watches around on every message);
 * the others, while a request to them is unanswered, are looked at by one sweeper
-  thread every ``sweep_seconds``: one ``stat`` of the folder, and a listing only when
-  its modification time moved (a file was created, renamed or removed in it);
+  thread: one ``stat`` of the folder, and a listing only when its modification time
+  moved (a file was created, renamed or removed in it). A peer is looked at every
+  ``sweep_seconds`` right after a request to it, then less and less often, up to
+  every ``max_sweep_seconds`` (a peer offline for hours costs one ``stat`` a second);
 * a peer with nothing unanswered costs nothing: the sweeper sleeps until it has work.
 
-Threads and file descriptors therefore stay constant however many peers there are;
-an answer from a peer outside the ``limit`` is noticed within ``sweep_seconds``.
+Threads and file descriptors therefore stay constant however many peers there are.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: what the watches and the sweeper report: a file's name in a peer's answer folder
 FileSeen = Callable[[Path, str], None]
+
+
+#: a watch being scheduled (the slot is taken, the watch not made yet)
+_PLACEHOLDER: ObservedWatch = object()  # type: ignore[assignment]
 
 
 class _Watcher(FileSystemEventHandler):
@@ -67,11 +73,17 @@ class ReplyWatches:
         limit: int,
         sweep_seconds: float,
         name: str,
+        max_sweep_seconds: float = 1.0,
+        idle_seconds: float = 30.0,
     ) -> None:
         self._folder_of = folder_of
         self._seen = seen
         self._limit = limit
         self._sweep_seconds = sweep_seconds
+        self._max_sweep = max(max_sweep_seconds, sweep_seconds)
+        self._idle_seconds = idle_seconds
+        self._last_sent: dict[str, float] = {}  # watched peer -> monotonic time of its last send
+        self._next_look: dict[str, tuple[float, float]] = {}  # swept peer -> (when, interval)
         self._name = name
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
@@ -89,6 +101,9 @@ class ReplyWatches:
             peers = list(self._unanswered)
         for peer in peers[-self._limit :]:
             self._watch(peer)
+        if len(peers) > self._limit:
+            with self._lock:
+                self._start_sweeper_locked()
 
     def sent(self, peer: str, request_id: str) -> None:
         """A request to ``peer`` is out: notice its answer."""
@@ -96,6 +111,7 @@ class ReplyWatches:
             if self._closed:
                 return
             self._unanswered.setdefault(peer, set()).add(request_id)
+            self._next_look[peer] = (0.0, self._sweep_seconds)  # look soon, then back off
         self._watch(peer)
         self._wake.set()
 
@@ -108,6 +124,7 @@ class ReplyWatches:
                 if not waiting:
                     del self._unanswered[peer]
                     self._mtimes.pop(peer, None)
+                    self._next_look.pop(peer, None)
 
     def expects(self, peer: str, request_id: str) -> bool:
         """Whether ``request_id`` to ``peer`` is one being looked out for."""
@@ -130,16 +147,30 @@ class ReplyWatches:
     # ------------------------------------------------------------------ watches
 
     def _watch(self, peer: str) -> None:
-        """Give ``peer`` a watch (the most recent), dropping the least recent beyond the limit."""
-        evicted: list[ObservedWatch] = []
+        """Give ``peer`` a watch if one is free (or idle long enough to be taken)."""
+        evicted: ObservedWatch | None = None
+        now = time.monotonic()
         with self._lock:
             observer = self._observer
             if observer is None or self._closed:
                 return
             if peer in self._watches:
                 self._watches.move_to_end(peer)
+                self._last_sent[peer] = now
                 return
+            if len(self._watches) >= self._limit:
+                oldest = next(iter(self._watches))
+                if now - self._last_sent.get(oldest, 0.0) < self._idle_seconds:
+                    self._start_sweeper_locked()  # every watch is busy: the sweeper looks
+                    return
+                evicted = self._watches.pop(oldest)
+                self._last_sent.pop(oldest, None)
+            self._watches[peer] = _PLACEHOLDER  # taken: nobody schedules it twice
+            self._last_sent[peer] = now
             folder = self._folder_of(peer)
+        if evicted is not None and evicted is not _PLACEHOLDER:
+            with contextlib.suppress(KeyError, RuntimeError):  # the observer already stopped
+                observer.unschedule(evicted)
         try:
             watch = observer.schedule(
                 _Watcher(self._seen, peer),
@@ -149,50 +180,52 @@ class ReplyWatches:
             )
         except OSError as exc:  # the folder vanished: the sweeper (or a retry) looks instead
             log.info("cannot watch %s: %s", folder, exc)
+            with self._lock:
+                if self._watches.get(peer) is _PLACEHOLDER:
+                    del self._watches[peer]
+                self._start_sweeper_locked()
             return
         with self._lock:
-            if peer in self._watches:  # scheduled twice at once: keep one
-                evicted.append(watch)
-            else:
+            if self._watches.get(peer) is _PLACEHOLDER and not self._closed:
                 self._watches[peer] = watch
-            while len(self._watches) > self._limit:
-                _, old = self._watches.popitem(last=False)
-                evicted.append(old)
-        for old in evicted:
-            with contextlib.suppress(KeyError, RuntimeError):  # the observer already stopped
-                observer.unschedule(old)
-        if evicted:
-            self._start_sweeper()
+                return
+        with contextlib.suppress(KeyError, RuntimeError):
+            observer.unschedule(watch)
 
     # ------------------------------------------------------------------ the sweeper
 
-    def _start_sweeper(self) -> None:
-        with self._lock:
-            if self._sweeper is not None or self._closed:
-                return
-            self._sweeper = threading.Thread(
-                target=self._sweep_forever, name=f"syft-chat-replies[{self._name}]", daemon=True
-            )
+    def _start_sweeper_locked(self) -> None:
+        """(Under the lock.) The sweeper runs from now on (it sleeps while it has no work)."""
+        if self._sweeper is not None or self._closed:
+            return
+        self._sweeper = threading.Thread(
+            target=self._sweep_forever, name=f"syft-chat-replies[{self._name}]", daemon=True
+        )
         self._sweeper.start()
 
     def _sweep_forever(self) -> None:
         while True:
+            now = time.monotonic()
             with self._lock:
                 if self._closed:
                     return
-                unwatched = [p for p in self._unanswered if p not in self._watches]
-                if not unwatched:
-                    self._wake.clear()
-            if not unwatched:
-                self._wake.wait()  # until something is sent (or close)
-                continue
-            for peer in unwatched:
+                due, wake_at = [], None
+                for peer in self._unanswered:
+                    if peer in self._watches and self._watches[peer] is not _PLACEHOLDER:
+                        continue
+                    when, interval = self._next_look.get(peer, (0.0, self._sweep_seconds))
+                    if when <= now:
+                        due.append(peer)
+                        when = now + interval
+                        self._next_look[peer] = (when, min(interval * 1.5, self._max_sweep))
+                    wake_at = when if wake_at is None else min(wake_at, when)
+                self._wake.clear()
+            for peer in due:
                 try:
                     self._sweep(peer)
                 except Exception:  # pragma: no cover - seen() never raises
                     log.exception("error looking for answers from %s", peer)
-            self._wake.wait(self._sweep_seconds)
-            self._wake.clear()
+            self._wake.wait(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
 
     def _sweep(self, peer: str) -> None:
         """List ``peer``'s answer folder if anything changed in it since the last look."""
