@@ -420,7 +420,8 @@ def bench_group(root: Path, members: int, runs: int) -> None:
             goal = 1.5 * statistics.median(one) + 0.050
             record(
                 f"all {members} confirmed vs one member",
-                f"{statistics.median(alls) * 1000:.0f} ms vs {statistics.median(one) * 1000:.1f} ms",
+                f"{statistics.median(alls) * 1000:.0f} ms"
+                f" vs {statistics.median(one) * 1000:.1f} ms",
                 f"<= {goal * 1000:.0f} ms",
                 statistics.median(alls) <= goal,
             )

@@ -61,7 +61,7 @@ def test_a_group_fan_out_does_not_move_watches_around(workspace):
     for i in range(3):
         sent = alice.send_to_group(group.group_id, f"round {i}")
         wait_for(
-            lambda: (
+            lambda sent=sent: (
                 set(alice.group_delivery(sent.message_id).values())
                 <= {MessageStatus.DELIVERED, MessageStatus.READ}
             )
