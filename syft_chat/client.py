@@ -29,6 +29,7 @@ from syft_chat.features.views import (
     Conversation,
     HistoryPage,
     SearchHit,
+    SearchOrder,
     Views,
     history_query,
     thread_conversation,
@@ -644,8 +645,9 @@ class SyftChatClient:
         limit: int = 20,
         raw: bool = False,
         conversation: str | None = None,
+        order: SearchOrder = "newest",
     ) -> list[SearchHit]:
-        """Full-text search of the local history, best matches first.
+        """Full-text search of the local history, the newest matches first.
 
         ``query`` is plain words that must all occur in a message (any order, case and
         accents ignored); ``word*`` matches words starting with ``word``. ``raw=True``
@@ -653,6 +655,9 @@ class SyftChatClient:
         ``NEAR(a b)``). Deleted messages are never found; an edited one is found by its
         current text. The filters are those of :meth:`get_chat_history`
         (``conversation`` names a group's conversation instead of ``with_user``).
+        ``order="relevance"`` returns the best matches first (``rank``) among the newest
+        1,000 that match: ranking every match of an everyday word would take the better
+        part of a second on a large history.
 
         :raises InvalidMessageError: an empty or malformed query, or a bad filter.
         """
@@ -664,6 +669,7 @@ class SyftChatClient:
             limit=limit,
             raw=raw,
             conversation=conversation,
+            order=order,
         )
 
     def get_history_page(

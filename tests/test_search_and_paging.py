@@ -227,7 +227,7 @@ def test_search_finds_words_after_insert_best_match_first_with_snippet(store):
     best = add(store, "census census", incoming=True)
     add(store, "nothing to see here")
     add(store, "the CENSUS was late", peer=OTHER, at=T0 + timedelta(hours=1))
-    hits = store.search("census")
+    hits = store.search("census", order="relevance")
     assert all(isinstance(h, SearchHit) for h in hits)
     assert hits[0].message.msg_id == best.msg_id
     assert len(hits) == 3 and [h.rank for h in hits] == sorted(h.rank for h in hits)
@@ -239,6 +239,36 @@ def test_search_finds_words_after_insert_best_match_first_with_snippet(store):
     add(store, "Résumé of the café meeting")
     assert len(store.search("resume cafe")) == 1
     assert len(store.search("data*")) == 1 and store.search("data") == []
+
+
+def test_search_is_newest_stored_first_by_default(store):
+    first = add(store, "census census census")
+    second = add(store, "a census")
+    third = add(store, "census again", at=T0 - timedelta(days=1))  # stored last
+    assert [h.message.msg_id for h in store.search("census")] == [
+        third.msg_id,
+        second.msg_id,
+        first.msg_id,
+    ]
+    assert [h.message.msg_id for h in store.search("census", limit=2)] == [
+        third.msg_id,
+        second.msg_id,
+    ]
+    hits = store.search("census", order="newest")
+    assert all(h.snippet and isinstance(h.rank, float) for h in hits)
+    with pytest.raises(InvalidMessageError, match="order"):
+        store.search("census", order="best")
+
+
+def test_relevance_ranks_only_the_newest_window(store, monkeypatch):
+    from syft_chat.plugins.sqlite import queries
+
+    best = add(store, "census census census census")
+    newer = [add(store, f"census {i}") for i in range(3)]
+    assert store.search("census", order="relevance")[0].message.msg_id == best.msg_id
+    monkeypatch.setattr(queries, "RELEVANCE_WINDOW", 3)  # the best one falls outside it
+    ranked = store.search("census", order="relevance")
+    assert {h.message.msg_id for h in ranked} == {m.msg_id for m in newer}
 
 
 def test_search_filters_are_those_of_history(store):

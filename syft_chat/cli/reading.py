@@ -242,9 +242,16 @@ def _styled_snippet(snippet: str, color: bool) -> str:
     metavar="N",
     default=20,
     show_default=True,
-    help="At most this many (the best matches).",
+    help="At most this many.",
 )
 @click.option("--raw", is_flag=True, help='QUERY is FTS5 syntax: "a phrase", a OR b, NOT, NEAR().')
+@click.option(
+    "--order",
+    type=click.Choice(["newest", "relevance"]),
+    default="newest",
+    show_default=True,
+    help="newest: the latest matches first; relevance: the best of the latest 1,000 first.",
+)
 @_json_option
 @pass_env
 def search(
@@ -255,9 +262,10 @@ def search(
     since: datetime | None,
     limit: int,
     raw: bool,
+    order: str,
     as_json: bool,
 ) -> None:
-    """Full-text search of stored messages, best matches first (read-only).
+    """Full-text search of stored messages, newest matches first (read-only).
 
     Every word of QUERY must occur (any order; case and accents ignored); word*
     matches a prefix. Deleted messages are never found; edited ones by their
@@ -279,6 +287,7 @@ def search(
                 limit=limit,
                 raw=raw,
                 highlight=("[", "]") if as_json else _MARK,
+                order=order,
             )
     if as_json:
         env.json([hit.model_dump(mode="json") for hit in hits])

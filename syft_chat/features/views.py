@@ -21,10 +21,15 @@ from syft_chat.models import ChatMessage, MessageKind, to_utc
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
 
+#: The orders of :meth:`Views.search`: the newest matches first, or the best first among
+#: the newest matches.
+SearchOrder = Literal["newest", "relevance"]
+
 __all__ = [
     "Conversation",
     "HistoryPage",
     "SearchHit",
+    "SearchOrder",
     "ViewStore",
     "Views",
     "history_query",
@@ -172,8 +177,11 @@ class ViewStore(Protocol):
         limit: int = 20,
         raw: bool = False,
         highlight: tuple[str, str] = ("[", "]"),
+        order: SearchOrder = "newest",
     ) -> list[SearchHit]:
-        """Chat messages (not deleted) matching ``query``, best first."""
+        """Chat messages (not deleted) matching ``query``: the newest stored first, or
+        with ``order="relevance"`` the best first among a bounded number of the newest
+        matches (the ``sqlite`` store: 1,000)."""
 
     def conversations(self) -> list[Conversation]:
         """Every conversation with its last message and unread count, newest first."""
@@ -236,8 +244,10 @@ class Views:
         limit: int = 20,
         raw: bool = False,
         conversation: str | None = None,
+        order: SearchOrder = "newest",
     ) -> list[SearchHit]:
-        """Full-text search of the local history, best matches first.
+        """Full-text search of the local history, the newest matches first
+        (``order="relevance"``: the best first among the newest matches).
 
         ``query`` is plain words that must all occur in a message (any order, case and
         accents ignored); ``word*`` matches words starting with ``word``. ``raw=True``
@@ -257,7 +267,14 @@ class Views:
             since=self._since(since),
             limit=limit,
             raw=raw,
+            order=self._order(order),
         )
+
+    @staticmethod
+    def _order(order: object) -> SearchOrder:
+        if order == "newest" or order == "relevance":
+            return order
+        raise InvalidMessageError(f"order must be 'newest' or 'relevance', got {order!r}")
 
     def get_history_page(
         self,

@@ -12,12 +12,13 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from syft_chat.errors import StorageError
 from syft_chat.models import to_utc, utcnow
 from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
+from syft_chat.plugins.sqlite.rows import parse_ts as _parse_ts
 
 __all__ = ["LEGACY_META_KEY", "MIGRATIONS", "SCHEMA_VERSION", "legacy_metadata"]
 
@@ -39,19 +40,6 @@ _LITERAL_MAX_CHARS = 256 * 1024
 def _fmt_ts(value: datetime) -> str:
     """``value`` as fixed-format UTC text (naive means local time)."""
     return to_utc(value).isoformat(sep=" ", timespec="microseconds")
-
-
-def _parse_ts(value: Any) -> datetime:
-    """Read a stored timestamp; legacy rows may hold naive ISO text or epoch seconds."""
-    if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
-    try:
-        return to_utc(datetime.fromisoformat(str(value).strip().replace("Z", "+00:00")))
-    except ValueError:
-        try:
-            return datetime.fromtimestamp(float(value), timezone.utc)
-        except (TypeError, ValueError, OverflowError):
-            return datetime.fromtimestamp(0, timezone.utc)
 
 
 _CREATE_MESSAGES = """
