@@ -157,18 +157,26 @@ def message_of_values(row: Sequence[Any]) -> ChatMessage:
 def record_of_values(row: Sequence[Any]) -> StoredMessage:
     """A :class:`StoredMessage` from a tuple of :data:`READ_COLUMNS`."""
     applied, notified, read_at, updated = row[18], row[19], row[23], row[24]
-    return StoredMessage(
-        message_of_values(row),
-        _DIRECTION.get(row[17], Direction.INCOMING),
-        row[10],
-        True if applied is None else bool(applied),
-        True if notified is None else bool(notified),
-        row[20],
-        row[21],
-        int(row[22] or 0),
-        _ts(read_at) if read_at else None,
-        _ts(updated) if updated else None,
+    # a frozen dataclass's __init__ sets each field through object.__setattr__ (~2 us);
+    # its __dict__ filled at once is the same object
+    record = _new(StoredMessage)
+    _set(
+        record,
+        "__dict__",
+        {
+            "message": message_of_values(row),
+            "direction": _DIRECTION.get(row[17], Direction.INCOMING),
+            "peer": row[10],
+            "applied": True if applied is None else bool(applied),
+            "notified": True if notified is None else bool(notified),
+            "edit_seq": row[20],
+            "request_id": row[21],
+            "attempts": int(row[22] or 0),
+            "read_at": _ts(read_at) if read_at else None,
+            "updated_at": _ts(updated) if updated else None,
+        },
     )
+    return record
 
 
 def _values(row: Mapping[str, Any]) -> tuple[Any, ...]:
