@@ -703,10 +703,18 @@ class SyftChatClient:
             conversation=conversation,
         )
 
-    def list_conversations(self) -> list[Conversation]:
-        """Every conversation (one-to-one and group) with its last message and unread
-        count, the most recently active first. Read state is local (:meth:`mark_read`)."""
-        return self._views.list_conversations()
+    def list_conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations (one-to-one and group) with their last message and unread
+        count, the most recently active first. Read state is local (:meth:`mark_read`).
+
+        Without arguments, every conversation; ``limit=50`` the 50 most recent, and
+        ``before=page[-1]`` the page after the one that ended with that conversation.
+
+        :raises InvalidMessageError: a bad ``limit`` or ``before``.
+        """
+        return self._views.list_conversations(limit=limit, before=before)
 
     def mark_conversation_read(self, with_user: str) -> int:
         """Mark every unread incoming message of a conversation read; return how many.

@@ -303,18 +303,34 @@ def search(
 
 
 @click.command()
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1, max=10_000),
+    metavar="N",
+    default=50,
+    show_default=True,
+    help="At most this many (the most recent).",
+)
+@click.option("--all", "everything", is_flag=True, help="Every conversation (no --limit).")
 @_json_option
 @pass_env
-def conversations(env: Env, as_json: bool) -> None:
+def conversations(env: Env, limit: int, everything: bool, as_json: bool) -> None:
     """List conversations, most recent first, with unread counts (read-only)."""
     from syft_chat.display import local_time
 
+    more = False
     with env.reader() as (reader, me):
         if not reader.exists:
             found: list[Conversation] = []
             env.note(f"no conversations yet (no database at {reader.path})")
-        else:
+        elif everything:
             found = reader.conversations()
+        else:  # one more than shown: is there a next page?
+            found = reader.conversations(limit=min(limit + 1, 10_000))
+            more, found = len(found) > limit, found[:limit]
+    if more:
+        env.note(f"the {limit} most recent shown; more with --limit or --all")
     if as_json:
         env.json([c.model_dump(mode="json") for c in found])
         return

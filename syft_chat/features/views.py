@@ -183,8 +183,12 @@ class ViewStore(Protocol):
         with ``order="relevance"`` the best first among a bounded number of the newest
         matches (the ``sqlite`` store: 1,000)."""
 
-    def conversations(self) -> list[Conversation]:
-        """Every conversation with its last message and unread count, newest first."""
+    def conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations with their last message and unread count, newest activity
+        first (ties by ``conversation_id``): every one, or at most ``limit`` of those
+        after ``before`` in that order."""
 
     def mark_conversation_read(self, conversation: str) -> list[ChatMessage]:
         """Mark a conversation's unread incoming messages read; return those marked."""
@@ -308,10 +312,23 @@ class Views:
             after=after,
         )
 
-    def list_conversations(self) -> list[Conversation]:
-        """Every conversation (one-to-one and group) with its last message and unread
-        count, the most recently active first. Read state is local (:meth:`mark_read`)."""
-        return self._view_store().conversations()
+    def list_conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations (one-to-one and group) with their last message and unread
+        count, the most recently active first. Read state is local (:meth:`mark_read`).
+
+        Without arguments, every conversation. ``limit`` gives a page of at most that
+        many; ``before=page[-1]`` (the last conversation of a page) the page after it:
+        following them visits every conversation once, in order, as of each call.
+
+        :raises InvalidMessageError: a bad ``limit`` or ``before``.
+        """
+        if before is not None and not isinstance(before, Conversation):
+            raise InvalidMessageError(
+                f"before must be a Conversation of the previous page, got {type(before).__name__}"
+            )
+        return self._view_store().conversations(limit=limit, before=before)
 
     def mark_conversation_read(self, with_user: str) -> int:
         """Mark every unread incoming message of a conversation read; return how many.

@@ -40,11 +40,19 @@ from syft_chat.errors import InvalidMessageError
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
 from syft_chat.interfaces import GROUP_PREFIX, MessageQuery
 from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus, to_utc, utcnow
-from syft_chat.plugins.sqlite.rows import READ_COLUMNS, READ_LIST, READ_LIST_M, message_of_values
+from syft_chat.plugins.sqlite.rows import (
+    READ_COLUMNS,
+    READ_LIST,
+    READ_LIST_M,
+    message_of_values,
+    parse_ts,
+)
+from syft_chat.plugins.sqlite.summary import SUMMARY_TABLE, page_sql
 
 __all__ = [
     "GROUP_PREFIX",
     "READ_COLUMNS",
+    "SUMMARY_TABLE",
     "UNREAD_INDEX_SQL",
     "HistoryViews",
     "conversation_rows",
@@ -613,6 +621,58 @@ def rows_by_id(run: Run, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _position(before: object) -> tuple[str, str]:
+    """The list position ``(activity timestamp text, conversation id)`` of ``before``."""
+    if not isinstance(before, Conversation) or before.updated_at is None:
+        raise InvalidMessageError(
+            "before must be a Conversation of the previous page (its last one), "
+            f"got {type(before).__name__}"
+        )
+    return _ts_text(before.updated_at), before.conversation_id
+
+
+def summary_page(
+    fetch: Fetch, *, limit: int | None = None, before: Conversation | None = None
+) -> list[Conversation]:
+    """A page of the conversation list from the summary table (schema 7, :mod:`.summary`):
+    the newest activity first; ``limit`` ``None`` is every conversation."""
+    n = -1 if limit is None else check_limit(limit)
+    if before is None:
+        rows = fetch(_SUMMARY_FIRST, [n])
+    else:
+        rows = fetch(_SUMMARY_AFTER, [*_position(before), n])
+    return [
+        Conversation.model_construct(
+            conversation_id=r[0],
+            peer=None if r[0].startswith(GROUP_PREFIX) else r[0],
+            kind="group" if r[0].startswith(GROUP_PREFIX) else "direct",
+            last_message=None if r[3] is None else message_of_values(r[4:]),
+            unread=int(r[2] or 0),
+            updated_at=parse_ts(r[1]),
+        )
+        for r in rows
+    ]
+
+
+def fallback_page(
+    conversations: list[Conversation], *, limit: int | None, before: Conversation | None
+) -> list[Conversation]:
+    """A page of a whole list (a file older than schema 7, read as it is)."""
+    n = None if limit is None else check_limit(limit)
+    if before is not None:
+        ts, conversation = _position(before)
+        at = [
+            (_ts_text(c.updated_at), c.conversation_id) if c.updated_at else ("", "")
+            for c in conversations
+        ]
+        conversations = [
+            c
+            for c, (t, i) in zip(conversations, at, strict=True)
+            if t < ts or (t == ts and i > conversation)
+        ]
+    return conversations if n is None else conversations[:n]
+
+
 def make_conversation(
     row: Row, last: ChatMessage | None, parse_ts: Callable[[Any], datetime]
 ) -> Conversation:
@@ -627,6 +687,10 @@ def make_conversation(
         unread=int(row["unread"] or 0),
         updated_at=parse_ts(row["last_ts"]) if row["last_ts"] else None,
     )
+
+
+_SUMMARY_FIRST = page_sql(READ_LIST_M, after_position=False)
+_SUMMARY_AFTER = page_sql(READ_LIST_M, after_position=True)
 
 
 # --------------------------------------------------------------------------- the mixin
@@ -720,21 +784,14 @@ class HistoryViews:
             )
         return search_hits(rows, self._with_reactions)
 
-    def conversations(self) -> list[Conversation]:
-        """Every conversation with its last chat message and unread count, newest first."""
-        from syft_chat.plugins.sqlite.rows import parse_ts as _parse_ts
-
+    def conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations with their last chat message and unread count, the most
+        recently active first: all of them, or the ``limit`` after ``before`` (a
+        conversation of the previous page, its last to go on)."""
         with self._op("read"):
-            rows = conversation_rows(self._run)
-            last = rows_by_id(self._run, [r["last_id"] for r in rows if r["last_id"] is not None])
-        return [
-            make_conversation(
-                r,
-                self._to_message(last[r["last_id"]]) if r["last_id"] in last else None,
-                _parse_ts,
-            )
-            for r in rows
-        ]
+            return summary_page(self._fetch, limit=limit, before=before)
 
     def mark_conversation_read(self, conversation: str) -> list[ChatMessage]:
         """Mark every unread incoming chat message of ``conversation`` read; return them.

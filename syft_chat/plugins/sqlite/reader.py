@@ -320,13 +320,20 @@ class ReadOnlyHistory:
         messages = self._with_reactions([message_of_values(r) for r in rows])
         return HistoryPage(messages=messages, before=older, after=newer)
 
-    def conversations(self) -> list[Conversation]:
-        """Every conversation with its last message and unread count, newest first."""
+    def conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations, the most recently active first (like
+        ``SyftChatClient.list_conversations``): all, or ``limit`` after ``before``."""
         self._require_views()
+        tables = self._run("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if sqlite_views.SUMMARY_TABLE in {r["name"] for r in tables}:
+            return sqlite_views.summary_page(self._fetch, limit=limit, before=before)
+        # a file older than schema 7, read as it is: the list counted from messages
         rows = sqlite_views.conversation_rows(self._run)
         ids = [int(r["last_id"]) for r in rows if r["last_id"] is not None]
         last = sqlite_views.rows_by_id(self._run, ids)
-        return [
+        found = [
             sqlite_views.make_conversation(
                 r,
                 message_of_row(last[r["last_id"]]) if r["last_id"] in last else None,
@@ -334,6 +341,7 @@ class ReadOnlyHistory:
             )
             for r in rows
         ]
+        return sqlite_views.fallback_page(found, limit=limit, before=before)
 
     # ---- lookups by id or prefix
 
