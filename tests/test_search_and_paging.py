@@ -489,3 +489,37 @@ def test_unread_counts_use_the_partial_index(store):
     assert [(c.conversation_id, c.unread) for c in store.conversations()] == [(PEER, 2)]
     assert len(store.mark_conversation_read(PEER)) == 2
     assert store.conversations()[0].unread == 0
+
+
+def test_relevance_orders_as_fts5_bm25_within_the_window(store):
+    """The ranking (BM25 computed over the window) orders one-word queries as FTS5's own
+    bm25 does when the window holds every match (messages of one length: the averages
+    the two take, over the window or the whole table, are then the same)."""
+    rng = random.Random(11)
+    words = ["census", "data", "model", "Café", "résumé", "run"]
+    for _ in range(60):
+        add(store, " ".join(rng.choices(words, k=8)))
+    for query in ("census", "cafe", "mod*", "resume"):
+        hits = store.search(query, order="relevance", limit=60)
+        match = fts_query(query)
+        expected = sql(
+            store.path,
+            "SELECT m.msg_id FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
+            " WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts), m.timestamp DESC, m.id DESC",
+            (match,),
+        )
+        assert [h.message.msg_id for h in hits] == [r[0] for r in expected], query
+        assert [h.rank for h in hits] == sorted(h.rank for h in hits)
+
+
+def test_ranking_terms_fold_like_the_index():
+    from syft_chat.plugins.sqlite.ranking import bm25_scores, plain_terms
+
+    assert plain_terms("Résumé e-mail data*") == [
+        ("resume", False),
+        ("e", False),
+        ("mail", False),
+        ("data", True),
+    ]
+    scores = bm25_scores(["a résumé", "résumé résumé", "other"], plain_terms("resume"))
+    assert scores[1] < scores[0] < scores[2] == 0.0

@@ -40,6 +40,7 @@ from syft_chat.errors import InvalidMessageError
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
 from syft_chat.interfaces import GROUP_PREFIX, MessageQuery
 from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus, to_utc, utcnow
+from syft_chat.plugins.sqlite.ranking import bm25_scores, plain_terms
 from syft_chat.plugins.sqlite.rows import (
     READ_COLUMNS,
     READ_LIST,
@@ -463,39 +464,55 @@ def is_query_error(exc: BaseException) -> bool:
     return any(marker in text for marker in _QUERY_ERRORS)
 
 
-#: ``order="relevance"`` ranks only the newest this many matches (after the filters)
-#: by ``bm25``: ranking every match of an everyday word (a third of a million
-#: messages) took ~0.7 s; this window keeps a search under 10 ms.
+#: ``order="relevance"`` ranks only the newest this many matches (after the filters):
+#: ranking every match of an everyday word (a third of a million messages) took
+#: ~0.7 s; this window keeps a search under 10 ms (see :mod:`.ranking`).
 RELEVANCE_WINDOW = 1000
 SEARCH_ORDERS = ("newest", "relevance")
+_SNIPPET = f"snippet(messages_fts, 0, ?, ?, '…', {_SNIPPET_TOKENS})"
+_RAW_OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})
 
 
 @functools.lru_cache(maxsize=64)
-def _search_sql(cond: str, order: str) -> str:
-    snippet = f"snippet(messages_fts, 0, ?, ?, '…', {_SNIPPET_TOKENS})"
-    if order == "newest":
-        # FTS5 walks its hits newest (highest rowid) first and stops at the limit;
-        # snippet() and bm25() run for the returned rows only
-        return (
-            f"SELECT {READ_LIST_M}, bm25(messages_fts), {snippet}"
-            " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
-            f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {cond}"
-            " ORDER BY messages_fts.rowid DESC LIMIT ?"
-        )
-    # rank the newest RELEVANCE_WINDOW matches; snippets for the returned rows only
+def _newest_sql(cond: str) -> str:
+    # FTS5 walks its hits newest (highest rowid) first and stops at the limit; snippet()
+    # runs for the returned rows only
     return (
-        "WITH recent AS ("
-        " SELECT m.id AS id, m.timestamp AS ts, bm25(messages_fts) AS rank"
+        f"SELECT {READ_LIST_M}, {_SNIPPET}"
         " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
         f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {cond}"
-        " ORDER BY messages_fts.rowid DESC LIMIT ?),"
-        " best AS (SELECT id, ts, rank FROM recent ORDER BY rank, ts DESC, id DESC LIMIT ?)"
-        f" SELECT {READ_LIST_M}, best.rank, {snippet}"
-        " FROM best JOIN messages_fts ON messages_fts.rowid = best.id"
-        " JOIN messages AS m ON m.id = best.id"
-        " WHERE messages_fts MATCH ?"
-        " ORDER BY best.rank, best.ts DESC, best.id DESC"
+        " ORDER BY messages_fts.rowid DESC LIMIT ?"
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _window_sql(cond: str) -> str:
+    return (
+        "SELECT m.id, m.timestamp, m.content"
+        " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {cond}"
+        " ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _chosen_sql(count: int) -> str:
+    return (
+        f"SELECT {READ_LIST_M}, m.id, {_SNIPPET}"
+        " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND messages_fts.rowid IN ({', '.join('?' * count)})"
+    )
+
+
+def _terms(query: str, raw: bool) -> list[tuple[str, bool]]:
+    """The words ranking counts: a plain query's; a raw one's, without FTS5 operators."""
+    if raw:
+        query = " ".join(
+            w
+            for w in query.replace('"', " ").replace("(", " ").replace(")", " ").split()
+            if w not in _RAW_OPERATORS
+        )
+    return plain_terms(query)
 
 
 def search_rows(
@@ -510,13 +527,13 @@ def search_rows(
     highlight: tuple[str, str] = ("[", "]"),
     order: str = "newest",
 ) -> list[Values]:
-    """Chat messages matching ``query``: :data:`READ_COLUMNS`, then ``rank`` (``bm25``:
-    lower is a better match) and ``snippet`` (the matching passage, matches wrapped in
-    ``highlight``, elisions shown as ``…``).
+    """Chat messages matching ``query``: :data:`READ_COLUMNS`, then ``rank`` (BM25 among
+    the rows ranked, :mod:`.ranking`: lower is a better match) and ``snippet`` (the
+    matching passage, matches wrapped in ``highlight``, elisions shown as ``…``).
 
     ``order="newest"`` (the default): the newest stored matches first (highest ``id``:
-    the order messages arrived in). ``order="relevance"``: of the newest
-    :data:`RELEVANCE_WINDOW` matches, the best first (``bm25``; newer first on a tie).
+    the order messages arrived in), ranked among themselves. ``order="relevance"``: of
+    the newest :data:`RELEVANCE_WINDOW` matches, the best first (newer first on a tie).
     Deleted messages and edit / delete / reaction records are never returned (the
     triggers keep them out of the index; the query checks again).
     """
@@ -525,13 +542,27 @@ def search_rows(
         raise InvalidMessageError(f"order must be one of {SEARCH_ORDERS}, got {order!r}")
     match = fts_query(query, raw=raw)
     cond, params = _filters(conversation=conversation, thread_id=thread_id, since=since, alias="m")
-    sql = _search_sql(cond, order)
-    if order == "newest":
-        args = [*highlight, match, *params, limit]
-    else:
-        args = [match, *params, RELEVANCE_WINDOW, limit, *highlight, match]
+    content = READ_COLUMNS.index("content")
     try:
-        return fetch(sql, args)
+        if order == "newest":
+            rows = fetch(_newest_sql(cond), [*highlight, match, *params, limit])
+            ranks = bm25_scores([r[content] for r in rows], _terms(query, raw))
+            return [(*r[:-1], rank, r[-1]) for r, rank in zip(rows, ranks, strict=True)]
+        window = fetch(_window_sql(cond), [match, *params, RELEVANCE_WINDOW])
+        scores = bm25_scores([r[2] for r in window], _terms(query, raw))
+        # best first; newer (timestamp, then id) first on a tie
+        ranked = sorted(
+            zip(scores, window, strict=True), key=lambda s: (s[0], _Desc(s[1][1]), -s[1][0])
+        )[:limit]
+        if not ranked:
+            return []
+        ids = [row[0] for _, row in ranked]
+        chosen = {r[-2]: r for r in fetch(_chosen_sql(len(ids)), [*highlight, match, *ids])}
+        return [
+            (*chosen[row[0]][:-2], score, chosen[row[0]][-1])
+            for score, row in ranked
+            if row[0] in chosen
+        ]
     except (sqlite3.OperationalError, pw.OperationalError) as exc:
         if not is_query_error(exc):
             raise
@@ -542,6 +573,23 @@ def search_rows(
         raise InvalidMessageError(
             f"malformed search query {query[:80]!r}: {exc}{hint if raw else ''}"
         ) from None
+
+
+class _Desc:
+    """A sort key that orders text in reverse."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.value > other.value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 def search_hits(
