@@ -370,20 +370,41 @@ def run_queries(path: Path, args: argparse.Namespace, build_info: dict[str, Any]
     words = pick_words(raw, rng, q)
     search_peer_args = list(zip(words["words"], peer_args, strict=False))
 
+    def raw_reactions(rows: list[tuple]) -> None:
+        # what a history shows includes the messages' reactions: one query, as ours
+        marks = ",".join("?" * len(rows))
+        raw.execute(
+            "SELECT msg_id, user, emoji, present, op_seq, created_at, author FROM reactions"
+            f" WHERE msg_id IN ({marks}) AND present = 1 ORDER BY created_at, user",
+            [r[0] for r in rows],
+        ).fetchall()
+
     def raw_query(where: str, param: Any) -> list[tuple]:
-        return raw.execute(
-            f"SELECT {READ} FROM messages WHERE {where} ORDER BY timestamp DESC, id DESC LIMIT 50",
+        rows = raw.execute(
+            f"SELECT {READ} FROM messages WHERE kind = 'message' AND {where}"
+            " ORDER BY timestamp DESC, id DESC LIMIT 50",
             (param,),
         ).fetchall()[::-1]
+        raw_reactions(rows)
+        return rows
 
     def raw_page(conv: str, position: tuple[str, int], older: bool) -> list[tuple]:
         op, order = ("<", "DESC") if older else (">", "ASC")
         rows = raw.execute(
-            f"SELECT {READ} FROM messages WHERE conversation = ? AND kind = 'message'"
+            f"SELECT {READ}, id FROM messages WHERE kind = 'message' AND conversation = ?"
             f" AND (timestamp, id) {op} (?, ?) ORDER BY timestamp {order}, id {order} LIMIT 51",
             (conv, *position),
         ).fetchall()[:50]
-        return rows[::-1] if older else rows
+        rows = rows[::-1] if older else rows
+        if rows:  # is there a page on the other side? (the cursor ours returns)
+            edge = rows[-1] if older else rows[0]
+            raw.execute(
+                "SELECT 1 FROM messages WHERE kind = 'message' AND conversation = ?"
+                f" AND (timestamp, id) {'>' if older else '<'} (?, ?) LIMIT 1",
+                (conv, edge[3], edge[-1]),
+            ).fetchall()
+        raw_reactions(rows)
+        return rows
 
     def raw_search(word: str, conv: str | None = None) -> list[tuple]:
         # the query one would write by hand: newest hits first, snippets in the same statement
@@ -436,7 +457,7 @@ def run_queries(path: Path, args: argparse.Namespace, build_info: dict[str, Any]
             (
                 "history(peer=, limit=50)",
                 lambda p: history(store, conversation=p),
-                lambda p: raw_query("peer = ?", p),
+                lambda p: raw_query("conversation = ?", p),
                 peer_args,
                 GOAL_MS,
             ),

@@ -53,6 +53,7 @@ _GROUP_CUT = len(GROUP_PREFIX)
 #: what ``ChatMessage(...)`` with every field but ``reactions`` records as set
 _FIELDS_SET = frozenset(ChatMessage.model_fields) - {"reactions"}
 _new = object.__new__
+_fromiso = datetime.fromisoformat
 _set = object.__setattr__
 
 
@@ -109,49 +110,45 @@ def _metadata(value: Any) -> dict[str, Any]:
 
 def message_of_values(row: Sequence[Any]) -> ChatMessage:
     """A :class:`ChatMessage` from a tuple of :data:`READ_COLUMNS`."""
-    (
-        msg_id,
-        sender,
-        content,
-        timestamp,
-        thread_id,
-        reply_to,
-        metadata,
-        recipient,
-        status,
-        seq,
-        _peer,
-        error,
-        kind,
-        target,
-        deleted,
-        edited_at,
-        conversation,
-        *_,
-    ) = row
-    return trusted_message(
+    stamp, edited, conversation = row[3], row[15], row[16]
+    try:  # the store's own fixed UTC text, inline (the common case)
+        timestamp = _fromiso(stamp)
+        if timestamp.tzinfo is not _UTC:
+            timestamp = parse_ts(stamp)
+    except (TypeError, ValueError):
+        timestamp = parse_ts(stamp)
+    metadata = row[6]
+    message = _new(ChatMessage)
+    _set(
+        message,
+        "__dict__",
         {
-            "msg_id": msg_id,
-            "sender": sender,
-            "content": content,
-            "timestamp": _ts(timestamp),
-            "thread_id": thread_id,
-            "reply_to": reply_to,
-            "metadata": _metadata(metadata),
-            "recipient": recipient,
-            "status": _STATUS.get(status),
-            "seq": seq,
-            "error": error,
-            "kind": _KIND.get(kind, MessageKind.MESSAGE),
-            "target": target,
+            "msg_id": row[0],
+            "sender": row[1],
+            "content": row[2],
+            "timestamp": timestamp,
+            "thread_id": row[4],
+            "reply_to": row[5],
+            "metadata": {} if metadata == "{}" else _metadata(metadata),
+            "recipient": row[7],
+            "status": _STATUS.get(row[8]),
+            "seq": row[9],
+            "error": row[11],
+            "kind": _KIND.get(row[12], MessageKind.MESSAGE),
+            "target": row[13],
             "target_sender": row[25],
-            "deleted": bool(deleted),
-            "edited_at": _ts(edited_at) if edited_at else None,
+            "deleted": bool(row[14]),
+            "edited_at": _ts(edited) if edited else None,
+            "reactions": {},
             "group_id": conversation[_GROUP_CUT:]
             if type(conversation) is str and conversation.startswith(GROUP_PREFIX)
             else None,
-        }
+        },
     )
+    _set(message, "__pydantic_fields_set__", set(_FIELDS_SET))
+    _set(message, "__pydantic_extra__", None)
+    _set(message, "__pydantic_private__", None)
+    return message
 
 
 def record_of_values(row: Sequence[Any]) -> StoredMessage:

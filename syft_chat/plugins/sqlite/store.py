@@ -253,6 +253,20 @@ class SQLiteStore(HistoryViews):
             except (pw.PeeweeException, sqlite3.Error) as exc:
                 raise _storage_error(self.path, action, exc) from exc
 
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One read statement, rows as tuples: what ``with self._op("read")`` around
+        :meth:`_fetch` does, without a generator-based context manager per call (the hot
+        reads: history, its reactions)."""
+        with self._lock:
+            if self._db is None:
+                raise StorageError(f"store is closed ({self.path})")
+            if self._depth == 0 or self._lost is not None:
+                self._check_file()
+            try:
+                return self._db.connection().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+            except (pw.PeeweeException, sqlite3.Error) as exc:
+                raise _storage_error(self.path, "read", exc) from exc
+
     def _sql(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._db.execute_sql(sql, tuple(params))
 
@@ -400,9 +414,7 @@ class SQLiteStore(HistoryViews):
     def find(self, query: MessageQuery) -> list[StoredMessage]:
         """Every stored message matching ``query``, in its order (the SQL is
         :func:`~syft_chat.plugins.sqlite.queries.find_sql`, the command line's too)."""
-        with self._op("read"):
-            rows = find_rows(self._fetch, query)
-        return [record_of_values(row) for row in rows]
+        return [record_of_values(row) for row in find_rows(self._read, query)]
 
     def remove(self, query: MessageQuery) -> int:
         """Delete the messages matching ``query``; how many."""
@@ -466,8 +478,7 @@ class SQLiteStore(HistoryViews):
 
     def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
         """The reactions on these messages, oldest first."""
-        with self._op("read"):
-            rows = reaction_rows(self._fetch, msg_ids, removed=removed)
+        rows = reaction_rows(self._read, msg_ids, removed=removed)
         return [reaction_of_values(row) for row in rows]
 
     def put_reaction(self, reaction: Reaction) -> None:
