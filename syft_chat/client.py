@@ -656,7 +656,7 @@ class SyftChatClient:
         current text. The filters are those of :meth:`get_chat_history`
         (``conversation`` names a group's conversation instead of ``with_user``).
         ``order="relevance"`` returns the best matches first (``rank``) among the newest
-        1,000 that match: ranking every match of an everyday word would take the better
+        500 that match: ranking every match of an everyday word would take the better
         part of a second on a large history.
 
         :raises InvalidMessageError: an empty or malformed query, or a bad filter.

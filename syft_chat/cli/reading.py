@@ -250,7 +250,7 @@ def _styled_snippet(snippet: str, color: bool) -> str:
     type=click.Choice(["newest", "relevance"]),
     default="newest",
     show_default=True,
-    help="newest: the latest matches first; relevance: the best of the latest 1,000 first.",
+    help="newest: the latest matches first; relevance: the best of the latest 500 first.",
 )
 @_json_option
 @pass_env

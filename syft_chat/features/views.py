@@ -181,7 +181,7 @@ class ViewStore(Protocol):
     ) -> list[SearchHit]:
         """Chat messages (not deleted) matching ``query``: the newest stored first, or
         with ``order="relevance"`` the best first among a bounded number of the newest
-        matches (the ``sqlite`` store: 1,000)."""
+        matches (the ``sqlite`` store: 500)."""
 
     def conversations(
         self, *, limit: int | None = None, before: Conversation | None = None
