@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from raw_baseline import percentile, print_table
 
 from syft_chat.features.views import history_query, with_reactions
-from syft_chat.interfaces import StoredMessage
+from syft_chat.interfaces import StoredMessage, find_messages
 from syft_chat.models import ChatMessage, Direction, MessageStatus
 from syft_chat.plugins.sqlite.queries import RELEVANCE_WINDOW, encode_cursor
 from syft_chat.plugins.sqlite.rows import READ_LIST, READ_LIST_M
@@ -196,8 +196,8 @@ def generate_rows(start: int, stop: int, n: int, peer_list: list[str], rng: rand
 
 def history(store: SQLiteStore, **filters: Any) -> list[ChatMessage]:
     """``get_chat_history``'s own query on the store: newest 50, oldest first, reactions."""
-    rows = store.find(history_query(limit=50, **filters))
-    return with_reactions([r.message for r in rows], store.reactions)
+    messages = find_messages(store, history_query(limit=50, **filters))
+    return with_reactions(messages, store.reactions)
 
 
 def build(path: Path, n: int, n_peers: int, via_store: int, seed: int = 1) -> dict[str, float]:

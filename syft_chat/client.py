@@ -36,7 +36,13 @@ from syft_chat.features.views import (
     with_reactions,
 )
 from syft_chat.identity import canonical_email, is_canonical
-from syft_chat.interfaces import BackendContext, MessageQuery, MessageStore, Transport
+from syft_chat.interfaces import (
+    BackendContext,
+    MessageQuery,
+    MessageStore,
+    Transport,
+    find_messages,
+)
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
 from syft_chat.messaging.kinds import ChatMessageRule
@@ -622,8 +628,7 @@ class SyftChatClient:
         query = history_query(
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
-        records = self.store.find(query)
-        messages = with_reactions([r.message for r in records], self.store.reactions)
+        messages = with_reactions(find_messages(self.store, query), self.store.reactions)
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 
     def get_message(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:

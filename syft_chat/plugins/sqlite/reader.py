@@ -250,7 +250,8 @@ class ReadOnlyHistory:
         query = history_query(
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
-        return self._with_reactions([r.message for r in self.find_records(query)])
+        rows = sqlite_views.find_rows(self._fetch, query)
+        return self._with_reactions([message_of_values(row) for row in rows])
 
     # ---- views that need schema 3 (the full-text index)
 

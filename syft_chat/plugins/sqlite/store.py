@@ -416,6 +416,11 @@ class SQLiteStore(HistoryViews):
         :func:`~syft_chat.plugins.sqlite.queries.find_sql`, the command line's too)."""
         return [record_of_values(row) for row in find_rows(self._read, query)]
 
+    def find_messages(self, query: MessageQuery) -> list[ChatMessage]:
+        """The messages of :meth:`find` without their delivery records (a history page:
+        see :func:`~syft_chat.interfaces.find_messages`)."""
+        return [message_of_values(row) for row in find_rows(self._read, query)]
+
     def remove(self, query: MessageQuery) -> int:
         """Delete the messages matching ``query``; how many."""
         where, params = where_sql(query)
