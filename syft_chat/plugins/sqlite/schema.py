@@ -543,6 +543,10 @@ _V7_INDEXES = (
     "DROP INDEX ix_messages_thread_ts",  # only messages in a thread
     "CREATE INDEX ix_messages_thread_ts ON messages (thread_id, timestamp)"
     " WHERE thread_id IS NOT NULL",
+    # only incoming: the time of a sender's latest message, on every arrival (where_sql
+    # writes the direction as a literal, so SQLite uses it)
+    "DROP INDEX ix_messages_peer_ts",
+    "CREATE INDEX ix_messages_peer_ts ON messages (peer, timestamp) WHERE direction = 'in'",
 )
 
 
