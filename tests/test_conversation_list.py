@@ -250,3 +250,38 @@ def test_a_schema_6_file_is_upgraded_and_read_as_it_is(tmp_path):
         assert reader.conversations(limit=2, before=before_upgrade[0]) == before_upgrade[1:3]
     finally:
         reader.close()
+
+
+def test_the_command_line_shows_a_page(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "chat.db"
+    store = SQLiteStore(db, owner=ME)
+    try:
+        for i in range(60):
+            add(store, f"u{i:02d}@example.org", at=T0 + timedelta(minutes=i))
+    finally:
+        store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYFT", "NO_COLOR"))}
+    env.update(HOME=str(tmp_path / "home"), SYFT_CHAT_LOAD_PLUGINS="")
+
+    def run(*args: str) -> tuple[list[str], str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "syft_chat", "--db", str(db), "conversations", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        return [c["conversation_id"] for c in json.loads(done.stdout)], done.stderr
+
+    shown, note = run("--json")
+    assert shown == [f"u{i:02d}@example.org" for i in range(59, 9, -1)]  # the newest 50
+    assert "--all" in note
+    assert run("-n", "5", "--json")[0] == shown[:5]
+    everything, note = run("--all", "--json")
+    assert len(everything) == 60 and everything[:50] == shown and "--all" not in note
