@@ -17,9 +17,8 @@ from typing import Any
 
 from syft_chat.errors import StorageError
 from syft_chat.models import to_utc, utcnow
-from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 from syft_chat.plugins.sqlite.rows import parse_ts as _parse_ts
-from syft_chat.plugins.sqlite.summary import CONVERSATIONS_DDL
+from syft_chat.plugins.sqlite.summary import CONVERSATIONS_DDL, UNREAD_INDEX_SQL
 from syft_chat.plugins.sqlite.summary import rebuild as rebuild_summary
 
 __all__ = ["LEGACY_META_KEY", "MIGRATIONS", "SCHEMA_VERSION", "legacy_metadata"]

@@ -41,12 +41,7 @@ from syft_chat.interfaces import (
     with_reactions,
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
-from syft_chat.plugins.sqlite.queries import (
-    HistoryViews,
-    find_rows,
-    reaction_rows,
-    where_sql,
-)
+from syft_chat.plugins.sqlite.queries import find_rows, reaction_rows, where_sql
 from syft_chat.plugins.sqlite.rows import (
     READ_LIST,
     message_of_row,
@@ -62,6 +57,7 @@ from syft_chat.plugins.sqlite.schema import (
     SCHEMA_VERSION,
     _fmt_ts,
 )
+from syft_chat.plugins.sqlite.views import HistoryViews
 
 __all__ = [
     "SCHEMA_VERSION",
