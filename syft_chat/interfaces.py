@@ -235,6 +235,7 @@ UPDATABLE = frozenset(
         "request_id",
         "attempts",
         "read_at",
+        "attachments",
     }
 )
 

@@ -160,7 +160,7 @@ READ_COLUMNS = (
     *("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata"),
     *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
     *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
-    *("attempts", "read_at", "updated_at", "target_sender"),
+    *("attempts", "read_at", "updated_at", "target_sender", "attachments"),
 )
 _ORDER = {
     "stored": ("id",),

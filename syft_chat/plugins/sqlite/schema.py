@@ -22,7 +22,7 @@ from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 __all__ = ["LEGACY_META_KEY", "MIGRATIONS", "SCHEMA_VERSION", "legacy_metadata"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
 #: The original library's table (SQLAlchemy reserves ``metadata``, so it named it ``meta_data``).
 _ORIGINAL_COLUMNS = (*_SEED_COLUMNS[:-1], "meta_data")
@@ -523,6 +523,13 @@ def _migrate_4_to_5(db: Any, owner: str) -> None:
     db.execute_sql("ALTER TABLE _reactions_v5 RENAME TO reactions")
 
 
+def _migrate_5_to_6(db: Any, owner: str) -> None:
+    """``messages.attachments``: the files shared with a message, a JSON list of
+    :class:`~syft_chat.models.Attachment` (``'[]'`` for every existing row)."""
+    del owner
+    db.execute_sql("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'")
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: list[Callable[[Any, str], None]] = [
     _migrate_0_to_1,
@@ -530,5 +537,6 @@ MIGRATIONS: list[Callable[[Any, str], None]] = [
     _migrate_2_to_3,
     _migrate_3_to_4,
     _migrate_4_to_5,
+    _migrate_5_to_6,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -41,7 +41,15 @@ from syft_chat.interfaces import (
     check_updatable,
     with_reactions,
 )
-from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
+from syft_chat.models import (
+    Attachment,
+    ChatMessage,
+    Direction,
+    Group,
+    MessageKind,
+    MessageStatus,
+    utcnow,
+)
 from syft_chat.plugins.sqlite.queries import (
     READ_COLUMNS,
     HistoryViews,
@@ -88,6 +96,27 @@ def _load_metadata(value: Any) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _load_attachments(value: Any) -> list[Attachment]:
+    """The attachments column (rows of older schemas have none); an entry that no longer
+    reads is left out rather than making the message unreadable."""
+    try:
+        loaded = json.loads(value) if value else []
+    except (TypeError, ValueError):
+        return []
+    found = []
+    for entry in loaded if isinstance(loaded, list) else []:
+        try:
+            found.append(Attachment.model_validate(entry))
+        except ValueError:
+            continue
+    return found
+
+
+def attachments_json(attachments: Sequence[Attachment]) -> str:
+    """The ``attachments`` column's text for ``attachments``."""
+    return json.dumps([a.model_dump(mode="json") for a in attachments], ensure_ascii=False)
+
+
 def message_of_row(row: Mapping[str, Any]) -> ChatMessage:
     """A :class:`ChatMessage` from a ``messages`` row (the columns it lacks take defaults)."""
     status, kind = row.get("status"), row.get("kind") or MessageKind.MESSAGE.value
@@ -110,6 +139,7 @@ def message_of_row(row: Mapping[str, Any]) -> ChatMessage:
         deleted=bool(row.get("deleted")),
         edited_at=_parse_ts(edited) if edited else None,
         group_id=_group_of(row.get("conversation")),
+        attachments=_load_attachments(row.get("attachments")),
     )
 
 
@@ -401,6 +431,7 @@ class SQLiteStore(HistoryViews):
                 request_id=record.request_id,
                 attempts=record.attempts,
                 read_at=_fmt_ts(record.read_at) if record.read_at else None,
+                attachments=attachments_json(m.attachments),
             ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id, t.c.sender])
             return bool(self._db.execute(query).rowcount == 1)
 
@@ -443,6 +474,8 @@ class SQLiteStore(HistoryViews):
                 value = _fmt_ts(value) if value is not None else None
             elif name == "status":
                 value = MessageStatus(value).value
+            elif name == "attachments":
+                value = attachments_json([Attachment.model_validate(a) for a in value])
             values[name] = value
         sets = ", ".join(f"{name} = ?" for name in values)
         which, which_params = self._row_id(msg_id, sender)
