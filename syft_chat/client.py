@@ -532,7 +532,9 @@ class SyftChatClient:
 
     # ------------------------------------------------------------------ attachments
 
-    def attachment_path(self, msg_id: str, attachment_id: str, *, sender: str | None = None) -> Path:
+    def attachment_path(
+        self, msg_id: str, attachment_id: str, *, sender: str | None = None
+    ) -> Path:
         """The verified local file of an attachment (``sender`` as for :meth:`get_message`).
 
         Never copy from it blindly later: it is the synced copy, checked now.
@@ -565,7 +567,7 @@ class SyftChatClient:
         """Every attachment of the stored messages (both directions), oldest message first,
         as ``(message, attachment)`` with its current state; ``with_user`` / ``group_id``
         narrow it to one conversation."""
-        return self._attachments.list(with_user=with_user, group_id=group_id)
+        return self._attachments.listing(with_user=with_user, group_id=group_id)
 
     def check_attachments(self) -> int:
         """Look at the pending incoming attachments now (the checker thread does it every

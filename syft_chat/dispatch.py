@@ -20,9 +20,9 @@ from syft_chat.errors import RefuseMessage, SyftChatError
 from syft_chat.manager import PluginFailure, trace_enabled
 
 if TYPE_CHECKING:
-    from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
     from pathlib import Path
 
+    from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
     from syft_chat.models import Attachment, ChatMessage, ChatResponse, Envelope, MessageStatus
 
 __all__ = ["HookDecisionError", "Hooks"]
@@ -207,7 +207,9 @@ class Hooks:
     def attachment_available(
         self, message: ChatMessage, attachment: Attachment, client: HookClient
     ) -> None:
-        self._each("chat_attachment_available", message=message, attachment=attachment, client=client)
+        self._each(
+            "chat_attachment_available", message=message, attachment=attachment, client=client
+        )
 
     def message_received(self, message: ChatMessage, client: HookClient) -> None:
         self._each("chat_message_received", message=message, client=client)

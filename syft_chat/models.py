@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "AUTO_REPLY_KEY",
-    "MAX_ATTACHMENTS",
     "CLAIMED_AUTO_REPLY_KEY",
+    "MAX_ATTACHMENTS",
     "PROTOCOL_VERSION",
     "WIRE_KINDS",
     "Attachment",
@@ -213,7 +213,9 @@ class Attachment(BaseModel):
     @field_validator("media_type")
     @classmethod
     def _media_type(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$", value):
+        if not re.match(
+            r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$", value
+        ):
             return "application/octet-stream"
         return value.lower()
 

@@ -211,8 +211,14 @@ def test_safe_name_never_escapes(name):
 
 
 def _hostile(url: str, name: str = "x.txt") -> dict:
-    return {"id": "a1", "name": name, "size": 1, "media_type": "text/plain",
-            "sha256": "0" * 64, "url": url}
+    return {
+        "id": "a1",
+        "name": name,
+        "size": 1,
+        "media_type": "text/plain",
+        "sha256": "0" * 64,
+        "url": url,
+    }
 
 
 @pytest.mark.parametrize(
@@ -250,8 +256,12 @@ def test_received_hostile_name_is_sanitised(net):
 
 
 def test_over_limit_refused_before_anything_is_copied(tmp_path):
-    limits = {**FAST, "max_attachment_bytes": 1000, "max_message_attachment_bytes": 1500,
-              "max_conversation_attachment_bytes": 2000}
+    limits = {
+        **FAST,
+        "max_attachment_bytes": 1000,
+        "max_message_attachment_bytes": 1500,
+        "max_conversation_attachment_bytes": 2000,
+    }
     with local_network(tmp_path, [ALICE, BOB], settings=limits) as net:
         alice = net[ALICE]
         big = _file(tmp_path, "big.bin", b"x" * 1001)
@@ -376,15 +386,47 @@ def test_an_envelope_without_attachments_still_works(net):
 
 
 def test_display_shows_images_inline_and_escapes_names(net, tmp_path):
-    png = _file(tmp_path, "<b>pic.png", b"\x89PNG\r\n\x1a\n" + b"0" * 20)
+    png = _file(tmp_path, "&pic's.png", b"\x89PNG\r\n\x1a\n" + b"0" * 20)
     doc = _file(tmp_path, "notes.txt", b"hello")
     sent = net[ALICE].send_message(BOB, "see", attachments=[png, doc])
     got = _received(net[BOB], sent.message_id)
     html = got._repr_html_()
     assert "<img" in html and "data:image/png;base64," in html
-    assert "<b>pic" not in html and 'alt="&lt;b&gt;pic.png"' in html
+    assert "&pic's" not in html and 'alt="&amp;pic&#x27;s.png"' in html
     assert "notes.txt" in html and "5 B" in html
     from syft_chat.display import format_message
 
     text = format_message(got)
     assert "notes.txt" in text and "available" in text
+
+
+def test_cli_send_attach_list_and_save(tmp_path):
+    from test_cli import CLI
+
+    cli = CLI(tmp_path)
+    try:
+        one = _file(tmp_path, "one.csv", b"a,b\n1,2\n")
+        two = _file(tmp_path, "two.txt", b"two")
+        sent = json.loads(
+            cli.ok("send", "--json", BOB, "files", "--attach", str(one), "--attach", str(two))
+        )
+        assert [a["name"] for a in sent["attachments"]] == ["one.csv", "two.txt"]
+        msg_id = sent["message_id"]
+        assert cli.bob.get_message(msg_id).attachments[1].state is AttachmentState.AVAILABLE
+        listed = cli.ok("attachments")
+        assert "one.csv" in listed and "8 B" in listed and "available" in listed
+        rows = json.loads(cli.ok("attachments", "--json", "--with", BOB))
+        assert [(r["msg_id"], r["id"], r["state"]) for r in rows] == [
+            (msg_id, "a1", "available"),
+            (msg_id, "a2", "available"),
+        ]
+        out_dir = tmp_path / "out"
+        out_dir.mkdir()
+        cli.ok("save", msg_id[:8], "a2", str(out_dir))
+        assert (out_dir / "two.txt").read_bytes() == b"two"
+        refused = cli.run("save", msg_id, "a9", str(out_dir))
+        assert refused.returncode == 1 and "no attachment 'a9'" in refused.stderr
+        missing = cli.run("send", BOB, "x", "--attach", str(tmp_path / "nope"))
+        assert missing.returncode == 2 and "does not exist" in missing.stderr
+    finally:
+        cli.bob.close()

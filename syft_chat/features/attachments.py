@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -130,9 +131,7 @@ class Attachments:
     :param app: the app's folder name under ``app_data``.
     """
 
-    def __init__(
-        self, core: MessagingCore, groups: Groups, *, datasites: Path, app: str
-    ) -> None:
+    def __init__(self, core: MessagingCore, groups: Groups, *, datasites: Path, app: str) -> None:
         self.core = core
         self._groups = groups
         self._datasites = datasites
@@ -176,7 +175,11 @@ class Attachments:
     # ------------------------------------------------------------------ sending
 
     def prepare(
-        self, files: Sequence[str | Path], readers: Sequence[str], conversation: str, msg_id: str
+        self,
+        files: Sequence[str | os.PathLike[str]],
+        readers: Sequence[str],
+        conversation: str,
+        msg_id: str,
     ) -> list[Attachment]:
         """Check ``files`` against the limits (and the plugins), then copy them into
         ``msg_id``'s folder with read for ``readers``; the attachments to send.
@@ -317,7 +320,9 @@ class Attachments:
             return []
         return [list(map(str, k)) for k in loaded if isinstance(k, list) and len(k) == 2]
 
-    def withdraw(self, msg_id: str, sender: str, ids: Sequence[str], state: AttachmentState) -> None:
+    def withdraw(
+        self, msg_id: str, sender: str, ids: Sequence[str], state: AttachmentState
+    ) -> None:
         """Mark attachments of ``sender``'s message revoked or deleted (all with no ids)."""
         store = self.core.store
         found = store.get(msg_id, sender=sender)
@@ -391,9 +396,9 @@ class Attachments:
 
     def open(self, msg_id: str, attachment_id: str, sender: str | None = None) -> BinaryIO:
         path = self.path(msg_id, attachment_id, sender)
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return open(path, "rb")
 
-    def list(
+    def listing(
         self, with_user: str | None = None, group_id: str | None = None
     ) -> list[tuple[ChatMessage, Attachment]]:
         self.core.check_open()
@@ -453,7 +458,9 @@ class Attachments:
             return
         remove_share(self.folder(message.msg_id))
         conversation = f"{GROUP_PREFIX}{message.group_id}" if message.group_id else None
-        self.count(conversation or message.recipient or "", -sum(a.size for a in message.attachments))
+        self.count(
+            conversation or message.recipient or "", -sum(a.size for a in message.attachments)
+        )
 
     def _tell(
         self, message: ChatMessage, op: str, ids: list[str], timeout: float | None

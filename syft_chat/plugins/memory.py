@@ -82,7 +82,10 @@ def _sort_key(order: str) -> Callable[[tuple[int, StoredMessage]], tuple[Any, ..
 
 def _out(r: StoredMessage) -> StoredMessage:
     """What a reader gets: its own metadata (a dict), like a store that reads from disk."""
-    own = {"metadata": copy.deepcopy(r.message.metadata), "attachments": list(r.message.attachments)}
+    own = {
+        "metadata": copy.deepcopy(r.message.metadata),
+        "attachments": list(r.message.attachments),
+    }
     return replace(r, message=r.message.model_copy(update=own))
 
 

@@ -73,9 +73,7 @@ def write_share_permissions(
         atomic_write(folder / name, text.encode("utf-8"), durable=durable)
 
 
-def copy_hashing(
-    source: Path, dest: Path, *, limit: int, durable: bool = False
-) -> tuple[int, str]:
+def copy_hashing(source: Path, dest: Path, *, limit: int, durable: bool = False) -> tuple[int, str]:
     """Copy ``source`` to ``dest`` (a temporary file beside it, then a rename), hashing
     while copying; ``(bytes copied, sha256 hex)``. Raises ``ValueError`` (nothing left
     behind) if the source grows past ``limit`` bytes while being read."""
@@ -141,13 +139,12 @@ class FileCheck:
         with self._lock:
             seen = self._seen.get(str(path))
         if seen is not None and seen[0] == key:
-            digest = seen[1]
-        else:
-            digest = _hash(path)
-            if digest is None:
-                return "missing"
-            with self._lock:
-                self._seen[str(path)] = (key, digest)
+            return "ok" if seen[1] == sha256 else "corrupt"
+        digest = _hash(path)
+        if digest is None:
+            return "missing"
+        with self._lock:
+            self._seen[str(path)] = (key, digest)
         return "ok" if digest == sha256 else "corrupt"
 
 
