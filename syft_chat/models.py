@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 __all__ = [
     "AUTO_REPLY_KEY",
@@ -341,6 +341,10 @@ class Envelope(BaseModel):
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
         return to_utc(value)
+
+    @field_serializer("attachments")
+    def _wire_attachments(self, value: list[Attachment]) -> list[dict[str, Any]]:
+        return [a.wire() for a in value]  # never this datasite's state or bookkeeping
 
     @field_validator("kind")
     @classmethod

@@ -341,11 +341,19 @@ def test_receiver_restart_mid_transfer_announces_once_after_restart(tmp_path):
         bob = net[BOB]
         early: list[str] = []
         bob.add_attachment_listener(lambda m, a: early.append(a.id))
+        cut: list[Path] = []
+
+        class Truncate:  # before bob hears of it: his sync client has only part of it
+            @hookimpl
+            def chat_encode_body(self, envelope, client):
+                shared = _folder(net, ALICE, envelope.msg_id) / "f.bin"
+                shared.write_bytes(data[:10_000])
+                cut.append(shared)
+
+        net[ALICE].register_plugin(Truncate())
         sent = net[ALICE].send_message(BOB, "x", attachments=[src])
-        shared = _folder(net, ALICE, sent.message_id) / "f.bin"
-        # not synced yet: as if bob's sync client had only part of it
-        full = shared.read_bytes()
-        shared.write_bytes(full[:10_000])
+        (shared,) = cut
+        full = data
         _received(bob, sent.message_id)
         bob.check_attachments()
         bob.close()
@@ -430,3 +438,50 @@ def test_cli_send_attach_list_and_save(tmp_path):
         assert missing.returncode == 2 and "does not exist" in missing.stderr
     finally:
         cli.bob.close()
+
+
+def test_the_example_in_docs_attachments_runs():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "attachments.md").read_text()
+    code = text.split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/attachments.md", "exec"), {})
+
+
+def test_schema_5_file_reads_unmigrated_and_migrates_with_empty_attachments(tmp_path):
+    """A file of the previous schema (no ``attachments`` column) is read by the command
+    line's read-only reader as it is (the file does not change), reactions included, and a
+    client migrates it in one step (every old row: no attachments)."""
+    import sqlite3
+
+    from syft_chat.interfaces import Reaction, StoredMessage
+    from syft_chat.models import ChatMessage, Direction, utcnow
+    from syft_chat.plugins.sqlite.reader import ReadOnlyHistory
+    from syft_chat.plugins.sqlite.store import SQLiteStore
+
+    path = tmp_path / "v5.db"
+    store = SQLiteStore(path, owner=ALICE)
+    message = ChatMessage(msg_id="m1", sender=ALICE, recipient=BOB, content="old", seq=1)
+    store.insert(StoredMessage(message, Direction.OUTGOING, BOB))
+    store.put_reaction(Reaction("m1", BOB, "👍", True, 1, utcnow(), ALICE))
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE messages DROP COLUMN attachments")  # as schema 5 left it
+    conn.execute("UPDATE schema_version SET version = 5")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    reader = ReadOnlyHistory(path, owner=ALICE)
+    try:
+        (got,) = reader.history(conversation=BOB)
+    finally:
+        reader.close()
+    assert (got.content, got.attachments, got.reactions) == ("old", [], {"👍": [BOB]})
+    assert path.read_bytes() == before
+    store = SQLiteStore(path, owner=ALICE)
+    try:
+        migrated = store.get("m1")
+        assert migrated is not None and migrated.message.attachments == []
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM schema_version").fetchone() == (6,)
+    conn.close()

@@ -528,27 +528,42 @@ class Attachments:
                 message = found.message if found is not None else None
                 done, fresh = self._look(message)
                 if fresh and message is not None:
-                    with store.transaction():
-                        current = store.get(msg_id, sender=sender)
-                        if current is None:
-                            continue
-                        marked = [
-                            a.model_copy(update={"announced": True})
-                            if a.id in {f.id for f in fresh}
-                            else a
-                            for a in current.message.attachments
-                        ]
-                        store.update(msg_id, {"attachments": marked}, sender=sender)
-                    shown = self.with_states([message.model_copy(update={"attachments": marked})])
-                    for a in fresh:
-                        became += 1
-                        now = next(x for x in shown[0].attachments if x.id == a.id)
-                        self.core.notify_attachment(shown[0], now)
+                    fresh = self._claim(msg_id, sender, fresh)
+                    if fresh:
+                        stored = store.get(msg_id, sender=sender)
+                        shown = self.with_states([stored.message if stored else message])[0]
+                        for a in fresh:
+                            became += 1
+                            now = next(x for x in shown.attachments if x.id == a.id)
+                            self.core.notify_attachment(shown, now)
                 if done:
                     with store.transaction():
                         left = [k for k in self._pending() if k != [sender, msg_id]]
                         store.set_setting(_PENDING_KEY, _dump(left))
             return became
+
+    def _claim(self, msg_id: str, sender: str, fresh: list[Attachment]) -> list[Attachment]:
+        """Mark ``fresh`` announced, in one transaction; the ones this call marked (another
+        process of this datasite, sharing the store, may have marked some first)."""
+        store = self.core.store
+        with store.transaction():
+            current = store.get(msg_id, sender=sender)
+            if current is None:
+                return []
+            wanted = {f.id for f in fresh}
+            claimed = [
+                a
+                for a in current.message.attachments
+                if a.id in wanted and not a.announced and a.state is AttachmentState.PENDING
+            ]
+            ids = {a.id for a in claimed}
+            marked = [
+                a.model_copy(update={"announced": True}) if a.id in ids else a
+                for a in current.message.attachments
+            ]
+            if claimed:
+                store.update(msg_id, {"attachments": marked}, sender=sender)
+        return claimed
 
     def _look(self, message: ChatMessage | None) -> tuple[bool, list[Attachment]]:
         """(whether nothing is left to watch, the attachments that just became available)."""
