@@ -210,7 +210,7 @@ class SyftChatClient:
             )
             self._declare_kinds(core)
             core.start(hold=self.settings.startup_hold)
-            self._attachments.start()
+            self._attachments.watch.start()
         except BaseException:
             self._shutdown()
             raise
@@ -231,7 +231,7 @@ class SyftChatClient:
 
         def apply_waiting(message: ChatMessage) -> None:
             rules[MessageKind.EDIT].apply_waiting(message)
-            attachments.track(message)
+            attachments.watch.track(message)
 
         core.kinds.register(ChatMessageRule(conversation_check=check, apply_waiting=apply_waiting))
         for rule in rules.values():
@@ -573,7 +573,7 @@ class SyftChatClient:
         """Look at the pending incoming attachments now (the checker thread does it every
         ``attachment_check_interval`` seconds); how many became available."""
         self._live()
-        return self._attachments.check_pending()
+        return self._attachments.watch.check_pending()
 
     def react(
         self,
@@ -749,7 +749,7 @@ class SyftChatClient:
         )
         records = self.store.find(query)
         messages = with_reactions([r.message for r in records], self.store.reactions)
-        messages = self._attachments.with_states(messages)
+        messages = self._attachments.states.with_states(messages)
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 
     def get_message(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:
@@ -760,7 +760,7 @@ class SyftChatClient:
         the earliest stored.
         """
         found = self._live().get(msg_id, sender=sender)
-        return self._attachments.with_states([found])[0] if found is not None else None
+        return self._attachments.states.with_states([found])[0] if found is not None else None
 
     def search(
         self,
@@ -860,7 +860,7 @@ class SyftChatClient:
         self._closed = True
         attachments = getattr(self, "_attachments", None)
         if attachments is not None:
-            attachments.stop()
+            attachments.watch.stop()
         if self._core is not None:
             self._core.stop_following()  # a follower must not take over while closing
         try:

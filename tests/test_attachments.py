@@ -117,6 +117,17 @@ def test_group_of_three_grants_each_member_and_no_one_else(net, tmp_path):
         assert got.attachments[0].state is AttachmentState.AVAILABLE
         assert got.attachments[0].media_type == "image/png"
     assert net[DAVE].get_message(sent.message_id, sender=ALICE) is None
+    # revoking a group message's attachment reaches every member
+    net[ALICE].revoke_attachment(sent.message_id)
+    assert _readers(folder, "plot.png") == (set(), set())
+    for who in (BOB, CAROL):
+        wait_for(
+            lambda w=who: (
+                net[w].get_message(sent.message_id, sender=ALICE).attachments[0].state
+                is AttachmentState.REVOKED
+            ),
+            timeout=10,
+        )
     # a member removed later is left out of later attachments
     net[ALICE].remove_group_members(group.group_id, [CAROL])
     later = net[ALICE].send_to_group(group.group_id, "b", attachments=[src])

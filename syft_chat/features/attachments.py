@@ -18,18 +18,16 @@ See ``docs/attachments.md``.
 
 from __future__ import annotations
 
-import json
 import logging
 import mimetypes
 import os
-import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
-from urllib.parse import quote, unquote, urlsplit
 
-from syft_chat.errors import AttachmentError, InvalidMessageError, StorageError
+from syft_chat.errors import AttachmentError, InvalidMessageError
+from syft_chat.features.attachment_states import AttachmentStates, attachment_url
+from syft_chat.features.attachment_watch import AttachmentWatch
 from syft_chat.filenames import safe_name, unique_name
 from syft_chat.interfaces import GROUP_PREFIX, MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
@@ -43,7 +41,6 @@ from syft_chat.models import (
     MessageStatus,
 )
 from syft_chat.plugins.syft_rpc.shared_files import (
-    FileCheck,
     copy_hashing,
     remove_share,
     write_share_permissions,
@@ -56,30 +53,12 @@ if TYPE_CHECKING:
 __all__ = [
     "AttachmentControlRule",
     "Attachments",
-    "attachment_url",
 ]
 
 log = logging.getLogger("syft_chat.attachments")
 
 _KIND = MessageKind.ATTACHMENTS
-_FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PENDING_KEY = "attachments.pending"
 _TOTAL_KEY = "attachments.bytes:"
-
-
-def attachment_url(sender: str, app: str, folder: str, name: str) -> str:
-    """``syft://<sender>/app_data/<app>/attachments/<folder>/<name>`` (the name quoted)."""
-    return f"syft://{sender}/app_data/{app}/attachments/{folder}/{quote(name, safe='')}"
-
-
-def _url_parts(url: str) -> tuple[str, list[str]] | None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme != "syft" or parts.query or parts.fragment:
-        return None
-    return parts.netloc, [unquote(p) for p in parts.path.split("/")[1:]]
 
 
 class AttachmentControlRule:
@@ -134,43 +113,13 @@ class Attachments:
     def __init__(self, core: MessagingCore, groups: Groups, *, datasites: Path, app: str) -> None:
         self.core = core
         self._groups = groups
-        self._datasites = datasites
+        self.states = AttachmentStates(datasites=datasites, app=app)
+        self.watch = AttachmentWatch(core, self.states)
         self._app = app
-        self._files = FileCheck()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ layout
-
-    def _root(self, sender: str) -> Path:
-        return self._datasites / sender / "app_data" / self._app / "attachments"
 
     def folder(self, msg_id: str) -> Path:
         """This datasite's folder of its message ``msg_id``'s attachments."""
-        return self._root(self.core.email) / msg_id
-
-    def local_path(self, sender: str, attachment: Attachment) -> Path | None:
-        """Where ``sender``'s attachment is synced here; ``None`` if its url names a place
-        outside ``datasites/<sender>/app_data/<app>/attachments/<folder>/``."""
-        parts = _url_parts(attachment.url)
-        if parts is None:
-            return None
-        host, path = parts
-        expected = ["app_data", self._app, "attachments"]
-        if host != sender or len(path) != 5 or path[:3] != expected:
-            return None
-        folder, name = path[3], path[4]
-        if not _FOLDER.match(folder) or folder in (".", "..") or name != attachment.name:
-            return None
-        root = self._root(sender)
-        candidate = root / folder / name
-        try:  # a synced folder may be a symlink: the file must still be under the root
-            if not candidate.parent.resolve().is_relative_to(root.resolve()):
-                return None
-        except (OSError, RuntimeError):
-            return None
-        return candidate
+        return self.states.folder(self.core.email, msg_id)
 
     # ------------------------------------------------------------------ sending
 
@@ -291,7 +240,7 @@ class Attachments:
         folder, or repeat an id or name (the reason lands in ``failed_messages``)."""
         ids, names = set(), set()
         for a in message.attachments:
-            if self.local_path(actor, a) is None:
+            if self.states.local_path(actor, a) is None:
                 return Refusal(
                     400,
                     f"attachment {a.id} has a url outside the sender's datasite folder "
@@ -302,23 +251,6 @@ class Attachments:
             ids.add(a.id)
             names.add(a.name.lower())
         return None
-
-    def track(self, message: ChatMessage) -> None:
-        """An incoming message with attachments was stored (inside its transaction):
-        watch it until each is available or withdrawn."""
-        if message.attachments and message.sender != self.core.email:
-            pending = self._pending()
-            key = [message.sender, message.msg_id]
-            if key not in pending:
-                pending.append(key)
-                self.core.store.set_setting(_PENDING_KEY, _dump(pending))
-
-    def _pending(self) -> list[list[str]]:
-        try:
-            loaded = json.loads(self.core.store.setting(_PENDING_KEY) or "[]")
-        except ValueError:
-            return []
-        return [list(map(str, k)) for k in loaded if isinstance(k, list) and len(k) == 2]
 
     def withdraw(
         self, msg_id: str, sender: str, ids: Sequence[str], state: AttachmentState
@@ -336,40 +268,6 @@ class Attachments:
         ]
         store.update(msg_id, {"attachments": changed}, sender=sender)
 
-    # ------------------------------------------------------------------ states
-
-    def state(self, message: ChatMessage, attachment: Attachment) -> AttachmentState:
-        """The state of one attachment of ``message`` as this datasite sees it now."""
-        if attachment.state in (AttachmentState.REVOKED, AttachmentState.DELETED):
-            return attachment.state
-        if message.deleted:
-            return AttachmentState.DELETED
-        path = self.local_path(message.sender, attachment)
-        if path is None:
-            return AttachmentState.CORRUPT
-        seen = self._files.check(path, attachment.size, attachment.sha256)
-        if seen == "ok":
-            return AttachmentState.AVAILABLE
-        if seen == "corrupt":
-            return AttachmentState.CORRUPT
-        return AttachmentState.PENDING
-
-    def _shown(self, message: ChatMessage, attachment: Attachment) -> Attachment:
-        state = self.state(message, attachment)
-        path = self.local_path(message.sender, attachment)
-        where = str(path) if state is AttachmentState.AVAILABLE and path is not None else None
-        return attachment.model_copy(update={"state": state, "local_path": where})
-
-    def with_states(self, messages: list[ChatMessage]) -> list[ChatMessage]:
-        """``messages`` with each attachment's current state."""
-        out = []
-        for m in messages:
-            if m.attachments:
-                states = [self._shown(m, a) for a in m.attachments]
-                m = m.model_copy(update={"attachments": states})
-            out.append(m)
-        return out
-
     def _find(
         self, msg_id: str, attachment_id: str, sender: str | None
     ) -> tuple[ChatMessage, Attachment]:
@@ -379,7 +277,7 @@ class Attachments:
             raise AttachmentError(f"no message {msg_id!r}")
         for a in message.attachments:
             if a.id == attachment_id:
-                return message, self._shown(message, a)
+                return message, self.states.shown(message, a)
         raise AttachmentError(f"message {msg_id!r} has no attachment {attachment_id!r}")
 
     def path(self, msg_id: str, attachment_id: str, sender: str | None = None) -> Path:
@@ -390,7 +288,7 @@ class Attachments:
                 f"{attachment.state}: {_WHY[attachment.state]}",
                 state=attachment.state.value,
             )
-        path = self.local_path(message.sender, attachment)
+        path = self.states.local_path(message.sender, attachment)
         assert path is not None  # available implies a path
         return path
 
@@ -409,7 +307,7 @@ class Attachments:
             conversation=conversation, kinds=frozenset({MessageKind.MESSAGE}), order="time"
         )
         messages = [r.message for r in self.core.store.find(query) if r.message.attachments]
-        return [(m, a) for m in self.with_states(messages) for a in m.attachments]
+        return [(m, a) for m in self.states.with_states(messages) for a in m.attachments]
 
     # ------------------------------------------------------------------ withdrawing
 
@@ -493,93 +391,6 @@ class Attachments:
         queued = core.queue(control, peer)
         return core.deliver(queued, peer, 0 if timeout is None else timeout)
 
-    # ------------------------------------------------------------------ the checker
-
-    def start(self) -> None:
-        """Start the checker thread (it announces each pending attachment once whole)."""
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"syft-chat-attachments[{self.core.email}]", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.core.settings.attachment_check_interval):
-            try:
-                self.check_pending()
-            except StorageError as exc:
-                log.debug("attachment check skipped: %s", exc)
-            except Exception:
-                log.exception("attachment check failed")
-
-    def check_pending(self) -> int:
-        """Look at every pending incoming attachment once; how many became available."""
-        with self._lock:
-            became = 0
-            store = self.core.store
-            for sender, msg_id in self._pending():
-                found = store.get(msg_id, sender=sender)
-                message = found.message if found is not None else None
-                done, fresh = self._look(message)
-                if fresh and message is not None:
-                    fresh = self._claim(msg_id, sender, fresh)
-                    if fresh:
-                        stored = store.get(msg_id, sender=sender)
-                        shown = self.with_states([stored.message if stored else message])[0]
-                        for a in fresh:
-                            became += 1
-                            now = next(x for x in shown.attachments if x.id == a.id)
-                            self.core.notify_attachment(shown, now)
-                if done:
-                    with store.transaction():
-                        left = [k for k in self._pending() if k != [sender, msg_id]]
-                        store.set_setting(_PENDING_KEY, _dump(left))
-            return became
-
-    def _claim(self, msg_id: str, sender: str, fresh: list[Attachment]) -> list[Attachment]:
-        """Mark ``fresh`` announced, in one transaction; the ones this call marked (another
-        process of this datasite, sharing the store, may have marked some first)."""
-        store = self.core.store
-        with store.transaction():
-            current = store.get(msg_id, sender=sender)
-            if current is None:
-                return []
-            wanted = {f.id for f in fresh}
-            claimed = [
-                a
-                for a in current.message.attachments
-                if a.id in wanted and not a.announced and a.state is AttachmentState.PENDING
-            ]
-            ids = {a.id for a in claimed}
-            marked = [
-                a.model_copy(update={"announced": True}) if a.id in ids else a
-                for a in current.message.attachments
-            ]
-            if claimed:
-                store.update(msg_id, {"attachments": marked}, sender=sender)
-        return claimed
-
-    def _look(self, message: ChatMessage | None) -> tuple[bool, list[Attachment]]:
-        """(whether nothing is left to watch, the attachments that just became available)."""
-        if message is None:
-            return True, []
-        fresh, waiting = [], False
-        for a in message.attachments:
-            if a.announced:
-                continue
-            state = self.state(message, a)
-            if state is AttachmentState.AVAILABLE:
-                fresh.append(a)
-            elif state in (AttachmentState.PENDING, AttachmentState.CORRUPT):
-                waiting = True  # a corrupt copy may still be replaced by the right one
-        return not waiting, fresh
-
 
 _WHY = {
     AttachmentState.PENDING: "not (fully) synced here yet",
@@ -588,7 +399,3 @@ _WHY = {
     AttachmentState.DELETED: "the sender deleted it",
     AttachmentState.AVAILABLE: "",
 }
-
-
-def _dump(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
