@@ -439,6 +439,10 @@ def test_cli_send_attach_list_and_save(tmp_path):
             (msg_id, "a1", "available"),
             (msg_id, "a2", "available"),
         ]
+        shown = cli.ok("history", "--with", BOB)  # read-only, states from the synced copies
+        assert "+ [a1] one.csv  8 B  available" in shown
+        assert "+ [a2] two.txt  3 B  available" in shown
+        assert "attached  [a1] one.csv  8 B  available" in cli.ok("status", msg_id[:8])
         out_dir = tmp_path / "out"
         out_dir.mkdir()
         cli.ok("save", msg_id[:8], "a2", str(out_dir))
