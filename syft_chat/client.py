@@ -209,6 +209,7 @@ class SyftChatClient:
                 app=app_name,
             )
             self._declare_kinds(core)
+            self._listeners.add("status", self._attachments.on_status)
             core.start(hold=self.settings.startup_hold)
             self._attachments.watch.start()
         except BaseException:

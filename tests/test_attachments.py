@@ -300,12 +300,24 @@ def test_a_plugin_refuses_attachments_before_any_copy(net, tmp_path):
         def chat_accept_attachments(self, files, recipients, client):
             return f"no files for {','.join(recipients)}"
 
-    net[ALICE].register_plugin(NoFiles())
+    refusing = NoFiles()
+    net[ALICE].register_plugin(refusing)
     src = _file(tmp_path, "a.txt", b"a")
     with pytest.raises(AttachmentError, match=f"no files for {BOB}"):
         net[ALICE].send_message(BOB, "x", attachments=[src])
     assert not (net.datasites / ALICE / "app_data" / "syft_chat" / "attachments").exists()
     net[ALICE].send_message(BOB, "without is fine")
+
+    class Broken:
+        @hookimpl(tryfirst=True)
+        def chat_accept_attachments(self, files, recipients, client):
+            raise RuntimeError("boom")
+
+    net[ALICE].unregister_plugin(refusing)
+    net[ALICE].register_plugin(Broken())
+    with pytest.raises(AttachmentError, match="boom"):  # a raising plugin refuses (fails closed)
+        net[ALICE].send_message(BOB, "x", attachments=[src])
+    assert not (net.datasites / ALICE / "app_data" / "syft_chat" / "attachments").exists()
 
 
 def test_revoke_rewrites_permissions_and_both_sides_show_revoked(net, tmp_path):
@@ -328,6 +340,18 @@ def test_revoke_rewrites_permissions_and_both_sides_show_revoked(net, tmp_path):
     wait_for(lambda: "attachment_revoked" in changes, timeout=5)
     with pytest.raises(AttachmentError):
         net[BOB].revoke_attachment(sent.message_id, "a1")  # not bob's message
+
+
+def test_a_refused_message_leaves_its_recipient_no_read(net, tmp_path):
+    net[BOB].block(ALICE)
+    src = _file(tmp_path, "a.txt", b"for bob only")
+    with pytest.raises(syft_chat.MessageRejectedError):
+        net[ALICE].send_message(BOB, "x", attachments=[src])
+    (mine,) = net[ALICE].get_chat_history(BOB)
+    folder = _folder(net, ALICE, mine.msg_id)
+    wait_for(lambda: _readers(folder, "a.txt") == (set(), set()), timeout=5)
+    assert net[ALICE].get_message(mine.msg_id).attachments[0].state is AttachmentState.REVOKED
+    assert (folder / "a.txt").read_bytes() == b"for bob only"  # kept, readable by nobody else
 
 
 def test_delete_removes_the_file_and_both_sides_show_deleted(net, tmp_path):

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
+from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import AttachmentError, InvalidMessageError
 from syft_chat.features.attachment_states import AttachmentStates, attachment_url
 from syft_chat.features.attachment_watch import AttachmentWatch
@@ -176,7 +177,10 @@ class Attachments:
                 f"{limits.max_conversation_attachment_bytes} "
                 "(ChatSettings.max_conversation_attachment_bytes)"
             )
-        refusal = core.hooks.accept_attachments(paths, list(readers), core.client)
+        try:
+            refusal = core.hooks.accept_attachments(paths, list(readers), core.client)
+        except HookDecisionError as exc:  # fails closed
+            raise AttachmentError(f"attachments refused: {exc}") from exc
         if refusal:
             raise AttachmentError(f"attachments refused: {refusal}")
         folder = self.folder(msg_id)
@@ -329,6 +333,20 @@ class Attachments:
             self.withdraw(msg_id, core.email, ids, AttachmentState.REVOKED)
         self._rewrite_grants(msg_id)
         return self._tell(message, "revoke", ids, timeout)
+
+    def on_status(self, msg_id: str, status: MessageStatus, error: str | None) -> None:
+        """A status listener: when the recipient refused a one-to-one message, it keeps
+        no read of its attachments (they are marked revoked here; the files stay)."""
+        if status is not MessageStatus.FAILED:
+            return
+        core = self.core
+        found = core.store.get(msg_id, sender=core.email)
+        message = found.message if found is not None else None
+        if message is None or not message.attachments or message.group_id:
+            return
+        with core.store.transaction():
+            self.withdraw(msg_id, core.email, [], AttachmentState.REVOKED)
+        self._rewrite_grants(msg_id)
 
     def _rewrite_grants(self, msg_id: str) -> None:
         found = self.core.store.get(msg_id, sender=self.core.email)
