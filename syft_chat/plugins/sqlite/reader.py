@@ -134,13 +134,13 @@ class ReadOnlyHistory:
             conn = self._migrate_then_connect()
         else:
             self._check_version(conn)
-            if "attachments" not in columns:  # schema 1 to 5
+            if "attachments" not in columns:  # schema 1 to 6
                 self._legacy_view(conn, columns)
         self._conn = conn
         return conn
 
     def _legacy_view(self, conn: sqlite3.Connection, columns: set[str]) -> None:
-        """Show an older file's ``messages`` with schema 6's columns, and its reactions
+        """Show an older file's ``messages`` with schema 7's columns, and its reactions
         (none before schema 3) with schema 5's ``author``, in TEMP views (of this
         connection only: the file is not written)."""
         added = "".join(
@@ -149,7 +149,7 @@ class ReadOnlyHistory:
         try:
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute(f"CREATE TEMP VIEW messages AS SELECT *{added} FROM main.messages")
-            if "target_sender" in columns:  # schema 5: its reactions are schema 5's
+            if "target_sender" in columns:  # schema 5 or 6: its reactions are schema 5's
                 pass
             elif "kind" in columns:  # schema 3 or 4: reactions without their author
                 conn.execute(
