@@ -485,7 +485,7 @@ def test_the_example_in_docs_attachments_runs():
     exec(compile(code, "docs/attachments.md", "exec"), {})
 
 
-def test_schema_6_file_reads_unmigrated_and_migrates_with_empty_attachments(tmp_path):
+def test_schema_7_file_reads_unmigrated_and_migrates_with_empty_attachments(tmp_path):
     """A file of the previous schema (no ``attachments`` column) is read by the command
     line's read-only reader as it is (the file does not change), reactions included, and a
     client migrates it in one step (every old row: no attachments)."""
@@ -496,15 +496,15 @@ def test_schema_6_file_reads_unmigrated_and_migrates_with_empty_attachments(tmp_
     from syft_chat.plugins.sqlite.reader import ReadOnlyHistory
     from syft_chat.plugins.sqlite.store import SQLiteStore
 
-    path = tmp_path / "v6.db"
+    path = tmp_path / "v7.db"
     store = SQLiteStore(path, owner=ALICE)
     message = ChatMessage(msg_id="m1", sender=ALICE, recipient=BOB, content="old", seq=1)
     store.insert(StoredMessage(message, Direction.OUTGOING, BOB))
     store.put_reaction(Reaction("m1", BOB, "👍", True, 1, utcnow(), ALICE))
     store.close()
     conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE messages DROP COLUMN attachments")  # as schema 6 left it
-    conn.execute("UPDATE schema_version SET version = 6")
+    conn.execute("ALTER TABLE messages DROP COLUMN attachments")  # as schema 7 left it
+    conn.execute("UPDATE schema_version SET version = 7")
     conn.commit()
     conn.close()
     before = path.read_bytes()
@@ -522,5 +522,5 @@ def test_schema_6_file_reads_unmigrated_and_migrates_with_empty_attachments(tmp_
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM schema_version").fetchone() == (7,)
+    assert conn.execute("SELECT version FROM schema_version").fetchone() == (8,)
     conn.close()
