@@ -433,10 +433,8 @@ class SyftChatClient:
             message = core.queue(draft.model_copy(update=threaded), recipient)
         except BaseException:
             if shared:
-                self._attachments.discard(draft.msg_id)
+                self._attachments.discard(draft.msg_id, recipient, shared)
             raise
-        if shared:
-            self._attachments.count(recipient, sum(a.size for a in shared))
         return core.deliver(message, recipient, timeout)
 
     def _bot_reply(self, message: ChatMessage, content: str, metadata: dict[str, Any]) -> None:
@@ -543,9 +541,12 @@ class SyftChatClient:
     def attachment_path(
         self, msg_id: str, attachment_id: str, *, sender: str | None = None
     ) -> Path:
-        """The verified local file of an attachment (``sender`` as for :meth:`get_message`).
+        """Where an attachment's synced copy is, checked now (``sender`` as for
+        :meth:`get_message`).
 
-        Never copy from it blindly later: it is the synced copy, checked now.
+        It is the sender's file in this SyftBox folder, not a private copy: it may change
+        (or be replaced) after this returns. To read or copy the bytes, use
+        :meth:`open_attachment`, which hands out only the bytes it verified.
 
         :raises AttachmentError: no such attachment, or it is not ``available`` (the error's
             ``state`` says which: ``pending``, ``corrupt``, ``revoked``, ``deleted``).
@@ -555,8 +556,10 @@ class SyftChatClient:
     def open_attachment(
         self, msg_id: str, attachment_id: str, *, sender: str | None = None
     ) -> BinaryIO:
-        """The verified file of an attachment, opened for reading in binary (close it);
-        raises as :meth:`attachment_path`."""
+        """An attachment opened for reading in binary (close it): the file is opened
+        once, never through a symlink, and that descriptor's bytes are checked against the
+        SHA-256 before it is returned. Raises as :meth:`attachment_path` (``corrupt`` if the
+        file changed since it was last checked)."""
         return self._attachments.open(msg_id, attachment_id, sender)
 
     def revoke_attachment(
@@ -657,26 +660,22 @@ class SyftChatClient:
             return self._groups.send_to_group(
                 group_id, content, thread_id, reply_to, metadata=metadata
             )
-        made: list[str] = []
+        made: list[tuple[str, str, list[Attachment]]] = []
 
         def attach(msg_id: str, readers: list[str], conversation: str) -> list[Attachment]:
             shared = self._attachments.prepare(attachments, readers, conversation, msg_id)
-            made.append(msg_id)
+            made.append((msg_id, conversation, shared))
             return shared
 
         try:
-            response = self._groups.send_to_group(
+            return self._groups.send_to_group(
                 group_id, content, thread_id, reply_to, metadata=metadata, attach=attach
             )
         except BaseException:
-            for msg_id in made:
+            for msg_id, conversation, shared in made:
                 if self._live().get(msg_id, sender=self.email) is None:
-                    self._attachments.discard(msg_id)
+                    self._attachments.discard(msg_id, conversation, shared)
             raise
-        sent = self.get_message(response.message_id, sender=self.email)
-        if sent is not None:
-            self._attachments.count(f"group:{group_id}", sum(a.size for a in sent.attachments))
-        return response
 
     def group_delivery(self, msg_id: str) -> dict[str, MessageStatus]:
         """Each member's delivery status of a group message you sent."""

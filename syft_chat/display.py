@@ -309,8 +309,14 @@ def _attachment_html(attachment: Attachment) -> str:
         import base64
         from pathlib import Path
 
+        from syft_chat.plugins.syft_rpc.shared_files import open_verified
+
+        data = ""  # the bytes of the one descriptor that was verified, or none
         try:
-            data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+            opened = open_verified(Path(path), attachment.size, attachment.sha256)
+            if opened is not None:
+                with opened:
+                    data = base64.b64encode(opened.read()).decode("ascii")
         except OSError:
             data = ""
         if data:

@@ -47,12 +47,28 @@ def safe_name(name: str) -> str:
     return text
 
 
+def _split_ext(name: str) -> tuple[str, str]:
+    """``(stem, ".ext")`` as :func:`safe_name` keeps an extension (at most 16 bytes)."""
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and 0 < len(ext.encode("utf-8")) <= 16:
+        return stem, f".{ext}"
+    return name, ""
+
+
 def unique_name(name: str, taken: set[str]) -> str:
+    """``name`` (a :func:`safe_name`), or ``<stem> (n)<ext>`` with the smallest ``n >= 2``
+    whose lower case is not in ``taken`` (lower-case names). The stem is cut first where
+    needed, so the result stays within :func:`safe_name`'s 120 bytes: it is its own
+    ``safe_name``, and what the file, its url, its grant and the peer call it agree."""
     if name.lower() not in taken:
         return name
-    stem, dot, ext = name.rpartition(".")
-    stem, ext = (stem, f".{ext}") if dot and stem else (name, "")
+    stem, ext = _split_ext(name)
     n = 2
-    while f"{stem} ({n}){ext}".lower() in taken:
+    while True:
+        suffix = f" ({n}){ext}"
+        room = _MAX_NAME_BYTES - len(suffix.encode("utf-8"))
+        cut = stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip(" .")
+        candidate = (cut or "file") + suffix
+        if candidate.lower() not in taken:
+            return candidate
         n += 1
-    return f"{stem} ({n}){ext}"

@@ -110,7 +110,12 @@ def test_group_of_three_grants_each_member_and_no_one_else(net, tmp_path):
     folder = _folder(net, ALICE, sent.message_id)
     assert _readers(folder, "plot.png") == ({BOB, CAROL}, {BOB, CAROL})
     pub, legacy = _perms(folder)
-    everyone = {u for r in pub["rules"] for u in r["access"]["read"]} | {r["user"] for r in legacy}
+    # the legacy file starts by shutting everyone out (it has no `terminal`), then grants
+    shut, *grants = legacy
+    assert (shut["path"], shut["user"], shut["type"]) == ("**", "*", "disallow")
+    assert "read" in shut["permissions"]
+    assert all("type" not in r for r in grants)
+    everyone = {u for r in pub["rules"] for u in r["access"]["read"]} | {r["user"] for r in grants}
     assert DAVE not in everyone and "*" not in everyone  # a non-member is granted nothing
     for who in (BOB, CAROL):
         got = wait_for(lambda w=who: net[w].get_message(sent.message_id, sender=ALICE), timeout=10)

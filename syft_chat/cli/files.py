@@ -78,8 +78,12 @@ def save(
         if target.exists() and not force:
             raise click.ClickException(f"{target} exists; pass --force to replace it")
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            shutil.copyfile(source, tmp)
+        try:  # copied from the very descriptor that was verified, never by name again
+            with (
+                client.open_attachment(msg_id, attachment_id, sender=sender) as src,
+                open(tmp, "wb") as out,
+            ):
+                shutil.copyfileobj(src, out, 1024 * 1024)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)

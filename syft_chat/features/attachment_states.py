@@ -2,17 +2,23 @@
 
 The copy is looked for only at ``datasites/<sender>/app_data/<app>/attachments/<folder>/<name>``
 in this datasite's SyftBox folder (a url naming anything else has no local path: the sender's
-claimed path is never trusted); see :mod:`syft_chat.features.attachments`.
+claimed path is never trusted), and never through a symlink: a sender's synced datasite may
+hold one anywhere from ``datasites/<sender>/`` down (e.g. ``attachments -> /home/me``),
+which would make a local file pass for the sender's; see
+:mod:`syft_chat.features.attachments`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote, unquote, urlsplit
 
 from syft_chat.models import Attachment, AttachmentState, ChatMessage
-from syft_chat.plugins.syft_rpc.shared_files import FileCheck
+from syft_chat.plugins.syft_rpc.shared_files import FileCheck, open_verified
 
 __all__ = ["AttachmentStates", "attachment_url"]
 
@@ -54,9 +60,10 @@ class AttachmentStates:
         """The folder of ``sender``'s message ``msg_id``'s attachments."""
         return self._root(sender) / msg_id
 
-    def local_path(self, sender: str, attachment: Attachment) -> Path | None:
-        """Where ``sender``'s attachment is synced here; ``None`` if its url names a place
-        outside ``datasites/<sender>/app_data/<app>/attachments/<folder>/``."""
+    def url_path(self, sender: str, attachment: Attachment) -> Path | None:
+        """Where ``sender``'s attachment would be synced here, from its url alone;
+        ``None`` if the url names a place outside
+        ``datasites/<sender>/app_data/<app>/attachments/<folder>/``."""
         parts = _url_parts(attachment.url)
         if parts is None:
             return None
@@ -67,13 +74,26 @@ class AttachmentStates:
         folder, name = path[3], path[4]
         if not _FOLDER.match(folder) or folder in (".", "..") or name != attachment.name:
             return None
-        root = self._root(sender)
-        candidate = root / folder / name
-        try:  # a synced folder may be a symlink: the file must still be under the root
-            if not candidate.parent.resolve().is_relative_to(root.resolve()):
-                return None
-        except (OSError, RuntimeError):
+        return self._root(sender) / folder / name
+
+    def local_path(self, sender: str, attachment: Attachment) -> Path | None:
+        """:meth:`url_path`, if no folder on the way from ``datasites/<sender>/`` down to
+        the file's is a symlink (or not a folder); ``None`` otherwise. A folder not synced
+        yet is no symlink."""
+        candidate = self.url_path(sender, attachment)
+        if candidate is None:
             return None
+        here = self._datasites
+        for part in candidate.parent.relative_to(here).parts:
+            here = here / part
+            try:
+                mode = os.lstat(here).st_mode
+            except FileNotFoundError:
+                break  # not synced (yet): nothing below it either
+            except OSError:
+                return None
+            if not stat.S_ISDIR(mode):  # a symlink, or a file where a folder belongs
+                return None
         return candidate
 
     def state(self, message: ChatMessage, attachment: Attachment) -> AttachmentState:
@@ -91,6 +111,16 @@ class AttachmentStates:
         if seen == "corrupt":
             return AttachmentState.CORRUPT
         return AttachmentState.PENDING
+
+    def open(self, message: ChatMessage, attachment: Attachment) -> BinaryIO | None:
+        """The attachment's local copy opened for reading, if it is ``available`` in the
+        very descriptor handed out (:func:`open_verified`); else ``None``."""
+        if self.state(message, attachment) is not AttachmentState.AVAILABLE:
+            return None
+        path = self.local_path(message.sender, attachment)
+        if path is None:
+            return None
+        return open_verified(path, attachment.size, attachment.sha256)
 
     def shown(self, message: ChatMessage, attachment: Attachment) -> Attachment:
         state = self.state(message, attachment)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import mimetypes
 import os
+import stat
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
@@ -117,6 +119,7 @@ class Attachments:
         self.states = AttachmentStates(datasites=datasites, app=app)
         self.watch = AttachmentWatch(core, self.states)
         self._app = app
+        self._reserving = threading.Lock()
 
     def folder(self, msg_id: str) -> Path:
         """This datasite's folder of its message ``msg_id``'s attachments."""
@@ -131,11 +134,14 @@ class Attachments:
         conversation: str,
         msg_id: str,
     ) -> list[Attachment]:
-        """Check ``files`` against the limits (and the plugins), then copy them into
-        ``msg_id``'s folder with read for ``readers``; the attachments to send.
+        """Check ``files`` against the limits (and the plugins), reserve their bytes in
+        ``conversation``'s total, then copy them into ``msg_id``'s folder with read for
+        ``readers``; the attachments to send. A caller that does not store the message
+        gives both back with :meth:`discard`.
 
-        Raises :class:`AttachmentError` before anything is copied if a file is missing,
-        unreadable or over a limit; a failure while copying removes what was copied.
+        Raises :class:`AttachmentError` before anything is copied if a file is missing, not
+        a regular file, unreadable or over a limit; a failure while copying removes what
+        was copied and gives the reservation back.
         """
         core = self.core
         if isinstance(files, (str, Path)):
@@ -146,22 +152,7 @@ class Attachments:
         if len(paths) > MAX_ATTACHMENTS:
             raise AttachmentError(f"at most {MAX_ATTACHMENTS} attachments per message")
         limits = core.settings
-        sizes = []
-        for path in paths:
-            try:
-                if not path.is_file():
-                    raise AttachmentError(f"cannot attach {path}: no such file")
-                size = path.stat().st_size
-                with open(path, "rb"):
-                    pass
-            except OSError as exc:
-                raise AttachmentError(f"cannot attach {path}: {exc.strerror or exc}") from exc
-            if size > limits.max_attachment_bytes:
-                raise AttachmentError(
-                    f"{path.name} is {size} bytes; the limit is {limits.max_attachment_bytes} "
-                    "per file (ChatSettings.max_attachment_bytes)"
-                )
-            sizes.append(size)
+        sizes = [_checked_size(path, limits.max_attachment_bytes) for path in paths]
         total = sum(sizes)
         if total > limits.max_message_attachment_bytes:
             raise AttachmentError(
@@ -169,32 +160,43 @@ class Attachments:
                 f"{limits.max_message_attachment_bytes} per message "
                 "(ChatSettings.max_message_attachment_bytes)"
             )
-        sent = self._sent_bytes(conversation)
-        if sent + total > limits.max_conversation_attachment_bytes:
-            raise AttachmentError(
-                f"this conversation already holds {sent} bytes of your attachments; "
-                f"{total} more would pass the limit of "
-                f"{limits.max_conversation_attachment_bytes} "
-                "(ChatSettings.max_conversation_attachment_bytes)"
-            )
+        self._check_total(self._sent_bytes(conversation), total)  # early: before the plugins
         try:
             refusal = core.hooks.accept_attachments(paths, list(readers), core.client)
         except HookDecisionError as exc:  # fails closed
             raise AttachmentError(f"attachments refused: {exc}") from exc
         if refusal:
             raise AttachmentError(f"attachments refused: {refusal}")
+        self._reserve(conversation, total)
+        try:
+            return self._copy(paths, sizes, readers, msg_id)
+        except BaseException:
+            self.count(conversation, -total)
+            raise
+
+    def _copy(
+        self, paths: list[Path], sizes: list[int], readers: Sequence[str], msg_id: str
+    ) -> list[Attachment]:
+        """Copy ``paths`` into ``msg_id``'s folder, readable by ``readers`` once all are
+        there; on any failure nothing is left (a cleanup error never hides the failure)."""
+        core, durable = self.core, self.core.settings.durable
         folder = self.folder(msg_id)
         taken: set[str] = set()
         shared: list[Attachment] = []
         try:
             folder.mkdir(parents=True, exist_ok=False)
-            write_share_permissions(folder, {}, durable=limits.durable)  # nothing readable yet
+        except FileExistsError as exc:
+            raise AttachmentError(f"{folder} exists already") from exc
+        except OSError as exc:
+            raise AttachmentError(f"could not copy the attachments: {exc}") from exc
+        try:
+            write_share_permissions(folder, {}, durable=durable)  # nothing readable yet
             for n, (path, size) in enumerate(zip(paths, sizes, strict=True), start=1):
                 name = unique_name(safe_name(path.name), taken)
+                if safe_name(name) != name:  # what the Attachment (and the peer) would call it
+                    raise ValueError(f"no safe unique name for {path.name!r}")
                 taken.add(name.lower())
-                copied, digest = copy_hashing(
-                    path, folder / name, limit=size, durable=limits.durable
-                )
+                copied, digest = copy_hashing(path, folder / name, limit=size, durable=durable)
                 media = mimetypes.guess_type(name)[0] or "application/octet-stream"
                 shared.append(
                     Attachment(
@@ -208,20 +210,27 @@ class Attachments:
                     )
                 )
             grants = {a.name: list(readers) for a in shared}
-            write_share_permissions(folder, grants, durable=limits.durable)
-        except FileExistsError as exc:
-            raise AttachmentError(f"{folder} exists already") from exc
+            write_share_permissions(folder, grants, durable=durable)
         except (OSError, ValueError) as exc:
-            remove_share(folder)
+            self._clean_up(folder)
             raise AttachmentError(f"could not copy the attachments: {exc}") from exc
         except BaseException:
-            remove_share(folder)
+            self._clean_up(folder)
             raise
         return shared
 
-    def discard(self, msg_id: str) -> None:
-        """Remove a folder :meth:`prepare` made for a message that was not stored."""
-        remove_share(self.folder(msg_id))
+    @staticmethod
+    def _clean_up(folder: Path) -> None:
+        try:
+            remove_share(folder)
+        except OSError as exc:  # logged: the failure that led here is what is raised
+            log.warning("could not remove %s after a failed send: %s", folder, exc)
+
+    def discard(self, msg_id: str, conversation: str, attachments: Sequence[Attachment]) -> None:
+        """Undo :meth:`prepare` for a message that was not stored: its folder goes and its
+        bytes are given back to ``conversation``'s total."""
+        self._clean_up(self.folder(msg_id))
+        self.count(conversation, -sum(a.size for a in attachments))
 
     def _sent_bytes(self, conversation: str) -> int:
         value = self.core.store.setting(_TOTAL_KEY + conversation)
@@ -230,10 +239,29 @@ class Attachments:
         except ValueError:
             return 0
 
+    def _check_total(self, sent: int, total: int) -> None:
+        limit = self.core.settings.max_conversation_attachment_bytes
+        if sent + total > limit:
+            raise AttachmentError(
+                f"this conversation already holds {sent} bytes of your attachments; "
+                f"{total} more would pass the limit of {limit} "
+                "(ChatSettings.max_conversation_attachment_bytes)"
+            )
+
+    def _reserve(self, conversation: str, total: int) -> None:
+        """Check ``conversation``'s total and add ``total`` to it at once (under a lock and
+        in one store transaction, so two sends, of this process or another sharing the
+        store, never pass the limit together)."""
+        store = self.core.store
+        with self._reserving, store.transaction():
+            sent = self._sent_bytes(conversation)
+            self._check_total(sent, total)
+            store.set_setting(_TOTAL_KEY + conversation, str(sent + total))
+
     def count(self, conversation: str, delta: int) -> None:
         """Add ``delta`` bytes to what this datasite shares in ``conversation``."""
         store = self.core.store
-        with store.transaction():
+        with self._reserving, store.transaction():
             total = max(0, self._sent_bytes(conversation) + delta)
             store.set_setting(_TOTAL_KEY + conversation, str(total))
 
@@ -244,7 +272,7 @@ class Attachments:
         folder, or repeat an id or name (the reason lands in ``failed_messages``)."""
         ids, names = set(), set()
         for a in message.attachments:
-            if self.states.local_path(actor, a) is None:
+            if self.states.url_path(actor, a) is None:
                 return Refusal(
                     400,
                     f"attachment {a.id} has a url outside the sender's datasite folder "
@@ -284,21 +312,36 @@ class Attachments:
                 return message, self.states.shown(message, a)
         raise AttachmentError(f"message {msg_id!r} has no attachment {attachment_id!r}")
 
-    def path(self, msg_id: str, attachment_id: str, sender: str | None = None) -> Path:
-        message, attachment = self._find(msg_id, attachment_id, sender)
+    @staticmethod
+    def _require_available(msg_id: str, attachment: Attachment) -> None:
         if attachment.state is not AttachmentState.AVAILABLE:
             raise AttachmentError(
-                f"attachment {attachment_id} ({attachment.name}) of {msg_id} is "
+                f"attachment {attachment.id} ({attachment.name}) of {msg_id} is "
                 f"{attachment.state}: {_WHY[attachment.state]}",
                 state=attachment.state.value,
             )
+
+    def path(self, msg_id: str, attachment_id: str, sender: str | None = None) -> Path:
+        message, attachment = self._find(msg_id, attachment_id, sender)
+        self._require_available(msg_id, attachment)
         path = self.states.local_path(message.sender, attachment)
         assert path is not None  # available implies a path
         return path
 
     def open(self, msg_id: str, attachment_id: str, sender: str | None = None) -> BinaryIO:
-        path = self.path(msg_id, attachment_id, sender)
-        return open(path, "rb")
+        message, attachment = self._find(msg_id, attachment_id, sender)
+        self._require_available(msg_id, attachment)
+        opened = self.states.open(message, attachment)
+        if opened is None:  # changed since it was looked at
+            state = self.states.state(message, attachment)
+            if state is AttachmentState.AVAILABLE:
+                state = AttachmentState.CORRUPT
+            raise AttachmentError(
+                f"attachment {attachment_id} ({attachment.name}) of {msg_id} is {state}: "
+                f"{_WHY[state]}",
+                state=state.value,
+            )
+        return opened
 
     def listing(
         self, with_user: str | None = None, group_id: str | None = None
@@ -368,8 +411,8 @@ class Attachments:
         return [message.recipient] if message.recipient else []
 
     def deleted(self, message: ChatMessage) -> None:
-        """The sender deleted ``message``: its files go (the grants first); the recipients
-        learn it from the deletion itself."""
+        """The sender deleted ``message``: its files go (:func:`remove_share`); the
+        recipients learn it from the deletion itself."""
         if message.sender != self.core.email or not message.attachments:
             return
         remove_share(self.folder(message.msg_id))
@@ -417,3 +460,28 @@ _WHY = {
     AttachmentState.DELETED: "the sender deleted it",
     AttachmentState.AVAILABLE: "",
 }
+
+
+def _checked_size(path: Path, limit: int) -> int:
+    """The size of the regular file ``path``, readable and at most ``limit`` bytes; else
+    :class:`AttachmentError` saying what is wrong."""
+    try:
+        info = path.stat()
+    except FileNotFoundError as exc:
+        raise AttachmentError(f"cannot attach {path}: no such file") from exc
+    except OSError as exc:
+        raise AttachmentError(f"cannot attach {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+        raise AttachmentError(f"cannot attach {path}: not a regular file ({what})")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise AttachmentError(f"cannot attach {path}: {exc.strerror or exc}") from exc
+    if info.st_size > limit:
+        raise AttachmentError(
+            f"{path.name} is {info.st_size} bytes; the limit is {limit} "
+            "per file (ChatSettings.max_attachment_bytes)"
+        )
+    return info.st_size

@@ -6,14 +6,22 @@ Each message's attachments live in their own folder,
 
 * ``syft.pub.yaml`` (the Go server): ``terminal: true`` (nothing granted above the folder
   reaches into it) and, per file, one rule granting ``read`` to its recipients;
-* ``syftperm.yaml`` (the legacy Python server): per file, one ``read`` rule per recipient.
+* ``syftperm.yaml`` (the legacy Python server): first a ``disallow`` of everything for
+  everyone (the legacy format has no ``terminal``: a later matching rule wins, so this
+  shuts out a grant of a folder above, e.g. a public-read ``app_data/``), then per file,
+  one ``read`` rule per recipient.
 
 Revoking rewrites both with no grant at all (only the owner keeps access). Both are
 produced with ``yaml.safe_dump`` from data, so no email or name can inject a rule.
+
+A synced copy is checked by :class:`FileCheck` and handed out by :func:`open_verified`:
+the file is opened once (never through a symlink) and the bytes of *that* descriptor are
+hashed, so what is handed out is what was checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -22,7 +30,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -32,6 +40,7 @@ from syft_chat.plugins.syft_rpc.files import atomic_write
 __all__ = [
     "FileCheck",
     "copy_hashing",
+    "open_verified",
     "remove_share",
     "write_share_permissions",
 ]
@@ -49,8 +58,18 @@ def _pub_rules(grants: Mapping[str, Iterable[str]]) -> dict[str, Any]:
     return {"terminal": True, "rules": rules}
 
 
+#: the legacy file's first rule: nothing for anyone, whatever a folder above grants (the
+#: owner keeps access: the server never applies rules to a datasite's owner)
+_LEGACY_SHUT = {
+    "path": "**",
+    "user": "*",
+    "permissions": ["read", "write", "create", "admin"],
+    "type": "disallow",
+}
+
+
 def _legacy_rules(grants: Mapping[str, Iterable[str]]) -> list[dict[str, Any]]:
-    return [
+    return [_LEGACY_SHUT] + [
         {"path": name, "user": reader, "permissions": ["read"]}
         for name, readers in _grants(grants)
         for reader in readers
@@ -99,17 +118,27 @@ def copy_hashing(source: Path, dest: Path, *, limit: int, durable: bool = False)
 
 
 def remove_share(folder: Path) -> None:
-    """Delete a shared folder's files (the folder itself too): its permission files go
-    last, after an empty grant, so nothing is readable in between."""
+    """Delete a shared folder: its shared files first (nothing is left to read), then its
+    permission files and the folder. Nothing is written, so it works on a full disk. If a
+    shared file cannot be deleted, its grant is withdrawn (best effort) and the error
+    raised."""
     if not folder.is_dir():
         return
-    write_share_permissions(folder, {})
+    failed: OSError | None = None
     for child in folder.iterdir():
-        if child.name not in PERMISSION_FILES:
+        if child.name in PERMISSION_FILES:
+            continue
+        try:
             if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
+                shutil.rmtree(child)
             else:
                 child.unlink(missing_ok=True)
+        except OSError as exc:
+            failed = failed or exc
+    if failed is not None:
+        with contextlib.suppress(OSError):
+            write_share_permissions(folder, {})
+        raise failed
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -118,13 +147,15 @@ class FileCheck:
 
     ``check(path, size, sha256)`` is ``"missing"`` (absent, or no regular file),
     ``"partial"`` (another size: still syncing), ``"corrupt"`` (full size, other hash)
-    or ``"ok"``. A result is remembered per (path, size, mtime, inode): reading a history
-    does not hash a 100 MB file again until it changes.
+    or ``"ok"``. A result is remembered per (path, size, mtime, inode, ctime): reading a
+    history does not hash a 100 MB file again until it changes. The ctime is in the key
+    because a file's owner can put its mtime back after rewriting it (``os.utime``), never
+    its ctime.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._seen: dict[str, tuple[tuple[int, int, int], str]] = {}
+        self._seen: dict[str, tuple[tuple[int, int, int, int], str]] = {}
 
     def check(self, path: Path, size: int, sha256: str) -> str:
         try:
@@ -135,7 +166,7 @@ class FileCheck:
             return "corrupt"
         if info.st_size != size:
             return "partial"
-        key = (info.st_size, info.st_mtime_ns, info.st_ino)
+        key = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
         with self._lock:
             seen = self._seen.get(str(path))
         if seen is not None and seen[0] == key:
@@ -148,11 +179,47 @@ class FileCheck:
         return "ok" if digest == sha256 else "corrupt"
 
 
-def _hash(path: Path) -> str | None:
-    digest = hashlib.sha256()
+def open_verified(path: Path, size: int, sha256: str) -> BinaryIO | None:
+    """``path`` opened for reading, if it is a regular file (not a symlink) of ``size``
+    bytes whose SHA-256 is ``sha256``; else ``None``. The descriptor is opened once and
+    its own bytes are hashed, then it is rewound and returned: a file swapped or replaced
+    by a symlink after an earlier check is never handed out. (A writer of that very file,
+    on this machine, could still change it while it is read.)"""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    fh = os.fdopen(fd, "rb")
+    try:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            fh.close()
+            return None
+        digest = hashlib.sha256()
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            fh.close()
+            return None
+        fh.seek(0)
+        os.set_blocking(fh.fileno(), True)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def _hash(path: Path) -> str | None:
+    """The SHA-256 of the regular file at ``path`` (never through a symlink, never
+    blocking on a FIFO swapped in); ``None`` if it is not one."""
+    digest = hashlib.sha256()
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
         with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return None
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
     except OSError:
