@@ -218,7 +218,7 @@ class SyftChatClient:
             self._declare_kinds(core)
             self._listeners.add("status", self._attachments.on_status)
             core.start(hold=self.settings.startup_hold)
-            self._attachments.watch.start()
+            self._attachments.watch.start(first=self._attachments.sweep_orphans)
         except BaseException:
             self._shutdown()
             raise

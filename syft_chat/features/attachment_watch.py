@@ -5,6 +5,11 @@ A checker thread looks at the pending ones every ``attachment_check_interval`` s
 ``chat_attachment_available`` once per attachment. What it watches and what it announced are
 kept in the store, so both survive a restart; two processes sharing a store announce each
 attachment once (it is claimed in one transaction).
+
+What it watches is bounded: a message is watched for ``attachment_watch_seconds`` at most,
+and at most ``attachment_watch_max`` messages at once (the oldest dropped first), so a peer
+announcing files that never come costs nothing for long. Before its first look, the thread
+runs the one-off work it was started with (the sender's orphan sweep).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from syft_chat.errors import StorageError
@@ -37,29 +44,41 @@ class AttachmentWatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dated = False
 
     def track(self, message: ChatMessage) -> None:
         """An incoming message with attachments was stored (inside its transaction):
-        watch it until each is available or withdrawn."""
+        watch it until each is available or withdrawn, or its time runs out."""
         if message.attachments and message.sender != self.core.email:
             pending = self._pending()
-            key = [message.sender, message.msg_id]
-            if key not in pending:
-                pending.append(key)
+            if not any(k[:2] == (message.sender, message.msg_id) for k in pending):
+                pending.append((message.sender, message.msg_id, time.time()))
+                del pending[: max(0, len(pending) - self.core.settings.attachment_watch_max)]
                 self.core.store.set_setting(_PENDING_KEY, _dump(pending))
 
-    def _pending(self) -> list[list[str]]:
+    def _pending(self) -> list[tuple[str, str, float]]:
+        """``[sender, msg_id, since]`` of each watched message, oldest first (an entry
+        written before ``since`` existed is watched from now)."""
         try:
             loaded = json.loads(self.core.store.setting(_PENDING_KEY) or "[]")
         except ValueError:
             return []
-        return [list(map(str, k)) for k in loaded if isinstance(k, list) and len(k) == 2]
+        now, found = time.time(), []
+        for k in loaded if isinstance(loaded, list) else []:
+            if isinstance(k, list) and len(k) in (2, 3):
+                since = k[2] if len(k) == 3 and isinstance(k[2], (int, float)) else now
+                found.append((str(k[0]), str(k[1]), float(since)))
+        return found
 
-    def start(self) -> None:
-        """Start the checker thread (it announces each pending attachment once whole)."""
+    def start(self, first: Callable[[], object] | None = None) -> None:
+        """Start the checker thread (it announces each pending attachment once whole);
+        it runs ``first`` once before its first look (an error there is logged)."""
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._run, name=f"syft-chat-attachments[{self.core.email}]", daemon=True
+                target=self._run,
+                args=(first,),
+                name=f"syft-chat-attachments[{self.core.email}]",
+                daemon=True,
             )
             self._thread.start()
 
@@ -69,7 +88,12 @@ class AttachmentWatch:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
-    def _run(self) -> None:
+    def _run(self, first: Callable[[], object] | None) -> None:
+        if first is not None:
+            try:
+                first()
+            except Exception:
+                log.exception("attachment start-up work failed")
         while not self._stop.wait(self.core.settings.attachment_check_interval):
             try:
                 self.check_pending()
@@ -83,10 +107,20 @@ class AttachmentWatch:
         with self._lock:
             became = 0
             store = self.core.store
-            for sender, msg_id in self._pending():
-                found = store.get(msg_id, sender=sender)
-                message = found.message if found is not None else None
-                done, fresh = self._look(message)
+            if not self._dated:  # entries of an older version get their time, once
+                self._dated = True
+                with store.transaction():
+                    store.set_setting(_PENDING_KEY, _dump(self._pending()))
+            cutoff = time.time() - self.core.settings.attachment_watch_seconds
+            for sender, msg_id, since in self._pending():
+                fresh: list[Attachment] = []
+                message: ChatMessage | None = None
+                if since < cutoff:  # it never came whole: no longer watched
+                    done = True
+                else:
+                    found = store.get(msg_id, sender=sender)
+                    message = found.message if found is not None else None
+                    done, fresh = self._look(message)
                 if fresh and message is not None:
                     fresh = self._claim(msg_id, sender, fresh)
                     if fresh:
@@ -98,7 +132,7 @@ class AttachmentWatch:
                             self.core.notify_attachment(shown, now)
                 if done:
                     with store.transaction():
-                        left = [k for k in self._pending() if k != [sender, msg_id]]
+                        left = [k for k in self._pending() if k[:2] != (sender, msg_id)]
                         store.set_setting(_PENDING_KEY, _dump(left))
             return became
 

@@ -23,6 +23,7 @@ import mimetypes
 import os
 import stat
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
@@ -62,6 +63,8 @@ log = logging.getLogger("syft_chat.attachments")
 
 _KIND = MessageKind.ATTACHMENTS
 _TOTAL_KEY = "attachments.bytes:"
+#: a folder without a stored message is an orphan once untouched this long (seconds)
+_ORPHAN_AGE = 3600.0
 
 
 class AttachmentControlRule:
@@ -231,6 +234,37 @@ class Attachments:
         bytes are given back to ``conversation``'s total."""
         self._clean_up(self.folder(msg_id))
         self.count(conversation, -sum(a.size for a in attachments))
+
+    def sweep_orphans(self, min_age: float = _ORPHAN_AGE) -> int:
+        """Remove this datasite's attachment folders that no stored message owns (a send
+        killed between the copy and the store), or whose message was deleted; only
+        folders untouched for ``min_age`` seconds (a send under way in another process
+        sharing the store is not swept). How many were removed. The client runs it once
+        at start, on the checker thread."""
+        root = self.states.folder(self.core.email, "x").parent
+        try:
+            folders = [p for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
+        except OSError:  # no attachments folder (yet)
+            return 0
+        cutoff, store, removed = time.time() - min_age, self.core.store, 0
+        for folder in folders:
+            try:
+                if folder.stat().st_mtime > cutoff:
+                    continue
+            except OSError:
+                continue
+            found = store.get(folder.name, sender=self.core.email)
+            if found is not None and not found.message.deleted:
+                continue
+            try:
+                remove_share(folder)
+            except OSError as exc:
+                log.warning("could not remove the orphan attachment folder %s: %s", folder, exc)
+                continue
+            removed += 1
+        if removed:
+            log.info("removed %d attachment folder(s) no stored message owns", removed)
+        return removed
 
     def _sent_bytes(self, conversation: str) -> int:
         value = self.core.store.setting(_TOTAL_KEY + conversation)
