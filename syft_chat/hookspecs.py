@@ -343,8 +343,8 @@ def chat_attachment_available(
 
     :param message: the message that carries it (as stored, states computed).
     :param attachment: the attachment (``state`` is ``available``);
-        ``client.attachment_path(message.msg_id, attachment.id, sender=message.sender)``
-        is the verified local file.
+        ``client.open_attachment(message.msg_id, attachment.id, sender=message.sender)``
+        hands out its verified bytes.
     :param client: the receiving client.
 
     Called once per attachment (also across restarts: the store remembers it), on the
