@@ -218,7 +218,7 @@ class SyftChatClient:
             self._declare_kinds(core)
             self._listeners.add("status", self._attachments.on_status)
             core.start(hold=self.settings.startup_hold)
-            self._attachments.watch.start(first=self._attachments.sweep_orphans)
+            self._attachments.watch.start(first=self._attachments.shares.sweep_orphans)
         except BaseException:
             self._shutdown()
             raise
@@ -423,7 +423,7 @@ class SyftChatClient:
         thread_id, reply_to = core.resolve_thread(thread_id, reply_to, conversation=recipient)
         core.validate_timeout(timeout)
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
-        shared = self._attachments.prepare(attachments, [recipient], recipient, draft.msg_id)
+        shared = self._attachments.shares.prepare(attachments, [recipient], recipient, draft.msg_id)
         threaded = {
             "thread_id": thread_id or draft.msg_id,
             "recipient": recipient,
@@ -433,7 +433,7 @@ class SyftChatClient:
             message = core.queue(draft.model_copy(update=threaded), recipient)
         except BaseException:
             if shared:
-                self._attachments.discard(draft.msg_id, recipient, shared)
+                self._attachments.shares.discard(draft.msg_id, recipient, shared)
             raise
         return core.deliver(message, recipient, timeout)
 
@@ -663,7 +663,7 @@ class SyftChatClient:
         made: list[tuple[str, str, list[Attachment]]] = []
 
         def attach(msg_id: str, readers: list[str], conversation: str) -> list[Attachment]:
-            shared = self._attachments.prepare(attachments, readers, conversation, msg_id)
+            shared = self._attachments.shares.prepare(attachments, readers, conversation, msg_id)
             made.append((msg_id, conversation, shared))
             return shared
 
@@ -674,7 +674,7 @@ class SyftChatClient:
         except BaseException:
             for msg_id, conversation, shared in made:
                 if self._live().get(msg_id, sender=self.email) is None:
-                    self._attachments.discard(msg_id, conversation, shared)
+                    self._attachments.shares.discard(msg_id, conversation, shared)
             raise
 
     def group_delivery(self, msg_id: str) -> dict[str, MessageStatus]:
