@@ -62,6 +62,7 @@ _LEGACY_COLUMNS = {
     "applied": "1",
     "edit_seq": "NULL",
     "target_sender": "NULL",
+    "attachments": "'[]'",
 }
 
 
@@ -136,13 +137,13 @@ class ReadOnlyHistory:
             conn = self._migrate_then_connect()
         else:
             self._check_version(conn)
-            if "target_sender" not in columns:  # schema 1 to 4
+            if "attachments" not in columns:  # schema 1 to 7
                 self._legacy_view(conn, columns)
         self._conn = conn
         return conn
 
     def _legacy_view(self, conn: sqlite3.Connection, columns: set[str]) -> None:
-        """Show an older file's ``messages`` with schema 5's columns, and its reactions
+        """Show an older file's ``messages`` with schema 8's columns, and its reactions
         (none before schema 3) with schema 5's ``author``, in TEMP views (of this
         connection only: the file is not written)."""
         added = "".join(
@@ -151,7 +152,9 @@ class ReadOnlyHistory:
         try:
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute(f"CREATE TEMP VIEW messages AS SELECT *{added} FROM main.messages")
-            if "kind" in columns:  # schema 3 or 4: reactions without their author
+            if "target_sender" in columns:  # schema 5 to 7: its reactions are schema 5's
+                pass
+            elif "kind" in columns:  # schema 3 or 4: reactions without their author
                 conn.execute(
                     "CREATE TEMP VIEW reactions AS SELECT *, '' AS author FROM main.reactions"
                 )

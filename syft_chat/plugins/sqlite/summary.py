@@ -174,7 +174,9 @@ UNREAD_INDEX_SQL = (
 def unread_source(run: Run) -> str:
     """``messages``, with the unread index forced if the schema has it."""
     found = run(
-        "SELECT 1 AS x FROM sqlite_master WHERE type = 'index' AND name = ?", [UNREAD_INDEX]
+        "SELECT 1 AS x FROM sqlite_master WHERE type = 'index' AND name = ?"
+        " AND NOT EXISTS (SELECT 1 FROM sqlite_temp_master WHERE name = 'messages')",
+        [UNREAD_INDEX],
     )
     return f"messages INDEXED BY {UNREAD_INDEX}" if found else "messages"
 
