@@ -5,9 +5,12 @@ from __future__ import annotations
 import errno
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "replacing", "temp_name"]
 
 
 def atomic_write(
@@ -26,7 +29,7 @@ def atomic_write(
     beside ``path``, named with a leading dot and a ``.tmp`` suffix, which
     watchers matching ``*.request`` / ``*.response`` and SyftBox's sync ignore.
     """
-    name = f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    name = temp_name(path)
     if tmp_dir is not None:
         tmp = tmp_dir / name
         try:
@@ -39,10 +42,20 @@ def atomic_write(
     _write_and_rename(path.with_name(name), path, data, durable)
 
 
-def _write_and_rename(tmp: Path, path: Path, data: bytes, durable: bool) -> None:
+def temp_name(path: Path) -> str:
+    """A temporary file's name for ``path``: a dot name ending in ``.tmp`` (sync ignores it)."""
+    return f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+@contextmanager
+def replacing(path: Path, *, tmp: Path | None = None, durable: bool = False) -> Iterator[BinaryIO]:
+    """Write ``path`` through the temporary file ``tmp`` (default: beside it) opened for the
+    block: renamed over ``path`` when the block ends, removed if it raises. ``durable``:
+    the file, then ``path``'s folder, are ``fsync``-ed (see :func:`atomic_write`)."""
+    tmp = tmp if tmp is not None else path.with_name(temp_name(path))
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            yield fh
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -52,6 +65,11 @@ def _write_and_rename(tmp: Path, path: Path, data: bytes, durable: bool) -> None
         raise
     if durable:
         _fsync_dir(path.parent)
+
+
+def _write_and_rename(tmp: Path, path: Path, data: bytes, durable: bool) -> None:
+    with replacing(path, tmp=tmp, durable=durable) as fh:
+        fh.write(data)
 
 
 def _fsync_dir(folder: Path) -> None:

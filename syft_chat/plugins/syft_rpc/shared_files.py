@@ -27,7 +27,6 @@ import os
 import shutil
 import stat
 import threading
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -35,7 +34,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from syft_chat.filenames import PERMISSION_FILES
-from syft_chat.plugins.syft_rpc.files import atomic_write
+from syft_chat.plugins.syft_rpc.files import atomic_write, replacing
 
 __all__ = [
     "FileCheck",
@@ -96,24 +95,15 @@ def copy_hashing(source: Path, dest: Path, *, limit: int, durable: bool = False)
     """Copy ``source`` to ``dest`` (a temporary file beside it, then a rename), hashing
     while copying; ``(bytes copied, sha256 hex)``. Raises ``ValueError`` (nothing left
     behind) if the source grows past ``limit`` bytes while being read."""
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp")  # ignored by sync
     digest = hashlib.sha256()
     size = 0
-    try:
-        with open(source, "rb") as src, open(tmp, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise ValueError(f"{source.name} grew past {limit} bytes while being copied")
-                digest.update(chunk)
-                out.write(chunk)
-            if durable:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with open(source, "rb") as src, replacing(dest, durable=durable) as out:
+        while chunk := src.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"{source.name} grew past {limit} bytes while being copied")
+            digest.update(chunk)
+            out.write(chunk)
     return size, digest.hexdigest()
 
 
