@@ -149,7 +149,6 @@ def test_sweeper_cpu_with_many_offline_peers(tmp_path: Path) -> None:
         observer.join()
 
 
-
 def test_rotated_rejection_after_folder_recreated_fails_the_message(workspace) -> None:
     """bob's answer folder for alice is removed and made again (alice's watch on it is
     dead and, as 'watched', the sweeper skips it); the server then refuses each upload

@@ -8,7 +8,8 @@ A workspace can hold thousands of datasites, and telling whether one serves chat
   are looked at;
 * a datasite that already existed and starts (or stops) serving is picked up by a
   background re-walk every ``refresh_seconds``, which runs only while someone keeps
-  asking (it stops after ``idle_seconds`` without a call).
+  asking (it stops after ``idle_seconds`` without a call); the first call after such a
+  pause walks the tree itself, so no answer is older than a few ``refresh_seconds``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class PeerDirectory:
         self._serving: set[str] = set()
         self._sorted: list[str] = []
         self._mtime: int | None = None
+        self._walked_at = 0.0  # monotonic time of the last full walk
         self._last_call = 0.0
         self._refresher: threading.Thread | None = None
         self._closed = threading.Event()
@@ -66,8 +68,11 @@ class PeerDirectory:
             # a folder changed within the last second is listed again: a datasite added in
             # the same clock tick as the last listing leaves the time where it was
             recent = mtime is not None and time.time_ns() - mtime < 1_000_000_000
-            if self._names is None or mtime != self._mtime or recent:
-                self._relist(mtime, everything=self._names is None)
+            stale = time.monotonic() - self._walked_at > 2 * self._refresh_seconds + 1.0
+            if self._names is None or stale:
+                self._relist(mtime, everything=True)
+            elif mtime != self._mtime or recent:
+                self._relist(mtime, everything=False)
             self._start_refresher()
             return list(self._sorted)
 
@@ -85,7 +90,9 @@ class PeerDirectory:
         ``everything``), forget removed ones."""
         names = self._listing()
         known = set() if everything or self._names is None else self._names
-        serving = {name for name in self._serving if name in names}
+        serving = set() if everything else {name for name in self._serving if name in names}
+        if everything:
+            self._walked_at = time.monotonic()
         serving.update(name for name in names - known if self._admits(name) and self._serves(name))
         self._names, self._mtime = names, mtime
         self._set(serving)
@@ -126,4 +133,5 @@ class PeerDirectory:
                 continue
             with self._lock:  # (a datasite added since the listing: the next call sees it)
                 self._names, self._mtime = names, mtime
+                self._walked_at = time.monotonic()
                 self._set(serving)

@@ -5,14 +5,19 @@ Each peer we write to has its own answer folder
 (and an inotify instance), so watching every peer ever written to would grow the
 process by one thread per peer, for good. Instead:
 
-* up to ``limit`` peers have a watch (a new answer is noticed at once, as before); a
-  watch goes to another peer only once its own has seen nothing sent for
-  ``idle_seconds`` (so a group of 50 does not move watches around on every message);
-* the others, while a request to them is unanswered, are looked at by one sweeper
-  thread: one ``stat`` of the folder, and a listing only when its modification time
-  moved (a file was created, renamed or removed in it). A peer is looked at every
-  ``sweep_seconds`` right after a request to it, then less and less often, up to
-  every ``max_sweep_seconds`` (a peer offline for hours costs one ``stat`` a second);
+* up to ``limit`` peers have a watch (a new answer is noticed at once); a watch goes to
+  another peer only once its own has seen nothing sent for ``idle_seconds`` (so a group
+  of 50 does not move watches around on every message);
+* one sweeper thread looks at every peer with something unanswered, watched or not: one
+  ``stat`` of the folder, and a listing only when its modification time moved (a file
+  was created, renamed or removed in it) or moved less than a second ago. A peer is
+  looked at ``sweep_seconds`` after a request to it, then less and less often, up to
+  every ``max_sweep_seconds``. So an answer from a peer without a watch is found within
+  moments, and nothing a watch missed (a file that came before the watch, a folder
+  deleted and re-created under it, a rotated refusal marker) waits for a retry: it is
+  found within ``max_sweep_seconds``. The sweeper takes only the peers that are due (a
+  heap of times), so a thousand peers offline for hours cost a thousand ``stat`` calls a
+  second;
 * a peer with nothing unanswered costs nothing: the sweeper sleeps until it has work.
 
 Threads and file descriptors therefore stay constant however many peers there are.
@@ -21,6 +26,7 @@ Threads and file descriptors therefore stay constant however many peers there ar
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import threading
@@ -41,10 +47,8 @@ log = logging.getLogger(__name__)
 
 #: what the watches and the sweeper report: a file's name in a peer's answer folder
 FileSeen = Callable[[Path, str], None]
-
-
-#: a watch being scheduled (the slot is taken, the watch not made yet)
-_PLACEHOLDER: ObservedWatch = object()  # type: ignore[assignment]
+#: looks due within this many seconds of each other are taken together
+_SLACK = 0.005
 
 
 class _Watcher(FileSystemEventHandler):
@@ -55,6 +59,24 @@ class _Watcher(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         path = getattr(event, "dest_path", "") or event.src_path
         self.seen(Path(path.decode() if isinstance(path, bytes) else path), self.peer)
+
+
+class _Watch:
+    """A peer's watch (``None`` while it is being made) and the folder it was made on."""
+
+    __slots__ = ("folder_id", "watch")
+
+    def __init__(self) -> None:
+        self.watch: ObservedWatch | None = None
+        self.folder_id: tuple[int, int] | None = None
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class ReplyWatches:
@@ -82,14 +104,15 @@ class ReplyWatches:
         self._sweep_seconds = sweep_seconds
         self._max_sweep = max(max_sweep_seconds, sweep_seconds)
         self._idle_seconds = idle_seconds
-        self._last_sent: dict[str, float] = {}  # watched peer -> monotonic time of its last send
-        self._next_look: dict[str, tuple[float, float]] = {}  # swept peer -> (when, interval)
         self._name = name
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
-        self._watches: OrderedDict[str, ObservedWatch] = OrderedDict()  # oldest first
+        self._watches: OrderedDict[str, _Watch] = OrderedDict()  # least recently sent first
+        self._last_sent: dict[str, float] = {}  # watched peer -> monotonic time of its last send
         self._unanswered: dict[str, set[str]] = {}  # peer -> request ids
         self._mtimes: dict[str, int] = {}  # peer -> folder mtime at its last listing
+        self._next_look: dict[str, tuple[float, float]] = {}  # peer -> (when, interval)
+        self._due: list[tuple[float, str]] = []  # heap of (when, peer); stale entries skipped
         self._wake = threading.Event()
         self._closed = False
         self._sweeper: threading.Thread | None = None
@@ -101,9 +124,6 @@ class ReplyWatches:
             peers = list(self._unanswered)
         for peer in peers[-self._limit :]:
             self._watch(peer)
-        if len(peers) > self._limit:
-            with self._lock:
-                self._start_sweeper_locked()
 
     def sent(self, peer: str, request_id: str) -> None:
         """A request to ``peer`` is out: notice its answer."""
@@ -111,7 +131,8 @@ class ReplyWatches:
             if self._closed:
                 return
             self._unanswered.setdefault(peer, set()).add(request_id)
-            self._next_look[peer] = (0.0, self._sweep_seconds)  # look soon, then back off
+            self._look_soon(peer)
+            self._start_sweeper_locked()
         self._watch(peer)
         self._wake.set()
 
@@ -147,30 +168,40 @@ class ReplyWatches:
     # ------------------------------------------------------------------ watches
 
     def _watch(self, peer: str) -> None:
-        """Give ``peer`` a watch if one is free (or idle long enough to be taken)."""
-        evicted: ObservedWatch | None = None
+        """Give ``peer`` a watch if one is free (or idle long enough to be taken); renew
+        its watch if its folder was replaced since the watch was made."""
         now = time.monotonic()
+        folder = self._folder_of(peer)
+        stale: ObservedWatch | None = None
         with self._lock:
             observer = self._observer
             if observer is None or self._closed:
                 return
-            if peer in self._watches:
+            current = self._watches.get(peer)
+            if current is not None:
                 self._watches.move_to_end(peer)
                 self._last_sent[peer] = now
-                return
-            if len(self._watches) >= self._limit:
-                oldest = next(iter(self._watches))
-                if now - self._last_sent.get(oldest, 0.0) < self._idle_seconds:
-                    self._start_sweeper_locked()  # every watch is busy: the sweeper looks
+                if current.watch is None or current.folder_id == _folder_id(folder):
                     return
-                evicted = self._watches.pop(oldest)
-                self._last_sent.pop(oldest, None)
-            self._watches[peer] = _PLACEHOLDER  # taken: nobody schedules it twice
-            self._last_sent[peer] = now
-            folder = self._folder_of(peer)
-        if evicted is not None and evicted is not _PLACEHOLDER:
+                stale, current.watch = current.watch, None  # a dead watch: make it again
+                slot = current
+            else:
+                if len(self._watches) >= self._limit:
+                    oldest = next(iter(self._watches))
+                    if now - self._last_sent.get(oldest, 0.0) < self._idle_seconds:
+                        return  # every watch is busy: the sweeper looks instead
+                    taken = self._watches.pop(oldest)
+                    self._last_sent.pop(oldest, None)
+                    stale = taken.watch
+                    if oldest in self._unanswered:  # from now on only the sweeper sees it
+                        self._look_soon(oldest)
+                slot = _Watch()
+                self._watches[peer] = slot
+                self._last_sent[peer] = now
+        if stale is not None:
             with contextlib.suppress(KeyError, RuntimeError):  # the observer already stopped
-                observer.unschedule(evicted)
+                observer.unschedule(stale)
+        folder_id = _folder_id(folder)
         try:
             watch = observer.schedule(
                 _Watcher(self._seen, peer),
@@ -181,18 +212,26 @@ class ReplyWatches:
         except OSError as exc:  # the folder vanished: the sweeper (or a retry) looks instead
             log.info("cannot watch %s: %s", folder, exc)
             with self._lock:
-                if self._watches.get(peer) is _PLACEHOLDER:
+                if self._watches.get(peer) is slot:
                     del self._watches[peer]
-                self._start_sweeper_locked()
+                    self._last_sent.pop(peer, None)
             return
         with self._lock:
-            if self._watches.get(peer) is _PLACEHOLDER and not self._closed:
-                self._watches[peer] = watch
+            if self._watches.get(peer) is slot and not self._closed:
+                slot.watch, slot.folder_id = watch, folder_id
+                if peer in self._unanswered:  # what came before the watch: the sweeper
+                    self._look_soon(peer)
+                    self._wake.set()
                 return
         with contextlib.suppress(KeyError, RuntimeError):
             observer.unschedule(watch)
 
     # ------------------------------------------------------------------ the sweeper
+
+    def _look_soon(self, peer: str) -> None:
+        """(Under the lock.) Look at ``peer``'s folder now, then back off again."""
+        self._next_look[peer] = (0.0, self._sweep_seconds)
+        heapq.heappush(self._due, (0.0, peer))
 
     def _start_sweeper_locked(self) -> None:
         """(Under the lock.) The sweeper runs from now on (it sleeps while it has no work)."""
@@ -203,29 +242,40 @@ class ReplyWatches:
         )
         self._sweeper.start()
 
+    def _take_due(self, now: float) -> tuple[list[str], float | None]:
+        """(Under the lock.) The peers due for a look (each scheduled again, further out)
+        and when the next one is due."""
+        due: list[str] = []
+        while self._due:
+            when, peer = self._due[0]
+            planned = self._next_look.get(peer)
+            if planned is None or planned[0] != when:  # answered, or rescheduled meanwhile
+                heapq.heappop(self._due)
+                continue
+            if when > now + _SLACK:
+                return due, when
+            heapq.heappop(self._due)
+            interval = planned[1]
+            later = now + interval
+            self._next_look[peer] = (later, min(interval * 1.5, self._max_sweep))
+            heapq.heappush(self._due, (later, peer))
+            due.append(peer)
+        return due, None
+
     def _sweep_forever(self) -> None:
         while True:
-            now = time.monotonic()
             with self._lock:
                 if self._closed:
                     return
-                due, wake_at = [], None
-                for peer in self._unanswered:
-                    if peer in self._watches and self._watches[peer] is not _PLACEHOLDER:
-                        continue
-                    when, interval = self._next_look.get(peer, (0.0, self._sweep_seconds))
-                    if when <= now:
-                        due.append(peer)
-                        when = now + interval
-                        self._next_look[peer] = (when, min(interval * 1.5, self._max_sweep))
-                    wake_at = when if wake_at is None else min(wake_at, when)
                 self._wake.clear()
+                due, next_at = self._take_due(time.monotonic())
             for peer in due:
                 try:
                     self._sweep(peer)
                 except Exception:  # pragma: no cover - seen() never raises
                     log.exception("error looking for answers from %s", peer)
-            self._wake.wait(None if wake_at is None else max(0.0, wake_at - time.monotonic()))
+            if not due:
+                self._wake.wait(None if next_at is None else max(0.0, next_at - time.monotonic()))
 
     def _sweep(self, peer: str) -> None:
         """List ``peer``'s answer folder if anything changed in it since the last look."""
