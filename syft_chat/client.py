@@ -794,7 +794,7 @@ class SyftChatClient:
 
         :raises InvalidMessageError: an empty or malformed query, or a bad filter.
         """
-        return self._views.search(
+        hits = self._views.search(
             query,
             with_user=with_user,
             thread_id=thread_id,
@@ -804,6 +804,11 @@ class SyftChatClient:
             conversation=conversation,
             order=order,
         )
+        shown = self._attachments.states.with_states([hit.message for hit in hits])
+        return [
+            hit if hit.message is message else hit.model_copy(update={"message": message})
+            for hit, message in zip(hits, shown, strict=True)
+        ]
 
     def get_history_page(
         self,
@@ -826,7 +831,7 @@ class SyftChatClient:
         :raises InvalidMessageError: a cursor not made by this method, both cursors,
             or a bad filter or limit.
         """
-        return self._views.get_history_page(
+        page = self._views.get_history_page(
             with_user=with_user,
             thread_id=thread_id,
             since=since,
@@ -835,6 +840,10 @@ class SyftChatClient:
             after=after,
             conversation=conversation,
         )
+        if not any(m.attachments for m in page.messages):
+            return page
+        shown = self._attachments.states.with_states(list(page.messages))
+        return page.model_copy(update={"messages": shown})
 
     def list_conversations(
         self, *, limit: int | None = None, before: Conversation | None = None

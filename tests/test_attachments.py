@@ -529,3 +529,31 @@ def test_schema_7_file_reads_unmigrated_and_migrates_with_empty_attachments(tmp_
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT version FROM schema_version").fetchone() == (8,)
     conn.close()
+
+
+def test_pages_and_search_show_each_attachments_current_state(net, tmp_path):
+    """Every read path computes the state from the local copy, not only history and get."""
+    src = _file(tmp_path, "notes.txt", b"quarterly numbers attached")
+    sent = net[ALICE].send_message(BOB, "quarterly numbers", attachments=[src])
+    _received(net[BOB], sent.message_id)
+    wait_for(
+        lambda: (
+            net[BOB].get_message(sent.message_id, sender=ALICE).attachments[0].state
+            is AttachmentState.AVAILABLE
+        )
+    )
+
+    def page_state():
+        [message] = net[BOB].get_history_page(with_user=ALICE).messages
+        return message.attachments[0].state
+
+    def search_state():
+        [hit] = net[BOB].search("quarterly")
+        return hit.message.attachments[0].state
+
+    assert page_state() is AttachmentState.AVAILABLE
+    assert search_state() is AttachmentState.AVAILABLE
+    shared = _folder(net, ALICE, sent.message_id) / "notes.txt"
+    shared.write_bytes(b"QUARTERLY numbers attached")  # same size, another hash
+    assert page_state() is AttachmentState.CORRUPT
+    assert search_state() is AttachmentState.CORRUPT

@@ -95,8 +95,8 @@ class SearchHit(BaseModel):
     """One search result: the message, the passage that matched, and how well.
 
     ``snippet`` is a short extract of the content with each match wrapped in ``[`` ``]``
-    and cuts marked ``…``. ``rank`` is FTS5's ``bm25``: lower (more negative) is a
-    better match; results come best first.
+    and cuts marked ``…``. ``rank`` is a BM25 score (lower, more negative, is a better
+    match); results come newest first unless ``order="relevance"`` asked for best first.
     """
 
     model_config = ConfigDict(frozen=True)
