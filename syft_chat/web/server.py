@@ -105,6 +105,12 @@ class WebServer:
         )
 
     @property
+    def address(self) -> tuple[str, int]:
+        """The address the socket is bound to (always loopback)."""
+        host, port = self._socket.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
     def url(self) -> str:
         """The address to open, secret included."""
         return f"http://{HOST}:{self.port}/?token={self.secrets.token}"
