@@ -100,6 +100,7 @@ def test_syft_chat_web_prints_its_address_and_stops_on_sigterm(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
         assert refused.value.code == 401
+        refused.value.close()
         url_file = tmp_path / "ws" / ".syft-chat" / "syft_chat" / f"{ALICE}.web-url"
         assert url_file.read_text().strip() == url
     finally:
@@ -148,3 +149,21 @@ def test_run_sh_as_the_syftbox_client_runs_it(tmp_path):
         code = _stop(proc)
     assert code == 0, (tmp_path / "stderr.txt").read_text()
     assert (APP_VENV / ".syft-chat-installed").exists()
+
+
+def test_the_web_guide_snippet_runs(tmp_path):
+    """docs/web.md's Python block, run as written (the config from the environment)."""
+    code = (ROOT / "docs" / "web.md").read_text().split("```python", 1)[1].split("```", 1)[0]
+    configs = make_workspace(tmp_path / "ws", [ALICE])
+    env = {
+        **os.environ,
+        "SYFTBOX_CLIENT_CONFIG_PATH": str(configs[ALICE]),
+        "SYFT_CHAT_DB": str(tmp_path / "alice.db"),
+        "SYFT_CHAT_LOAD_PLUGINS": "",
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"open http://127\.0\.0\.1:\d+/\?token=", result.stdout)
