@@ -60,6 +60,8 @@ def _fetch_page(url: str) -> str:
         page = response.read().decode()
     with opener.open(url.split("?")[0] + "api/me", timeout=5) as response:
         assert b'"email":"alice@openmined.org"' in response.read()
+    with opener.open(url.split("?")[0] + "static/app.js", timeout=5) as response:
+        assert b"textContent" in response.read()  # the page's script ships in the package
     return page
 
 
@@ -76,7 +78,8 @@ def _stop(proc: subprocess.Popen[str]) -> int:
             proc.stdout.close()
 
 
-def test_syft_chat_web_prints_its_address_and_stops_on_sigterm(tmp_path):
+@pytest.mark.parametrize("command", [["web"], ["serve", "--web"]])
+def test_syft_chat_web_prints_its_address_and_stops_on_sigterm(tmp_path, command):
     configs = make_workspace(tmp_path / "ws", [ALICE])
     env = {
         **os.environ,
@@ -88,7 +91,7 @@ def test_syft_chat_web_prints_its_address_and_stops_on_sigterm(tmp_path):
     env.pop("SYFTBOX_ASSIGNED_PORT", None)
     with (tmp_path / "stderr.txt").open("w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "syft_chat", "web"],
+            [sys.executable, "-m", "syft_chat", *command],
             env=env,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -140,16 +140,52 @@ def test_group_of_three(net, open_page, shot):
     shot(alice.page, "alice-group")
 
 
-def test_block_and_unblock_from_the_page(net, open_page):
+def test_block_and_unblock_from_the_page_and_a_failure_with_its_reason(net, open_page, shot):
     net[ALICE].send_message(BOB, "before the block")
-    bob = open_page(BOB)
+    alice, bob = open_page(ALICE), open_page(BOB)
     bob.open(ALICE)
     bob.page.get_by_role("button", name=f"Block {ALICE}").click()
     bob.page.get_by_role("button", name=f"Unblock {ALICE}").wait_for()
     assert ALICE in net[BOB].contact_policy.blocked
+    bob.page.locator(f'#conversations .conv[data-id="{ALICE}"] .tag', has_text="blocked").wait_for()
+    # what alice sends now is refused: her page says failed, and why
+    alice.open(BOB)
+    alice.type_and_send("are you there?")
+    failed = alice.message("are you there?").locator('.status[data-status="failed"]')
+    failed.wait_for(timeout=5_000)
+    assert failed.locator(".status-text").inner_text() == "failed: refused: the sender is blocked"
+    shot(alice.page, "alice-failed")
     bob.page.get_by_role("button", name=f"Unblock {ALICE}").click()
     bob.page.get_by_role("button", name=f"Block {ALICE}").wait_for()
     assert ALICE not in net[BOB].contact_policy.blocked
+    alice.type_and_send("and now?")
+    bob.wait_for_text("and now?", timeout=3_000)
+
+
+def test_delete_and_thread_view(net, open_page):
+    root = net[ALICE].send_message(BOB, "root of a thread")
+    net[BOB].send_message(ALICE, "an answer in the thread", reply_to=root.message_id)
+    net[ALICE].send_message(BOB, "not in that thread")
+    net[ALICE].send_message(BOB, "this one goes away")
+    alice, bob = open_page(ALICE), open_page(BOB)
+    alice.open(BOB)
+    bob.open(ALICE)
+    bob.wait_for_text("this one goes away")
+    alice.message("this one goes away").get_by_role("button", name="Delete this message").click()
+    alice.page.locator("#dialog-ok").click()
+    bob.page.locator("#messages .msg.deleted").wait_for(timeout=2_000)
+    assert bob.page.locator("#messages .text", has_text="goes away").count() == 0
+    # the thread view shows the thread only, and replying there stays in it
+    bob.message("root of a thread").get_by_role("button", name="Show this message's thread").click()
+    bob.page.locator("#thread-bar").wait_for()
+    texts = lambda: bob.page.locator("#messages .msg .text").all_inner_texts()  # noqa: E731
+    wait_for(lambda: texts() == ["root of a thread", "an answer in the thread"], 3)
+    bob.type_and_send("me too, in the thread")
+    alice.wait_for_text("me too, in the thread")
+    reply = net[ALICE].get_chat_history(BOB)[-1]
+    assert reply.content == "me too, in the thread" and reply.thread_id == root.message_id
+    bob.page.get_by_role("button", name="Close the thread view").click()
+    bob.wait_for_text("not in that thread")
 
 
 def test_search_opens_the_conversation_at_the_hit(net, open_page):

@@ -207,7 +207,8 @@
       list.append(item);
     }
     if (!ids.length) list.append(el("li", { class: "hint", text: "No conversations yet: start one with New chat." }));
-    $("more-conversations").hidden = state.nextOffset === null || state.nextOffset === undefined;
+    const searching = !$("search-results").hidden;
+    $("more-conversations").hidden = searching || state.nextOffset === null || state.nextOffset === undefined;
   }
 
   // ------------------------------------------------------------------ one conversation
@@ -346,6 +347,7 @@
   function renderMessage(m) {
     const classes = ["msg", m.mine ? "mine" : "theirs"];
     if (m.deleted) classes.push("deleted");
+    if (m.mine && m.status === "failed") classes.push("failed");
     const node = el("article", {
       class: classes.join(" "),
       "data-key": key(m),
