@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from syft_chat.errors import (
     ClientClosedError,
+    DeliveryError,
     InvalidMessageError,
     StorageError,
     SyftChatError,
@@ -166,12 +167,18 @@ def make_app(client: SyftChatClient, hub: EventHub) -> Starlette:
         content = _text(body, "content") or ""
         reply_to = _text(body, "reply_to", required=False) or None
         group = _group_id(conversation)
-        if group is not None:
-            response = await _call(client.send_to_group, group, content, reply_to=reply_to)
-        else:
-            response = await _call(
-                client.send_message, conversation, content, reply_to=reply_to, timeout=0
-            )
+        try:
+            if group is not None:
+                response = await _call(client.send_to_group, group, content, reply_to=reply_to)
+            else:
+                response = await _call(
+                    client.send_message, conversation, content, reply_to=reply_to, timeout=0
+                )
+        except DeliveryError as exc:
+            # stored, then refused (or not written yet): the page shows it with its status
+            if exc.msg_id is None:
+                raise
+            return JSONResponse(await _call(_stored, exc.msg_id))
         return JSONResponse(await _call(_stored, response.message_id))
 
     def _stored(msg_id: str, sender: str | None = me) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from syft_chat.errors import InvalidMessageError
+from syft_chat.errors import DeliveryError, InvalidMessageError
 from syft_chat.web.payloads import message_json
 
 if TYPE_CHECKING:
@@ -114,18 +114,24 @@ def attachment_routes(client: SyftChatClient) -> list[BaseRoute]:
                 out.write(chunk)
 
         def send() -> dict[str, Any]:
-            if conversation.startswith("group:"):
-                response = client.send_to_group(  # type: ignore[call-arg]
-                    conversation[len("group:") :],
-                    content,
-                    reply_to=reply_to,
-                    attachments=[path],
-                )
-            else:
-                response = client.send_message(  # type: ignore[call-arg]
-                    conversation, content, reply_to=reply_to, timeout=0, attachments=[path]
-                )
-            stored = client.get_message(response.message_id, sender=me)
+            try:
+                if conversation.startswith("group:"):
+                    response = client.send_to_group(  # type: ignore[call-arg]
+                        conversation[len("group:") :],
+                        content,
+                        reply_to=reply_to,
+                        attachments=[path],
+                    )
+                else:
+                    response = client.send_message(  # type: ignore[call-arg]
+                        conversation, content, reply_to=reply_to, timeout=0, attachments=[path]
+                    )
+                msg_id = response.message_id
+            except DeliveryError as exc:  # stored, then refused: shown with its status
+                if exc.msg_id is None:
+                    raise
+                msg_id = exc.msg_id
+            stored = client.get_message(msg_id, sender=me)
             return message_json(stored, me) if stored is not None else {}
 
         return JSONResponse(await run_in_threadpool(send))

@@ -153,10 +153,11 @@ def test_block_and_unblock_from_the_page_and_a_failure_with_its_reason(net, open
     alice.type_and_send("are you there?")
     failed = alice.message("are you there?").locator('.status[data-status="failed"]')
     failed.wait_for(timeout=5_000)
+    assert alice.page.locator("#input").input_value() == ""  # sent (and refused), not kept
     assert failed.locator(".status-text").inner_text() == "failed: refused: the sender is blocked"
     shot(alice.page, "alice-failed")
     bob.page.get_by_role("button", name=f"Unblock {ALICE}").click()
-    bob.page.get_by_role("button", name=f"Block {ALICE}").wait_for()
+    bob.page.get_by_role("button", name=f"Block {ALICE}", exact=True).wait_for()
     assert ALICE not in net[BOB].contact_policy.blocked
     alice.type_and_send("and now?")
     bob.wait_for_text("and now?", timeout=3_000)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from syft_chat.testing import wait_for
+from syft_chat import hookimpl
+from syft_chat.testing import register_plugin, wait_for
 from syft_chat.web import WebServer, choose_port
 from syft_chat.web.security import CSP, JSON_LIMIT
 
@@ -200,3 +201,52 @@ def test_listens_on_loopback_only_and_takes_the_assigned_port(pair, monkeypatch)
     monkeypatch.setenv("SYFTBOX_ASSIGNED_PORT", "eighty")
     with pytest.raises(Exception, match="must be a port number"):
         choose_port()
+
+
+class _BrokenEncoder:
+    @hookimpl
+    def chat_encode_body(self, envelope, client):
+        raise RuntimeError("the encoder is broken")
+
+
+def test_a_send_that_fails_at_once_comes_back_as_a_failed_message(served):
+    """send_message raises DeliveryError for a message it stored and could not send: the
+    route answers with that stored message (status failed, its reason), not an error."""
+    server, web, alice = served
+    cookie = web.sign_in(server.secrets.token)
+    ok = {"Cookie": cookie, "X-Syft-Chat": "1", "Origin": web.origin}
+    body = json.dumps({"conversation": BOB, "content": "never leaves"}).encode()
+    with register_plugin(alice, _BrokenEncoder()):
+        status, _, answer = web.request("POST", "/api/send", body=body, headers=ok)
+    assert status == 200, answer
+    shown = json.loads(answer)
+    assert shown["content"] == "never leaves" and shown["status"] == "failed"
+    assert "broken" in shown["error"]
+
+
+def test_the_conversation_list_comes_in_pages_newest_first(served, pair):
+    """(Not security: the same raw client walks the list's pages.)"""
+    server, web, alice = served
+    ws, _, bob = pair
+    cookie = {"Cookie": web.sign_in(server.secrets.token)}
+    alice.send_message(BOB, "direct")
+    groups = [alice.create_group(f"group {i}", [BOB]) for i in range(4)]
+    for group in groups:
+        alice.send_to_group(group.group_id, f"hello {group.name}")
+    expected = [c.conversation_id for c in alice.list_conversations()]
+    assert len(expected) == 5
+    seen, offset = [], 0
+    while offset is not None:
+        status, _, answer = web.request(
+            "GET", f"/api/conversations?offset={offset}&limit=2", headers=cookie
+        )
+        assert status == 200
+        page = json.loads(answer)
+        assert len(page["items"]) <= 2
+        seen += [row["id"] for row in page["items"]]
+        offset = page["next_offset"]
+    assert seen == expected
+    assert seen[0] == f"group:{groups[-1].group_id}"  # the newest first
+    status, _, answer = web.request("GET", "/api/conversations", headers=cookie)
+    rows = json.loads(answer)["items"]
+    assert rows[0]["title"] == "group 3" and rows[0]["last_message"]["content"] == "hello group 3"
