@@ -109,9 +109,14 @@ def attachment_routes(client: SyftChatClient) -> list[BaseRoute]:
             raise InvalidMessageError("give a conversation")
         folder = Path(tempfile.mkdtemp(dir=upload_dir))
         path = folder / name
-        with path.open("wb") as out:
-            async for chunk in request.stream():
-                out.write(chunk)
+        try:
+            with path.open("wb") as out:
+                async for chunk in request.stream():
+                    out.write(chunk)
+        except BaseException:  # too large, or the browser went away: keep nothing
+            path.unlink(missing_ok=True)
+            folder.rmdir()
+            raise
 
         def send() -> dict[str, Any]:
             try:

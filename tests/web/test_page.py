@@ -53,6 +53,7 @@ def test_two_pages_live_send_delivery_reaction_and_edit(net, open_page, shot, ca
     mine = bob.message("Hello Bob!")
     mine.hover()
     mine.get_by_role("button", name="Add a reaction").click()
+    shot(bob.page, "bob-reaction-picker")
     mine.get_by_role("button", name="React with \U0001f44d").click()
     alice.message("Hello Bob!").locator(".chip", has_text="\U0001f44d").wait_for(timeout=2_000)
     assert BOB in (alice.message("Hello Bob!").locator(".chip").get_attribute("title") or "")
