@@ -81,6 +81,7 @@ def shot() -> Callable[[Any, str], Path]:
     ARTIFACTS.mkdir(exist_ok=True)
 
     def save(page: Any, name: str) -> Path:
+        page.wait_for_timeout(400)  # let debounced refreshes (and their requests) finish
         path = ARTIFACTS / f"{name}.png"
         page.screenshot(path=str(path))
         return path

@@ -30,6 +30,8 @@ class ChatPage:
         self.page.locator("#me", has_text=self.email).wait_for(timeout=10_000)
 
     def _only_own_server(self, route: Any) -> None:
+        # runs in this (test) thread, only while a Playwright call waits: a test that must
+        # let the page work meanwhile waits with page.wait_for_timeout, never time.sleep
         url = route.request.url
         if url.startswith(self.origin + "/"):
             route.continue_()

@@ -8,7 +8,6 @@ test whose page made any request to another server, raised, or opened a dialog.
 from __future__ import annotations
 
 import statistics
-import time
 
 import pytest
 
@@ -232,7 +231,7 @@ def test_peer_html_renders_as_text(net, open_page, shot):
     assert alice.page.locator("#conversations .conv-title", has_text=HOSTILE).count() == 1
     alice.open(CAROL)
     alice.wait_for_text(HOSTILE)
-    time.sleep(0.3)  # an onerror handler would have fired by now
+    alice.page.wait_for_timeout(300)  # an onerror handler would have fired by now
     assert alice.page.locator("img").count() == 0
     assert alice.dialogs == []
     shot(alice.page, "alice-hostile-text")
