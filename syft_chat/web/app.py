@@ -273,8 +273,12 @@ def make_app(client: SyftChatClient, hub: EventHub) -> Starlette:
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
+    async def no_icon(request: Request) -> Response:
+        return Response(status_code=204)  # the page has no icon; the browser asks anyway
+
     routes = [
         Route("/", index),
+        Route("/favicon.ico", no_icon),
         Route("/api/me", me_route),
         Route("/api/conversations", list_route),
         Route("/api/history", history),
