@@ -170,3 +170,28 @@ def test_the_web_guide_snippet_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert re.search(r"open http://127\.0\.0\.1:\d+/\?token=", result.stdout)
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path):
+    configs = make_workspace(tmp_path / "ws", [ALICE])
+    env = {
+        **os.environ,
+        "SYFTBOX_CLIENT_CONFIG_PATH": str(configs[ALICE]),
+        "SYFT_CHAT_DB": str(tmp_path / "alice.db"),
+        "SYFT_CHAT_LOAD_PLUGINS": "",
+        "PYTHONPATH": str(ROOT),
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "syft_chat", "web", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
