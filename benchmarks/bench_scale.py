@@ -14,6 +14,16 @@ Figures, each against the performance goal (PASS / MISS):
   <= 1 s) and the drain rate (every waiting message announced; goal >= 500 msg/s). The
   requests come from one sender, so the receiver runs with the per-sender flood guard
   lifted (``sender_messages_per_minute``: by default 600 a minute, i.e. 10 msg/s).
+* Threads and open file descriptors of one client that has written to 10, then 1,000
+  peers (100 with ``--quick``) that never answer; goal: the same at both counts (reply
+  watches are bounded: ``ChatSettings.reply_watches``).
+* ``list_available_users()`` with 5,000 datasites in the workspace (1,000 with
+  ``--quick``), median of 50 calls after the first, the first call too; goal: <= 20 ms.
+* ``send_to_group`` at 50 members: the call's latency (goal <= 10 ms), the sender's CPU
+  per member's copy until every copy is written (members that never answer, so only
+  the sender runs; goal <= 1 ms), and with 50 real member clients the time until all
+  50 confirmed, against one member's confirmation of a plain message (goal <= 1.5x
+  that + 50 ms).
 
 How the backlogs are made (so that ``--quick`` stays under ~30 s):
 
@@ -86,7 +96,8 @@ def record(name: str, value: str, goal: str, ok: bool | None) -> None:
 
 
 def quiet_client(config: Path, db: Path, **settings: Any) -> syft_chat.SyftChatClient:
-    return syft_chat.client(config, db_path=db, settings=settings or None)
+    """A client with no installed plugins (the core is measured, as in bench_latency.py)."""
+    return syft_chat.client(config, db_path=db, settings=settings or None, load_entry_points=False)
 
 
 # --------------------------------------------------------------------------- the outbox
@@ -294,6 +305,131 @@ def bench_waiting(root: Path, n: int, timeout: float) -> None:
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- many peers
+
+
+def open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def bench_peers(root: Path, counts: tuple[int, int], datasites: int) -> None:
+    config = make_workspace(root / "peers", [ALICE])[ALICE]
+    ds = root / "peers" / "datasites"
+
+    def serving(email: str) -> None:  # the folder of a datasite serving chat; nobody answers
+        (ds / email / "app_data" / "syft_chat" / "rpc" / "chat").mkdir(parents=True, exist_ok=True)
+
+    with quiet_client(config, root / "peers.db", **FAR) as alice:
+        seen = {}
+        written = 0
+        for count in counts:
+            for i in range(written, count):
+                serving(f"peer{i}@example.org")
+                alice.send_message(f"peer{i}@example.org", "hi", timeout=0)
+            written = count
+            time.sleep(0.5)
+            seen[count] = (threading.active_count(), open_fds())
+        (few_t, few_f), (many_t, many_f) = seen[counts[0]], seen[counts[1]]
+        record(
+            f"threads, {counts[0]} -> {counts[1]} peers",
+            f"{few_t} -> {many_t}",
+            "constant",
+            many_t <= few_t + 8,
+        )
+        record(
+            f"fds, {counts[0]} -> {counts[1]} peers",
+            f"{few_f} -> {many_f}",
+            "constant",
+            many_f <= few_f + 8,
+        )
+        for i in range(written, datasites):
+            serving(f"peer{i}@example.org")
+        t0 = time.perf_counter()
+        found = alice.list_available_users()
+        first = time.perf_counter() - t0
+        assert len(found) == datasites, len(found)
+        time.sleep(1.1)  # the folder's modification time has settled
+        times = []
+        for _ in range(50):
+            t0 = time.perf_counter()
+            alice.list_available_users()
+            times.append(time.perf_counter() - t0)
+        record(
+            f"list_available_users(), {datasites} datasites",
+            f"{spread(times)}; first call {first * 1000:.0f} ms",
+            "<= 20 ms",
+            statistics.median(times) <= 0.020,
+        )
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def bench_group(root: Path, members: int, runs: int) -> None:
+    emails = [f"member{i}@example.org" for i in range(members)]
+    configs = make_workspace(root / "group", [ALICE, *emails])
+    ds = root / "group" / "datasites"
+    for email in emails:  # serving, as the folder shows; nobody answers yet
+        (ds / email / "app_data" / "syft_chat" / "rpc" / "chat").mkdir(parents=True, exist_ok=True)
+    with quiet_client(configs[ALICE], root / "group" / "alice.db", **FAR) as alice:
+        group = alice.create_group("everyone", emails)
+        calls, cpu = [], []
+        for i in range(runs):
+            before = time.process_time()
+            t0 = time.perf_counter()
+            sent = alice.send_to_group(group.group_id, f"hello {i}")
+            calls.append(time.perf_counter() - t0)
+            while any(s.value == "queued" for s in alice.group_delivery(sent.message_id).values()):
+                time.sleep(0.001)
+            cpu.append((time.process_time() - before) / members)
+        record(
+            f"send_to_group() returns, {members} members",
+            spread(calls),
+            "<= 10 ms",
+            statistics.median(calls) <= 0.010,
+        )
+        record(
+            f"sender CPU per copy, {members} members",
+            f"{statistics.median(cpu) * 1000:.2f} ms (max {max(cpu) * 1000:.2f})",
+            "<= 1 ms",
+            statistics.median(cpu) <= 0.001,
+        )
+        clients = [quiet_client(configs[e], root / "group" / f"{e}.db") for e in emails]
+        try:
+            one = []
+            for i in range(runs):
+                t0 = time.perf_counter()
+                alice.send_message(emails[i % members], f"one {i}", timeout=10)
+                one.append(time.perf_counter() - t0)
+            # members were offline when the group was made: let the roster reach them
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and any(not c.list_groups() for c in clients):
+                time.sleep(0.05)
+            alls = []
+            for i in range(runs):
+                t0 = time.perf_counter()
+                sent = alice.send_to_group(group.group_id, f"all {i}")
+                while any(
+                    s.value not in ("delivered", "read")
+                    for s in alice.group_delivery(sent.message_id).values()
+                ):
+                    if time.perf_counter() - t0 > 30:
+                        break
+                    time.sleep(0.002)
+                alls.append(time.perf_counter() - t0)
+            goal = 1.5 * statistics.median(one) + 0.050
+            record(
+                f"all {members} confirmed vs one member",
+                f"{statistics.median(alls) * 1000:.0f} ms"
+                f" vs {statistics.median(one) * 1000:.1f} ms",
+                f"<= {goal * 1000:.0f} ms",
+                statistics.median(alls) <= goal,
+            )
+        finally:
+            for c in clients:
+                c.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized, under ~30 s")
@@ -310,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_outbox(root, sizes, max(50, args.sends))
         bench_big_db(root, big, 3 if args.quick else 5)
         bench_waiting(root, waiting, 120 if args.quick else 600)
+        bench_group(root, 50, 5)
+        bench_peers(root, (10, 100 if args.quick else 1000), 1000 if args.quick else 5000)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n{'figure':<42} {'value':<44} {'goal':<14} result")

@@ -26,6 +26,7 @@ different folder from ``alice@…`` and folding would merge two writers into one
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -46,6 +47,9 @@ class InvalidIdentityError(InvalidMessageError):
 def canonical_email(value: object) -> str:
     """The canonical form of the datasite email ``value``.
 
+    (Answers for the few thousand addresses seen last are remembered: it runs several
+    times per message. A refusal is never remembered; it raises again each time.)
+
     Lower-cases ASCII letters and IDNA-encodes a Unicode domain; raises
     :class:`InvalidIdentityError` (saying why, with ``value`` escaped) for anything
     else that is not canonical: control or invisible characters, surrounding spaces,
@@ -53,6 +57,11 @@ def canonical_email(value: object) -> str:
     """
     if not isinstance(value, str):
         raise InvalidIdentityError(f"expected a datasite email, got {type(value).__name__}")
+    return _canonical(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical(value: str) -> str:
     shown = ascii(value)
     if not value or len(value) > 254:
         raise InvalidIdentityError(f"{shown} is not a datasite email: empty or too long")

@@ -54,6 +54,16 @@ class ChatSettings(BaseModel):
     #: How many observed round trips to wait before the first retry (``0``: always
     #: ``retry_initial``).
     retry_rtt_factor: float = Field(default=3.0, ge=0)
+    #: Peers whose answer folders are watched (each watch is a thread; a watch moves to
+    #: another peer once nothing was sent to its own for 30 s). Answers from the others
+    #: are looked for by one thread while something to them is unanswered:
+    #: ``reply_sweep_seconds`` after a request, then less and less often (up to 1 s).
+    reply_watches: int = Field(default=16, ge=1, le=1024)
+    reply_sweep_seconds: float = Field(default=0.02, gt=0, le=60)
+    #: ``list_available_users()`` answers from a cache: a new datasite folder shows at
+    #: once, an existing datasite that starts or stops serving chat within this many
+    #: seconds (re-checked in the background, only while someone keeps asking).
+    discovery_refresh_seconds: float = Field(default=1.0, gt=0, le=3600)
     #: Threads announcing incoming messages (one conversation at a time each).
     listener_threads: int = Field(default=4, ge=1, le=64)
     #: Seconds a message waits for an earlier one of its conversation before

@@ -167,7 +167,9 @@ def test_app_name_is_honoured_on_both_sides(workspace):
     with pytest.raises(syft_chat.UnknownRecipientError):
         alice.send_message(BOB, "hi")
     bob_team = ws.client(BOB, app_name="team_chat", db_path=ws.root / "bob-team.db")
-    assert alice.list_available_users() == [BOB]
+    # discovery answers from a cache: a datasite that starts serving shows within
+    # ``discovery_refresh_seconds`` (sending never waits for it: it checks the peer itself)
+    wait_for(lambda: alice.list_available_users() == [BOB], timeout=3)
     alice.send_message(BOB, "hi team")
     assert (ws.endpoint(BOB, "team_chat") / ALICE).is_dir()
     assert [m.content for m in bob_team.get_chat_history()] == ["hi team"]

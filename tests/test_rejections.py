@@ -128,7 +128,7 @@ def test_a_marker_found_at_start_up_fails_the_message(
     marker = _reject(folder, request_id, MARKERS[style](request_id))
     alice = ws.client(ALICE, settings=FAST)
     wait_for(lambda: (m := alice.get_message(sent.message_id)) and m.status is MessageStatus.FAILED)
-    assert not marker.exists()
+    wait_for(lambda: not marker.exists())  # (the start-up scan runs after client() returns)
     time.sleep(PAST_A_RETRY)
     assert _files(folder) == []
 

@@ -198,7 +198,11 @@ def test_a_store_refusing_to_record_announcements_runs_one_retry_timer(workspace
         alice.send_message(BOB, text)
     wait_for(lambda: heard == texts, timeout=10)
     time.sleep(1.2)
-    most = max(_retry_timers() for _ in range(20) if not time.sleep(0.05))
+    samples = sorted(_retry_timers() for _ in range(20) if not time.sleep(0.05))
+    # a timer firing starts the next one before its own thread has ended: two can be
+    # seen for an instant; one per message (six here) was the fault
+    most = samples[len(samples) // 2]
+    assert samples[-1] <= 2, samples
     refuse.clear()
     for conn in denier.connections:
         conn.set_authorizer(no_notified)  # expire the cached statements

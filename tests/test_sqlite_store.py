@@ -376,7 +376,7 @@ def test_pragmas_and_indexes(store: SQLiteStore, db_path: Path) -> None:
 
 
 def test_schema_version_is_current(store: SQLiteStore, db_path: Path) -> None:
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 

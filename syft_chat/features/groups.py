@@ -256,7 +256,8 @@ class Groups:
         also: Callable[[], object] | None = None,
     ) -> None:
         """Store ``record`` (the author's row) and one copy per member of ``to`` in one
-        transaction (with ``also``, run inside it), then send the copies."""
+        transaction (with ``also``, run inside it); the copies are sent in the background
+        (the caller does not wait for 50 request files to be written)."""
         core = self._core
         queued: list[tuple[ChatMessage, str]] = []
         with core.store.transaction():
@@ -281,8 +282,7 @@ class Groups:
                     core.store.insert(StoredMessage(failed, Direction.OUTGOING, member))
                     continue
                 queued.append((core.queue(copy, member), member))
-        for copy, _member in queued:
-            core.attempt_quietly(copy.msg_id)
+        core.send_later([copy.msg_id for copy, _member in queued])
 
     def _change(
         self,

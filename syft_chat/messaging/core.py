@@ -11,7 +11,7 @@ import errno
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -108,6 +108,7 @@ class MessagingCore:
         self._follower: Follower | None = None
         self._role_lock = threading.Lock()
         self._stopping = False
+        self._resuming: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,13 +140,50 @@ class MessagingCore:
         self.incoming.ordering.start(after=hold)
 
     def _serve(self) -> None:
-        """Announce what a crash left unannounced, start the transport, collect answers
-        that came meanwhile and resend the rest."""
-        self.incoming.resume()
-        awaiting = self.outgoing.resume()
-        self.transport.start(
-            self.incoming.on_request, self.outgoing.on_reply, self._on_reject, awaiting=awaiting
+        """Start the transport; announce what a crash left unannounced, collect answers
+        that came meanwhile and resend the rest.
+
+        With a transport that can collect answers later (``collect_replies``, as
+        syft-rpc's), the backlogs (unannounced messages, unconfirmed ones, requests that
+        waited) are taken up on a background thread, so that start-up never waits for
+        them: announcements still come in each sender's order (``seq``: a newer message
+        waits for the older ones the thread submits) and once (``Heard``); an answer that
+        comes before its message is tracked again is left for the retry that follows.
+        """
+        self.incoming.forget_strays()
+        collect = getattr(self.transport, "collect_replies", None)
+        if collect is None:  # a transport that takes the awaiting peers at start only
+            self.incoming.resume()
+            awaiting = self.outgoing.resume()
+            self.transport.start(
+                self.incoming.on_request, self.outgoing.on_reply, self._on_reject, awaiting=awaiting
+            )
+            return
+        self.outgoing.resumed.clear()  # (wait() waits for it before it says "not tracked")
+        self.transport.start(self.incoming.on_request, self.outgoing.on_reply, self._on_reject)
+        self._resuming = threading.Thread(
+            target=self._resume,
+            args=(collect,),
+            name=f"syft-chat-resume[{self.email}]",
+            daemon=True,
         )
+        self._resuming.start()
+
+    def _resume(self, collect: Callable[[list[str]], None]) -> None:
+        """Resume thread: the backlogs a restart found (see :meth:`_serve`)."""
+        try:
+            try:
+                self.incoming.resume()
+            finally:  # whatever happened there, the outbox is tracked again
+                awaiting = self.outgoing.resume()
+            if awaiting and not self.closed:
+                collect(awaiting)
+        except Exception as exc:
+            self.outgoing.resumed.set()
+            if self.closed:  # closed meanwhile: the next start resumes from the store
+                log.debug("resuming stopped by close: %s", exc)
+            else:
+                log.exception("could not resume the backlog of %s", self.email)
 
     def _serve_locked(self) -> None:
         """Holding the lock: open a journal for followers, say so, then serve."""
@@ -350,6 +388,11 @@ class MessagingCore:
             self.outgoing.attempt(msg_id)
         except Exception as exc:
             log.warning("first attempt at %s failed: %s", msg_id, exc)
+
+    def send_later(self, msg_ids: Iterable[str]) -> None:
+        """Send these queued messages from the outbox thread, in this order, soon (a
+        failure there is retried like any other)."""
+        self.outgoing.send_later(msg_ids)
 
     def deliver(self, message: ChatMessage, peer: str, timeout: float | None) -> ChatResponse:
         """Send a queued message and wait up to ``timeout`` s for its confirmation."""

@@ -95,18 +95,23 @@ class Incoming:
 
     def _know(self, peer: str) -> None:
         """On first sight of ``peer`` in this process, continue its conversation's order."""
-        with self._lock:
+        if peer in self._seen_peers:
+            return
+        with self._lock:  # held until expected: the resume thread may submit meanwhile
             if peer in self._seen_peers:
                 return
+            last = self._store.max_seq(peer, Direction.INCOMING, notified=True)
+            if last:
+                self.ordering.expect(peer, last + 1)
             self._seen_peers.add(peer)
-        last = self._store.max_seq(peer, Direction.INCOMING, notified=True)
-        if last:
-            self.ordering.expect(peer, last + 1)
+
+    def forget_strays(self) -> None:
+        """At start: forget the edits / reactions whose message never came (or that a
+        stranger aimed at nothing); an indexed delete (see the store's schema)."""
+        self._store.remove(stray_actions(timedelta(days=self._settings.waiting_action_days)))
 
     def resume(self) -> None:
         """At start: announce what was stored but not yet announced (e.g. after a crash)."""
-        # edits / reactions whose message never came (or that a stranger aimed at nothing)
-        self._store.remove(stray_actions(timedelta(days=self._settings.waiting_action_days)))
         waiting = MessageQuery(direction=Direction.INCOMING, notified=False, order="seq")
         for row in self._store.find(waiting):
             peer = row.peer or row.message.sender

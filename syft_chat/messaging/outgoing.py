@@ -23,7 +23,8 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +73,8 @@ class _Flight:
     attempts: int = 0
     sent_at: float | None = None  # monotonic time the latest attempt was written
     unrecorded: bool = False  # the latest attempt is not in the store yet (it refused)
-    settled: threading.Event = field(default_factory=threading.Event)
+    #: set when settled; made only for a caller that waits (most flights are never waited for)
+    settled: threading.Event | None = None
     #: the earlier attempts still answerable (their ids are in ``Outgoing._requests``)
     earlier: list[str] | None = None
 
@@ -135,11 +137,16 @@ class Outgoing:
         self._flights: dict[str, _Flight] = {}  # msg_id -> flight, until settled
         self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
         self._floors = _Floors()  # per peer: the unconfirmed seqs of the flights
+        #: clear while the start-up backlog is being tracked again (on the resume thread)
+        self.resumed = threading.Event()
+        self.resumed.set()
+        self._deferred = threading.local()  # attempts recorded together (see recorded_together)
         self.schedule = Outbox(
             self._retry,
             initial=self._settings.retry_initial,
             maximum=self._settings.retry_max,
             name=f"syft-chat-outbox[{core.email}]",
+            together=self.recorded_together,
         )
         self.round_trips = RoundTrips(
             floor=self._settings.retry_initial,
@@ -153,12 +160,22 @@ class Outgoing:
         """Number and store a new outgoing message (status ``queued``), in one transaction
         (so two processes sharing a store never hand out the same number)."""
         store = self._store
-        with store.transaction():
-            seq = store.max_seq(peer, Direction.OUTGOING) + 1
-            numbered = message.model_copy(update={"seq": seq, "status": MessageStatus.QUEUED})
-            store.insert(StoredMessage(numbered, Direction.OUTGOING, peer))
-        with self._lock:
-            self._track(_Flight(numbered, peer))
+        flight: _Flight | None = None
+        try:
+            with store.transaction():
+                seq = store.max_seq(peer, Direction.OUTGOING) + 1
+                numbered = message.model_copy(update={"seq": seq, "status": MessageStatus.QUEUED})
+                store.insert(StoredMessage(numbered, Direction.OUTGOING, peer))
+                # tracked before the commit: the resume thread (which reads committed rows)
+                # never takes a message sent since the start for one of before it
+                flight = _Flight(numbered, peer)
+                with self._lock:
+                    self._track(flight)
+        except BaseException:
+            if flight is not None:
+                with self._lock:
+                    self._untrack(flight)
+            raise
         return numbered
 
     def _track(self, flight: _Flight) -> None:
@@ -187,11 +204,17 @@ class Outgoing:
     def resume(self) -> list[str]:
         """At start: track every unconfirmed message again; the peers that owe answers."""
         pending = MessageQuery(direction=Direction.OUTGOING, statuses=PENDING, has_peer=True)
-        with self._lock:  # a follower taking over already tracks what it sent
-            rows = [r for r in self._store.find(pending) if r.msg_id not in self._flights]
-            for row in rows:
-                assert row.peer is not None
-                self._track(_Flight(row.message, row.peer, row.request_id, row.attempts))
+        try:
+            found = self._store.find(
+                pending
+            )  # not under the lock: queue() takes it in a transaction
+            with self._lock:  # a follower taking over already tracks what it sent
+                rows = [r for r in found if r.msg_id not in self._flights]
+                for row in rows:
+                    assert row.peer is not None
+                    self._track(_Flight(row.message, row.peer, row.request_id, row.attempts))
+        finally:
+            self.resumed.set()
         for row in rows:
             self.schedule.track(row.msg_id, delay=0)
         return sorted({row.peer for row in rows if row.peer})
@@ -206,6 +229,11 @@ class Outgoing:
     def _floor(self, peer: str) -> int | None:
         """The lowest unconfirmed sequence number to ``peer`` (see ``Envelope.floor``)."""
         return self._floors.lowest(peer)
+
+    def send_later(self, msg_ids: Iterable[str]) -> None:
+        """Have the outbox thread make the first attempt at each of ``msg_ids``, in order."""
+        for msg_id in msg_ids:
+            self.schedule.track(msg_id, delay=0)
 
     # ------------------------------------------------------------------ attempts
 
@@ -263,13 +291,51 @@ class Outgoing:
         # handed over: from here on nothing may raise (a caller retrying on an error would
         # send the message twice); a failure to record the attempt is recorded later
         flight.unrecorded = True
-        self._record_attempt(flight)
+        deferred: list[_Flight] | None = getattr(self._deferred, "flights", None)
+        if deferred is not None:
+            deferred.append(flight)
+        else:
+            self._record_attempt(flight)
 
-    def _record_attempt(self, flight: _Flight) -> None:
+    @contextlib.contextmanager
+    def recorded_together(self) -> Iterator[None]:
+        """The attempts made inside (on this thread) are recorded in one transaction at
+        the end: one commit, one sync to disk, for a group message's 50 copies. If that
+        transaction fails, each is recorded by its next retry (or its answer)."""
+        if getattr(self._deferred, "flights", None) is not None:
+            yield  # nested: the outer block records
+            return
+        flights: list[_Flight] = []
+        self._deferred.flights = flights
+        try:
+            yield
+        finally:
+            self._deferred.flights = None
+            if flights:
+                self._record_all(flights)
+
+    def _record_all(self, flights: list[_Flight]) -> None:
+        sent: list[str] = []
+        try:
+            with self._store.transaction():
+                for flight in flights:
+                    if self._record_attempt(flight, notify=False):
+                        sent.append(flight.message.msg_id)
+        except StorageError as exc:
+            log.warning("recording %d attempts failed: %s (recorded later)", len(flights), exc)
+            for flight in flights:
+                flight.unrecorded = True
+            return
+        for msg_id in sent:
+            self._core.notify_status(msg_id, MessageStatus.SENT, None)
+
+    def _record_attempt(self, flight: _Flight, *, notify: bool = True) -> bool:
         """Record the latest attempt (request id, count, ``sent``); on a storage failure,
-        log it and leave it to the next retry (or the answer) to record."""
+        log it and leave it to the next retry (or the answer) to record. Whether the
+        message became ``sent`` and should be announced so (with ``notify``, it is)."""
         msg_id = flight.message.msg_id
         changes = {"request_id": flight.request_id, "attempts": flight.attempts}
+        became_sent = False
         try:
             if self._store.update(
                 msg_id,
@@ -277,7 +343,8 @@ class Outgoing:
                 sender=self._core.email,  # (the outbox holds one's own messages only)
                 if_status={MessageStatus.QUEUED},
             ):
-                if flight.message.kind is not MessageKind.COPY:  # a copy is bookkeeping
+                became_sent = flight.message.kind is not MessageKind.COPY  # copies: bookkeeping
+                if became_sent and notify:
                     self._core.notify_status(msg_id, MessageStatus.SENT, None)
             else:
                 self._store.update(msg_id, changes, sender=self._core.email)
@@ -287,8 +354,9 @@ class Outgoing:
                 msg_id,
                 exc,
             )
-            return
+            return False
         flight.unrecorded = False
+        return became_sent
 
     def _retry(self, msg_id: str) -> None:
         """Schedule thread: look for an answer, else send again."""
@@ -415,17 +483,25 @@ class Outgoing:
             flight = self._flights.get(msg_id)
             if flight is not None:
                 self._untrack(flight)
-        if flight is not None:
-            flight.settled.set()
+            event = flight.settled if flight is not None else None
+        if event is not None:
+            event.set()
 
     def wait(self, msg_id: str, timeout: float) -> ChatMessage | None:
         """Wait up to ``timeout`` s for ``msg_id`` to be settled; return it as stored."""
         end = time.monotonic() + timeout
         with self._lock:
+            known = msg_id in self._flights
+        if not known and not self.resumed.is_set():  # it may be one of the start-up backlog
+            self.resumed.wait(timeout)
+        with self._lock:  # (settle() untracks under this lock: the event cannot be missed)
             flight = self._flights.get(msg_id)
-        while flight is not None and not self._core.closed:
+            if flight is not None and flight.settled is None:
+                flight.settled = threading.Event()
+            event = flight.settled if flight is not None else None
+        while flight is not None and event is not None and not self._core.closed:
             remaining = end - time.monotonic()
-            if remaining <= 0 or flight.settled.wait(min(1.0, remaining)):
+            if remaining <= 0 or event.wait(min(1.0, remaining)):
                 break
             request_id = flight.request_id  # safety net for a missed notification
             if request_id is not None:
@@ -440,6 +516,6 @@ class Outgoing:
     def close(self) -> None:
         self.schedule.close()
         with self._lock:
-            flights = list(self._flights.values())
-        for flight in flights:
-            flight.settled.set()
+            events = [f.settled for f in self._flights.values() if f.settled is not None]
+        for event in events:
+            event.set()

@@ -15,11 +15,13 @@ uses no CPU.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 __all__ = ["Outbox", "RoundTrips"]
 
@@ -36,8 +38,10 @@ class Outbox:
         initial: float,
         maximum: float,
         name: str = "syft-chat-outbox",
+        together: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self._retry = retry
+        self._together = together  # wraps the retries of messages due at once
         self._initial = initial
         self._maximum = maximum
         self._cond = threading.Condition()
@@ -125,12 +129,16 @@ class Outbox:
             due = self._next_due()
             if self._closed:
                 return
-            for msg_id in due:
-                try:
-                    self._retry(msg_id)
-                except Exception:
-                    log.exception("retrying message %s failed; trying again later", msg_id)
-                    self.track(msg_id)
+            try:
+                with self._together():
+                    for msg_id in due:
+                        try:
+                            self._retry(msg_id)
+                        except Exception:
+                            log.exception("retrying message %s failed; trying again later", msg_id)
+                            self.track(msg_id)
+            except Exception:  # pragma: no cover - together() logs its own failures
+                log.exception("error after retrying %d messages", len(due))
 
     def close(self) -> None:
         """Stop the thread. Idempotent. Pending messages stay in the database."""

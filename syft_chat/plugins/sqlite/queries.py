@@ -38,7 +38,7 @@ import peewee as pw
 from syft_chat.errors import InvalidMessageError
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
 from syft_chat.interfaces import GROUP_PREFIX, MessageQuery
-from syft_chat.models import ChatMessage, Direction, MessageKind, to_utc, utcnow
+from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus, to_utc, utcnow
 
 __all__ = [
     "GROUP_PREFIX",
@@ -188,8 +188,9 @@ def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
         params.append(query.direction.value)
     if query.kinds is not None:
         one_of("kind", sorted(k.value for k in query.kinds))
-    if query.statuses is not None:
-        one_of("status", sorted(s.value for s in query.statuses))
+    if query.statuses is not None:  # literals (enum values): SQLite then uses partial indexes
+        values = sorted(MessageStatus(s).value for s in query.statuses)
+        clauses.append(f"status IN ({', '.join(repr(v) for v in values)})" if values else "0")
     for column in ("peer", "conversation", "thread_id", "target"):
         value = getattr(query, column)
         if value is not None:
@@ -208,9 +209,8 @@ def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
         params.append(_ts_text(query.updated_before))
     for column in ("applied", "notified"):
         value = getattr(query, column)
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            params.append(int(value))
+        if value is not None:  # a literal (0 or 1): SQLite then uses the partial indexes
+            clauses.append(f"{column} = {int(bool(value))}")
     return (" AND ".join(clauses) or "1"), params
 
 

@@ -72,6 +72,41 @@ _KINDS = frozenset(k.value for k in MessageKind)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BOOLEAN = frozenset({"deleted", "applied", "notified"})
 _TIMES = frozenset({"edited_at", "read_at"})
+#: the columns :meth:`SQLiteStore.insert` writes, in the order of its values
+_INSERT_COLUMNS = [
+    "msg_id",
+    "sender",
+    "recipient",
+    "peer",
+    "content",
+    "timestamp",
+    "thread_id",
+    "reply_to",
+    "metadata",
+    "direction",
+    "status",
+    "error",
+    "updated_at",
+    "seq",
+    "notified",
+    "kind",
+    "target",
+    "target_sender",
+    "conversation",
+    "applied",
+    "deleted",
+    "edited_at",
+    "edit_seq",
+    "request_id",
+    "attempts",
+    "read_at",
+]
+#: built once: no query builder on the path of every message
+_INSERT_SQL = (
+    f"INSERT INTO messages ({', '.join(_INSERT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+    " ON CONFLICT (msg_id, sender) DO NOTHING"
+)
 
 
 def _group_of(conversation: Any) -> str | None:
@@ -373,36 +408,36 @@ class SQLiteStore(HistoryViews):
             metadata = json.dumps(m.metadata, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise InvalidMessageError(f"metadata is not JSON-serializable: {exc}") from exc
-        with self._op("store a message in") as t:
-            query = t.insert(
-                msg_id=m.msg_id,
-                sender=m.sender,
-                recipient=recipient,
-                peer=record.peer,
-                content=m.content,
-                timestamp=_fmt_ts(m.timestamp),
-                thread_id=m.thread_id,
-                reply_to=m.reply_to,
-                metadata=metadata,
-                direction=record.direction.value,
-                status=(m.status or MessageStatus.RECEIVED).value,
-                error=m.error,
-                updated_at=_fmt_ts(utcnow()),
-                seq=m.seq,
-                notified=int(record.notified),
-                kind=m.kind.value,
-                target=m.target,
-                target_sender=m.target_sender,
-                conversation=record.conversation,
-                applied=int(record.applied),
-                deleted=int(m.deleted),
-                edited_at=_fmt_ts(m.edited_at) if m.edited_at else None,
-                edit_seq=record.edit_seq,
-                request_id=record.request_id,
-                attempts=record.attempts,
-                read_at=_fmt_ts(record.read_at) if record.read_at else None,
-            ).on_conflict(action="NOTHING", conflict_target=[t.c.msg_id, t.c.sender])
-            return bool(self._db.execute(query).rowcount == 1)
+        values = (
+            m.msg_id,
+            m.sender,
+            recipient,
+            record.peer,
+            m.content,
+            _fmt_ts(m.timestamp),
+            m.thread_id,
+            m.reply_to,
+            metadata,
+            record.direction.value,
+            (m.status or MessageStatus.RECEIVED).value,
+            m.error,
+            _fmt_ts(utcnow()),
+            m.seq,
+            int(record.notified),
+            m.kind.value,
+            m.target,
+            m.target_sender,
+            record.conversation,
+            int(record.applied),
+            int(m.deleted),
+            _fmt_ts(m.edited_at) if m.edited_at else None,
+            record.edit_seq,
+            record.request_id,
+            record.attempts,
+            _fmt_ts(record.read_at) if record.read_at else None,
+        )
+        with self._op("store a message in"):
+            return bool(self._sql(_INSERT_SQL, values).rowcount == 1)
 
     def _row_id(self, msg_id: str, sender: str | None) -> tuple[str, list[Any]]:
         """SQL for the ``id`` of message ``(sender, msg_id)``; without ``sender``, of the

@@ -34,6 +34,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -72,7 +73,9 @@ from syft_chat.interfaces import (
 )
 from syft_chat.models import describe_error
 from syft_chat.plugins.syft_rpc.files import atomic_write
+from syft_chat.plugins.syft_rpc.peers import PeerDirectory
 from syft_chat.plugins.syft_rpc.permissions import write_permission_files
+from syft_chat.plugins.syft_rpc.replies import ReplyWatches
 
 __all__ = [
     "ENDPOINT",
@@ -142,6 +145,14 @@ def serves_chat(syft: SyftClient, app_name: str, datasite: str) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return f'"/{ENDPOINT}"' in schema
+
+
+def _is_request_id(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _folder_id(path: Path) -> tuple[int, int] | None:
@@ -231,22 +242,6 @@ class _RequestWatcher(FileSystemEventHandler):
             self.transport._handle_request_file(path)
 
 
-class _ReplyWatcher(FileSystemEventHandler):
-    def __init__(self, transport: RpcTransport, peer: str) -> None:
-        self.transport = transport
-        self.peer = peer
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        path = getattr(event, "dest_path", "") or event.src_path
-        path = Path(path.decode() if isinstance(path, bytes) else path)
-        if path.name.endswith(".response"):
-            self.transport._handle_response_file(path, self.peer)
-        else:
-            request_id = rejected_request_id(path.name)
-            if request_id is not None:
-                self.transport._handle_rejection(request_id, self.peer)
-
-
 class RpcTransport:
     """Chat over syft-rpc files, served by syft-event."""
 
@@ -270,7 +265,21 @@ class RpcTransport:
         self._in_flight: set[Path] = set()
         self._rereads: dict[Path, int] = {}
         self._replies_seen: set[str] = set()
-        self._watched: set[str] = set()
+        self._peers = PeerDirectory(
+            Path(self.syft.datasites),
+            admits=is_canonical,
+            serves=lambda name: serves_chat(self.syft, self.app_name, name),
+            refresh_seconds=self.settings.discovery_refresh_seconds,
+            name=self.email,
+        )
+        self._collected: set[str] = set()  # peers whose folder was collected since start
+        self._replies = ReplyWatches(
+            folder_of=self.outbox_dir,
+            seen=self._reply_file_seen,
+            limit=self.settings.reply_watches,
+            sweep_seconds=self.settings.reply_sweep_seconds,
+            name=self.email,
+        )
         self._started = False
         self._stopped = False
         self._stop_guard = threading.Event()
@@ -310,7 +319,10 @@ class RpcTransport:
             events.on_request("/" + ENDPOINT)(chat)
             self._tmp_dir.mkdir(parents=True, exist_ok=True)
             self._events = events
-            events.start()  # writes permissions, answers pending requests, starts the observer
+            # permissions and the observer; the requests that waited are answered by the
+            # backlog thread below, so that start-up never waits for them
+            events.start(process_pending_requests=False)
+            self._replies.attach(events.obs)
         except OSError as exc:  # e.g. a full disk or a read-only data_dir
             if events.obs.is_alive():
                 events.stop()
@@ -324,10 +336,52 @@ class RpcTransport:
             target=self._guard_endpoint, name=f"syft-chat-endpoint[{self.email}]", daemon=True
         )
         guard.start()
-        # a request written between syft-event's scan and its observer starting
-        # would otherwise wait for the next restart: scan once more
-        events.process_pending_requests()
-        self._collect_replies(sorted(set(awaiting)))
+        backlog = threading.Thread(
+            target=self._take_up_backlog,
+            args=(events, sorted(set(awaiting))),
+            name=f"syft-chat-backlog[{self.email}]",
+            daemon=True,
+        )
+        backlog.start()
+
+    def _take_up_backlog(self, events: _ChatEvents, awaiting: list[str]) -> None:
+        """Backlog thread: answer the requests that waited for us (the observer, already
+        running, answers the new ones; a request both see is answered once) and collect
+        the answers that came for ``awaiting`` meanwhile."""
+        try:
+            move = getattr(events, "_SyftEvents__move_legacy_requests", None)
+            if move is not None:
+                move()
+            self._answer_waiting()
+            if awaiting and not self._stopped:
+                self._collect_replies(awaiting)
+        except Exception:
+            if not self._stopped:
+                log.exception("could not answer the requests that waited in %s", self.my_endpoint)
+
+    def _answer_waiting(self) -> None:
+        """Answer every request waiting in our endpoint, oldest first: each sender's
+        earlier messages then come first, so announcing (in each sender's order) need not
+        wait for the end of the backlog."""
+
+        def written(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return 0.0
+
+        waiting = sorted(self.my_endpoint.glob("*/*.request"), key=written)
+        for path in waiting:
+            if self._stopped:
+                return
+            self._handle_request_file(path)
+
+    def collect_replies(self, recipients: Collection[str]) -> None:
+        """Collect the answers (and refusals) that came from ``recipients`` while this
+        process was not running, and watch for theirs again (the messaging core calls it
+        once it tracks its unconfirmed messages again, after :meth:`start`)."""
+        if not self._stopped:
+            self._collect_replies(sorted(set(recipients)))
 
     def follow(
         self, on_reply: ReplyHandler, on_reject: RejectHandler, *, awaiting: Collection[str] = ()
@@ -346,6 +400,7 @@ class RpcTransport:
         if stopped:
             observer.stop()
             return
+        self._replies.attach(observer)
         self._collect_replies(sorted(set(awaiting)))
 
     def update_access(self, policy: ContactPolicy) -> None:
@@ -413,6 +468,8 @@ class RpcTransport:
                 return
             self._stopped = True
             events, observer = self._events, self._observer
+        self._replies.close()
+        self._peers.close()
         try:
             if events is not None:
                 events.stop()
@@ -428,15 +485,10 @@ class RpcTransport:
         return serves_chat(self.syft, self.app_name, recipient)
 
     def list_peers(self) -> list[str]:
-        """Datasites in the workspace that publish this app's chat endpoint."""
-        datasites = Path(self.syft.datasites)
-        if not datasites.is_dir():
-            return []
-        return sorted(
-            entry.name
-            for entry in datasites.iterdir()
-            if is_canonical(entry.name) and serves_chat(self.syft, self.app_name, entry.name)
-        )
+        """Datasites in the workspace that publish this app's chat endpoint (kept by a
+        :class:`PeerDirectory`: a new datasite shows at once, one that starts serving
+        within ``discovery_refresh_seconds``)."""
+        return self._peers.list()
 
     def outbox_dir(self, recipient: str) -> Path:
         """Where our requests to ``recipient`` (and its answers) live."""
@@ -455,7 +507,7 @@ class RpcTransport:
             self._withdraw(recipient, replaces)
         folder = self.outbox_dir(recipient)
         folder.mkdir(parents=True, exist_ok=True)
-        self._watch_replies(recipient, folder)
+        self._replies.sent(recipient, request_id)
         request = SyftRequest(
             id=uuid.UUID(request_id),
             sender=self.email,
@@ -471,18 +523,14 @@ class RpcTransport:
             tmp_dir=self._tmp_dir,
         )
 
-    def _watch_replies(self, peer: str, folder: Path) -> None:
-        with self._lock:
-            observer = self._observer or (self._events.obs if self._events else None)
-            if peer in self._watched or observer is None or self._stopped:
-                return
-            self._watched.add(peer)
-        observer.schedule(
-            _ReplyWatcher(self, peer),
-            path=str(folder),
-            recursive=False,
-            event_filter=[FileCreatedEvent, FileMovedEvent],
-        )
+    def _reply_file_seen(self, path: Path, peer: str) -> None:
+        """A file appeared in ``peer``'s answer folder (watch or sweeper thread)."""
+        if path.name.endswith(".response"):
+            self._handle_response_file(path, peer)
+        else:
+            request_id = rejected_request_id(path.name)
+            if request_id is not None:
+                self._handle_rejection(request_id, peer)
 
     def collect_reply(self, recipient: str, request_id: str) -> None:
         """Check for a reply, or a refusal by the server, directly (a safety net for a
@@ -490,7 +538,7 @@ class RpcTransport:
         path = self.outbox_dir(recipient) / f"{request_id}.response"
         if path.exists():
             self._handle_response_file(path, recipient)
-        elif self._rejection_markers(recipient, request_id):
+        elif self._refused(recipient, request_id):
             self._handle_rejection(request_id, recipient)
 
     def pending(self, recipient: str, request_id: str, *, until: datetime) -> bool:
@@ -505,7 +553,7 @@ class RpcTransport:
         try:
             if not path.is_file() or path.with_suffix(".response").exists():
                 return False
-            if self._rejection_markers(recipient, request_id):
+            if self._refused(recipient, request_id):
                 return False
             request: SyftRequest = _read_model(path, SyftRequest, self.settings.max_request_bytes)
         except Exception:
@@ -516,6 +564,24 @@ class RpcTransport:
         if until.tzinfo is None:
             until = until.replace(tzinfo=timezone.utc)
         return bool(request.id == uuid.UUID(request_id) and expires > until)
+
+    def _refused(self, recipient: str, request_id: str) -> bool:
+        """Whether a sync client left a refusal marker for ``request_id``: two ``stat``
+        calls, whatever the size of the folder, for a request written by this process or
+        to a peer whose folder was collected since start-up (any marker that comes later
+        is reported by the watch or the sweeper). Only a request left from before, to a
+        folder not collected yet, costs a listing: it may have a rotated marker alone."""
+        folder = self.outbox_dir(recipient)
+        if any(
+            (folder / f"{request_id}.{kind}.request").exists()
+            for kind in ("rejected", "syftrejected")
+        ):
+            return True
+        with self._lock:
+            known = recipient in self._collected
+        if known or self._replies.expects(recipient, request_id):
+            return False
+        return bool(self._rejection_markers(recipient, request_id))
 
     def _rejection_markers(self, recipient: str, request_id: str) -> list[Path]:
         """The marker files a sync client left for a refused upload of ``request_id``."""
@@ -545,6 +611,7 @@ class RpcTransport:
                 for marker in self._rejection_markers(peer, request_id):
                     marker.unlink(missing_ok=True)
                 (self.outbox_dir(peer) / f"{request_id}.request").unlink(missing_ok=True)
+                self._replies.answered(peer, request_id)
             finally:
                 with self._lock:  # the markers are gone: a late duplicate event finds nothing
                     self._replies_seen.discard(request_id)
@@ -556,19 +623,31 @@ class RpcTransport:
         request = self.outbox_dir(recipient) / f"{request_id}.request"
         if not request.with_suffix(".response").exists():
             request.unlink(missing_ok=True)
+            self._replies.answered(recipient, request_id)
 
     def _collect_replies(self, recipients: list[str]) -> None:
-        """After a restart: watch these peers' answers again and collect those that arrived."""
+        """After a restart: collect the answers (and refusals) that arrived for these
+        peers and look out for the rest again (one listing of each peer's folder)."""
         for peer in recipients:
             folder = self.outbox_dir(peer)
-            if not folder.is_dir():
+            try:
+                names = sorted(os.listdir(folder))
+            except OSError:  # no folder: nothing came
+                with self._lock:
+                    self._collected.add(peer)
                 continue
-            self._watch_replies(peer, folder)
-            for path in sorted(folder.glob("*.response")):
-                self._handle_response_file(path, peer)
-            refused = {rejected_request_id(p.name) for p in folder.glob("*rejected*.request")}
+            answered = {name[: -len(".response")] for name in names if name.endswith(".response")}
+            for name in names:
+                request_id = name[: -len(".request")] if name.endswith(".request") else ""
+                if _is_request_id(request_id) and request_id not in answered:
+                    self._replies.sent(peer, request_id)
+            for request_id in sorted(answered):
+                self._handle_response_file(folder / f"{request_id}.response", peer)
+            refused = {rejected_request_id(name) for name in names}
             for request_id in sorted(r for r in refused if r is not None):
                 self._handle_rejection(request_id, peer)
+            with self._lock:
+                self._collected.add(peer)
 
     def _handle_response_file(self, path: Path, peer: str) -> None:
         """Runs on the observer thread: must never raise."""
@@ -610,6 +689,7 @@ class RpcTransport:
                 return
             path.with_suffix(".request").unlink(missing_ok=True)
             path.unlink(missing_ok=True)
+            self._replies.answered(peer, request_id)
             with self._lock:  # the files are gone: a late duplicate event finds nothing
                 self._replies_seen.discard(request_id)
         except Exception:
@@ -620,7 +700,7 @@ class RpcTransport:
     def _handle_request_file(self, path: Path) -> None:
         """Runs on syft-event's dispatcher thread: must never raise."""
         try:
-            if path.suffix != ".request" or path.parent.parent != self.my_endpoint:
+            if self._stopped or path.suffix != ".request" or path.parent.parent != self.my_endpoint:
                 return
             response_path = path.with_suffix(".response")
             with self._lock:
