@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from syft_chat.web import events
 from syft_chat.web.events import EventHub
 
 BOB = "bob@openmined.org"
+T = TypeVar("T")
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """asyncio.run on a thread of its own (Playwright's sync API keeps a loop running on
+    the main thread once a browser test has run), as uvicorn runs it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make())).result(timeout=30)
 
 
 def _data(frame: str) -> dict:
@@ -43,7 +54,7 @@ def test_a_message_a_status_and_a_change_reach_an_open_stream(pair):
             pass
         return got, sent.message_id
 
-    got, msg_id = asyncio.run(run())
+    got, msg_id = _run(run)
     statuses = [e for e in got if e["type"] == "status" and e["msg_id"] == msg_id]
     assert statuses[-1]["status"] == "delivered"
     message = next(e["message"] for e in got if e["type"] == "message")
@@ -72,7 +83,7 @@ def test_a_stream_that_falls_behind_gets_resync_instead(pair, monkeypatch):
         await stream.aclose()
         return got
 
-    got = asyncio.run(run())
+    got = _run(run)
     assert got == [
         {"type": "x", "n": 0},
         {"type": "x", "n": 1},
