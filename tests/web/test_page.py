@@ -69,6 +69,26 @@ def test_two_pages_live_send_delivery_reaction_and_edit(net, open_page, shot, ca
     assert alice.message("hi alice, no typo").locator(".edited").is_visible()
     assert alice.page.locator("#messages .text", has_text="typo here").count() == 0
 
+    # Shift+Enter is a new line, Enter sends
+    box = alice.page.locator("#input")
+    box.press_sequentially("line one")
+    box.press("Shift+Enter")
+    box.press_sequentially("line two")
+    assert box.input_value() == "line one\nline two"  # not sent yet
+    box.press("Enter")
+    bob.wait_for_text("line one\nline two")
+    wait_for(lambda: box.input_value() == "", 3)  # emptied once the page heard it was sent
+
+    # every control has an accessible name
+    for page in (alice, bob):
+        unnamed = page.page.evaluate(
+            """() => [...document.querySelectorAll('button, input, textarea, [role=log]')]
+                .filter((e) => !(e.getAttribute('aria-label') || e.textContent.trim()
+                                 || (e.labels && e.labels.length)))
+                .map((e) => e.outerHTML)"""
+        )
+        assert unnamed == []
+
     # the conversation list: newest first, last message, unread count on bob's side
     first = bob.page.locator("#conversations .conv").first
     assert first.get_attribute("data-id") == ALICE
