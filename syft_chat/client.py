@@ -29,13 +29,20 @@ from syft_chat.features.views import (
     Conversation,
     HistoryPage,
     SearchHit,
+    SearchOrder,
     Views,
     history_query,
     thread_conversation,
     with_reactions,
 )
 from syft_chat.identity import canonical_email, is_canonical
-from syft_chat.interfaces import BackendContext, MessageQuery, MessageStore, Transport
+from syft_chat.interfaces import (
+    BackendContext,
+    MessageQuery,
+    MessageStore,
+    Transport,
+    find_messages,
+)
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
 from syft_chat.messaging.kinds import ChatMessageRule
@@ -621,8 +628,7 @@ class SyftChatClient:
         query = history_query(
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
-        records = self.store.find(query)
-        messages = with_reactions([r.message for r in records], self.store.reactions)
+        messages = with_reactions(find_messages(self.store, query), self.store.reactions)
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 
     def get_message(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:
@@ -644,8 +650,9 @@ class SyftChatClient:
         limit: int = 20,
         raw: bool = False,
         conversation: str | None = None,
+        order: SearchOrder = "newest",
     ) -> list[SearchHit]:
-        """Full-text search of the local history, best matches first.
+        """Full-text search of the local history, the newest matches first.
 
         ``query`` is plain words that must all occur in a message (any order, case and
         accents ignored); ``word*`` matches words starting with ``word``. ``raw=True``
@@ -653,6 +660,9 @@ class SyftChatClient:
         ``NEAR(a b)``). Deleted messages are never found; an edited one is found by its
         current text. The filters are those of :meth:`get_chat_history`
         (``conversation`` names a group's conversation instead of ``with_user``).
+        ``order="relevance"`` returns the best matches first (``rank``) among the newest
+        500 that match: ranking every match of an everyday word would take the better
+        part of a second on a large history.
 
         :raises InvalidMessageError: an empty or malformed query, or a bad filter.
         """
@@ -664,6 +674,7 @@ class SyftChatClient:
             limit=limit,
             raw=raw,
             conversation=conversation,
+            order=order,
         )
 
     def get_history_page(
@@ -697,10 +708,18 @@ class SyftChatClient:
             conversation=conversation,
         )
 
-    def list_conversations(self) -> list[Conversation]:
-        """Every conversation (one-to-one and group) with its last message and unread
-        count, the most recently active first. Read state is local (:meth:`mark_read`)."""
-        return self._views.list_conversations()
+    def list_conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations (one-to-one and group) with their last message and unread
+        count, the most recently active first. Read state is local (:meth:`mark_read`).
+
+        Without arguments, every conversation; ``limit=50`` the 50 most recent, and
+        ``before=page[-1]`` the page after the one that ended with that conversation.
+
+        :raises InvalidMessageError: a bad ``limit`` or ``before``.
+        """
+        return self._views.list_conversations(limit=limit, before=before)
 
     def mark_conversation_read(self, with_user: str) -> int:
         """Mark every unread incoming message of a conversation read; return how many.

@@ -49,6 +49,7 @@ __all__ = [
     "TransportFactory",
     "Version",
     "check_updatable",
+    "find_messages",
     "with_reactions",
 ]
 
@@ -261,6 +262,19 @@ def with_reactions(
         else m
         for m in messages
     ]
+
+
+def find_messages(store: Any, query: MessageQuery) -> list[ChatMessage]:
+    """The messages of ``store.find(query)``, without their delivery records.
+
+    A store may offer this as its own ``find_messages(query)`` method (optional, not part
+    of :class:`MessageStore`): the ``sqlite`` store builds the messages straight from its
+    rows, which spares a history page the records it would throw away.
+    """
+    own = getattr(store, "find_messages", None)
+    if own is not None:
+        return list(own(query))
+    return [record.message for record in store.find(query)]
 
 
 def check_updatable(changes: Mapping[str, Any]) -> None:

@@ -26,11 +26,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from syft_chat.client import SyftChatClient
 
-__all__ = ["main", "serve_forever"]
+__all__ = ["main", "serve_forever", "stop_requested_at_start"]
 
 log = logging.getLogger("syft_chat.service")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def stop_requested_at_start() -> bool:
+    """Whether the ``syft-chat`` command received SIGINT or SIGTERM while it was starting
+    (before any handler of its own was installed; see ``syft_chat_boot``)."""
+    boot = sys.modules.get("syft_chat_boot")
+    return bool(boot is not None and boot.stop_requested())
 
 
 def serve_forever(
@@ -63,6 +70,8 @@ def serve_forever(
             if threading.current_thread() is threading.main_thread():
                 for sig in _STOP_SIGNALS:
                     previous[sig] = signal.signal(sig, on_signal)
+                if stop_requested_at_start():
+                    stop.set()
             else:
                 log.warning("serve_forever: not on the main thread, signal handlers not installed")
         names = [n for n in client.list_plugins() if not n.startswith("syft_chat.plugins.")]

@@ -76,11 +76,14 @@ def test_search_prints_best_matches_with_highlighted_snippets(chat):
     text = chat.ok("search", "census")
     lines = text.splitlines()
     assert len(lines) == 3 and ANSI not in text
+    assert lines[0].endswith("lunch? no [census] talk please")  # newest first
+    assert ANSI in chat.ok("--color", "search", "census")
+    text = chat.ok("search", "census", "--order", "relevance")
+    lines = text.splitlines()
     assert lines[0].endswith("the [census] dataset is ready, [census] v2 attached")  # best first
     assert first.message_id[:8] in lines[0]
-    assert ANSI in chat.ok("--color", "search", "census")
 
-    hits = chat.json("search", "census")
+    hits = chat.json("search", "census", "--order", "relevance")
     assert [set(h) for h in hits] == [{"message", "snippet", "rank"}] * 3
     assert hits[0]["message"]["msg_id"] == first.message_id
     assert hits[0]["snippet"] == "the [census] dataset is ready, [census] v2 attached"

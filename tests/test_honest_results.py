@@ -327,7 +327,7 @@ def test_starting_on_a_full_data_dir_is_a_syft_chat_error(tmp_path: Path, small_
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-@pytest.mark.parametrize("delay", [0.7, 0.95])
+@pytest.mark.parametrize("delay", [0.2, 0.4, 0.7, 0.95])
 def test_serve_stopped_in_its_first_second_exits_cleanly(
     cli: CLI, sig: signal.Signals, delay: float
 ) -> None:

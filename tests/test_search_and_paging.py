@@ -227,7 +227,7 @@ def test_search_finds_words_after_insert_best_match_first_with_snippet(store):
     best = add(store, "census census", incoming=True)
     add(store, "nothing to see here")
     add(store, "the CENSUS was late", peer=OTHER, at=T0 + timedelta(hours=1))
-    hits = store.search("census")
+    hits = store.search("census", order="relevance")
     assert all(isinstance(h, SearchHit) for h in hits)
     assert hits[0].message.msg_id == best.msg_id
     assert len(hits) == 3 and [h.rank for h in hits] == sorted(h.rank for h in hits)
@@ -239,6 +239,36 @@ def test_search_finds_words_after_insert_best_match_first_with_snippet(store):
     add(store, "Résumé of the café meeting")
     assert len(store.search("resume cafe")) == 1
     assert len(store.search("data*")) == 1 and store.search("data") == []
+
+
+def test_search_is_newest_stored_first_by_default(store):
+    first = add(store, "census census census")
+    second = add(store, "a census")
+    third = add(store, "census again", at=T0 - timedelta(days=1))  # stored last
+    assert [h.message.msg_id for h in store.search("census")] == [
+        third.msg_id,
+        second.msg_id,
+        first.msg_id,
+    ]
+    assert [h.message.msg_id for h in store.search("census", limit=2)] == [
+        third.msg_id,
+        second.msg_id,
+    ]
+    hits = store.search("census", order="newest")
+    assert all(h.snippet and isinstance(h.rank, float) for h in hits)
+    with pytest.raises(InvalidMessageError, match="order"):
+        store.search("census", order="best")
+
+
+def test_relevance_ranks_only_the_newest_window(store, monkeypatch):
+    from syft_chat.plugins.sqlite import queries
+
+    best = add(store, "census census census census")
+    newer = [add(store, f"census {i}") for i in range(3)]
+    assert store.search("census", order="relevance")[0].message.msg_id == best.msg_id
+    monkeypatch.setattr(queries, "RELEVANCE_WINDOW", 3)  # the best one falls outside it
+    ranked = store.search("census", order="relevance")
+    assert {h.message.msg_id for h in ranked} == {m.msg_id for m in newer}
 
 
 def test_search_filters_are_those_of_history(store):
@@ -459,3 +489,37 @@ def test_unread_counts_use_the_partial_index(store):
     assert [(c.conversation_id, c.unread) for c in store.conversations()] == [(PEER, 2)]
     assert len(store.mark_conversation_read(PEER)) == 2
     assert store.conversations()[0].unread == 0
+
+
+def test_relevance_orders_as_fts5_bm25_within_the_window(store):
+    """The ranking (BM25 computed over the window) orders one-word queries as FTS5's own
+    bm25 does when the window holds every match (messages of one length: the averages
+    the two take, over the window or the whole table, are then the same)."""
+    rng = random.Random(11)
+    words = ["census", "data", "model", "Café", "résumé", "run"]
+    for _ in range(60):
+        add(store, " ".join(rng.choices(words, k=8)))
+    for query in ("census", "cafe", "mod*", "resume"):
+        hits = store.search(query, order="relevance", limit=60)
+        match = fts_query(query)
+        expected = sql(
+            store.path,
+            "SELECT m.msg_id FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
+            " WHERE messages_fts MATCH ? ORDER BY bm25(messages_fts), m.timestamp DESC, m.id DESC",
+            (match,),
+        )
+        assert [h.message.msg_id for h in hits] == [r[0] for r in expected], query
+        assert [h.rank for h in hits] == sorted(h.rank for h in hits)
+
+
+def test_ranking_terms_fold_like_the_index():
+    from syft_chat.plugins.sqlite.ranking import bm25_scores, plain_terms
+
+    assert plain_terms("Résumé e-mail data*") == [
+        ("resume", False),
+        ("e", False),
+        ("mail", False),
+        ("data", True),
+    ]
+    scores = bm25_scores(["a résumé", "résumé résumé", "other"], plain_terms("resume"))
+    assert scores[1] < scores[0] < scores[2] == 0.0

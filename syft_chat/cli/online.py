@@ -22,6 +22,7 @@ from syft_chat.display import printable
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
 from syft_chat.models import ChatMessage, MessageStatus
+from syft_chat.service import stop_requested_at_start
 
 __all__ = [
     "allow",
@@ -249,6 +250,8 @@ def wait_for_stop() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, handler)
+        if stop_requested_at_start():
+            stop.set()
     try:
         while not stop.wait(0.5):
             pass
@@ -437,4 +440,6 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, handler)
+    if stop_requested_at_start():
+        stop.set()
     return restore

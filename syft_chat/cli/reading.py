@@ -242,9 +242,16 @@ def _styled_snippet(snippet: str, color: bool) -> str:
     metavar="N",
     default=20,
     show_default=True,
-    help="At most this many (the best matches).",
+    help="At most this many.",
 )
 @click.option("--raw", is_flag=True, help='QUERY is FTS5 syntax: "a phrase", a OR b, NOT, NEAR().')
+@click.option(
+    "--order",
+    type=click.Choice(["newest", "relevance"]),
+    default="newest",
+    show_default=True,
+    help="newest: the latest matches first; relevance: the best of the latest 500 first.",
+)
 @_json_option
 @pass_env
 def search(
@@ -255,9 +262,10 @@ def search(
     since: datetime | None,
     limit: int,
     raw: bool,
+    order: str,
     as_json: bool,
 ) -> None:
-    """Full-text search of stored messages, best matches first (read-only).
+    """Full-text search of stored messages, newest matches first (read-only).
 
     Every word of QUERY must occur (any order; case and accents ignored); word*
     matches a prefix. Deleted messages are never found; edited ones by their
@@ -279,6 +287,7 @@ def search(
                 limit=limit,
                 raw=raw,
                 highlight=("[", "]") if as_json else _MARK,
+                order=order,
             )
     if as_json:
         env.json([hit.model_dump(mode="json") for hit in hits])
@@ -294,18 +303,34 @@ def search(
 
 
 @click.command()
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(min=1, max=10_000),
+    metavar="N",
+    default=50,
+    show_default=True,
+    help="At most this many (the most recent).",
+)
+@click.option("--all", "everything", is_flag=True, help="Every conversation (no --limit).")
 @_json_option
 @pass_env
-def conversations(env: Env, as_json: bool) -> None:
+def conversations(env: Env, limit: int, everything: bool, as_json: bool) -> None:
     """List conversations, most recent first, with unread counts (read-only)."""
     from syft_chat.display import local_time
 
+    more = False
     with env.reader() as (reader, me):
         if not reader.exists:
             found: list[Conversation] = []
             env.note(f"no conversations yet (no database at {reader.path})")
-        else:
+        elif everything:
             found = reader.conversations()
+        else:  # one more than shown: is there a next page?
+            found = reader.conversations(limit=min(limit + 1, 10_000))
+            more, found = len(found) > limit, found[:limit]
+    if more:
+        env.note(f"the {limit} most recent shown; more with --limit or --all")
     if as_json:
         env.json([c.model_dump(mode="json") for c in found])
         return

@@ -21,10 +21,15 @@ from syft_chat.models import ChatMessage, MessageKind, to_utc
 if TYPE_CHECKING:
     from syft_chat.messaging.core import MessagingCore
 
+#: The orders of :meth:`Views.search`: the newest matches first, or the best first among
+#: the newest matches.
+SearchOrder = Literal["newest", "relevance"]
+
 __all__ = [
     "Conversation",
     "HistoryPage",
     "SearchHit",
+    "SearchOrder",
     "ViewStore",
     "Views",
     "history_query",
@@ -172,11 +177,18 @@ class ViewStore(Protocol):
         limit: int = 20,
         raw: bool = False,
         highlight: tuple[str, str] = ("[", "]"),
+        order: SearchOrder = "newest",
     ) -> list[SearchHit]:
-        """Chat messages (not deleted) matching ``query``, best first."""
+        """Chat messages (not deleted) matching ``query``: the newest stored first, or
+        with ``order="relevance"`` the best first among a bounded number of the newest
+        matches (the ``sqlite`` store: 500)."""
 
-    def conversations(self) -> list[Conversation]:
-        """Every conversation with its last message and unread count, newest first."""
+    def conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations with their last message and unread count, newest activity
+        first (ties by ``conversation_id``): every one, or at most ``limit`` of those
+        after ``before`` in that order."""
 
     def mark_conversation_read(self, conversation: str) -> list[ChatMessage]:
         """Mark a conversation's unread incoming messages read; return those marked."""
@@ -236,8 +248,10 @@ class Views:
         limit: int = 20,
         raw: bool = False,
         conversation: str | None = None,
+        order: SearchOrder = "newest",
     ) -> list[SearchHit]:
-        """Full-text search of the local history, best matches first.
+        """Full-text search of the local history, the newest matches first
+        (``order="relevance"``: the best first among the newest matches).
 
         ``query`` is plain words that must all occur in a message (any order, case and
         accents ignored); ``word*`` matches words starting with ``word``. ``raw=True``
@@ -257,7 +271,14 @@ class Views:
             since=self._since(since),
             limit=limit,
             raw=raw,
+            order=self._order(order),
         )
+
+    @staticmethod
+    def _order(order: object) -> SearchOrder:
+        if order == "newest" or order == "relevance":
+            return order
+        raise InvalidMessageError(f"order must be 'newest' or 'relevance', got {order!r}")
 
     def get_history_page(
         self,
@@ -291,10 +312,23 @@ class Views:
             after=after,
         )
 
-    def list_conversations(self) -> list[Conversation]:
-        """Every conversation (one-to-one and group) with its last message and unread
-        count, the most recently active first. Read state is local (:meth:`mark_read`)."""
-        return self._view_store().conversations()
+    def list_conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations (one-to-one and group) with their last message and unread
+        count, the most recently active first. Read state is local (:meth:`mark_read`).
+
+        Without arguments, every conversation. ``limit`` gives a page of at most that
+        many; ``before=page[-1]`` (the last conversation of a page) the page after it:
+        following them visits every conversation once, in order, as of each call.
+
+        :raises InvalidMessageError: a bad ``limit`` or ``before``.
+        """
+        if before is not None and not isinstance(before, Conversation):
+            raise InvalidMessageError(
+                f"before must be a Conversation of the previous page, got {type(before).__name__}"
+            )
+        return self._view_store().conversations(limit=limit, before=before)
 
     def mark_conversation_read(self, with_user: str) -> int:
         """Mark every unread incoming message of a conversation read; return how many.

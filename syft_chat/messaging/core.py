@@ -397,7 +397,7 @@ class MessagingCore:
     def deliver(self, message: ChatMessage, peer: str, timeout: float | None) -> ChatResponse:
         """Send a queued message and wait up to ``timeout`` s for its confirmation."""
         wait = self.validate_timeout(timeout)
-        self.outgoing.attempt(message.msg_id)
+        self.outgoing.attempt(message.msg_id, message)
         # handed to the transport: from here on it is never an error (only a refusal is)
         if wait:
             stored = self.outgoing.wait(message.msg_id, wait)

@@ -65,10 +65,14 @@ def _parse_json(data: bytes) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class _Flight:
-    """What is known in memory about an unconfirmed outgoing message."""
+    """What is known in memory about an unconfirmed outgoing message: its keys and its
+    attempts, never its text (the store has it; an outbox of 100,000 messages for an
+    offline peer then costs a few hundred bytes each)."""
 
-    message: ChatMessage
+    msg_id: str
     peer: str
+    seq: int | None
+    copy_of: str | None  # a group member's copy (``MessageKind.COPY``): the group message
     request_id: str | None = None  # the latest attempt
     attempts: int = 0
     sent_at: float | None = None  # monotonic time the latest attempt was written
@@ -77,6 +81,17 @@ class _Flight:
     settled: threading.Event | None = None
     #: the earlier attempts still answerable (their ids are in ``Outgoing._requests``)
     earlier: list[str] | None = None
+
+    @classmethod
+    def of(
+        cls, message: ChatMessage, peer: str, request_id: str | None = None, attempts: int = 0
+    ) -> _Flight:
+        copy_of = message.target if message.kind is MessageKind.COPY else None
+        return cls(message.msg_id, peer, message.seq, copy_of, request_id, attempts)
+
+    @property
+    def is_copy(self) -> bool:
+        return self.copy_of is not None
 
 
 class _Floors:
@@ -168,7 +183,7 @@ class Outgoing:
                 store.insert(StoredMessage(numbered, Direction.OUTGOING, peer))
                 # tracked before the commit: the resume thread (which reads committed rows)
                 # never takes a message sent since the start for one of before it
-                flight = _Flight(numbered, peer)
+                flight = _Flight.of(numbered, peer)
                 with self._lock:
                     self._track(flight)
         except BaseException:
@@ -180,23 +195,23 @@ class Outgoing:
 
     def _track(self, flight: _Flight) -> None:
         """Keep ``flight`` in memory (the caller holds the lock)."""
-        msg_id = flight.message.msg_id
+        msg_id = flight.msg_id
         old = self._flights.get(msg_id)
         if old is not None:
             self._untrack(old)
         self._flights[msg_id] = flight
-        if flight.message.seq:
-            self._floors.add(flight.peer, flight.message.seq)
+        if flight.seq:
+            self._floors.add(flight.peer, flight.seq)
         if flight.request_id:
             self._requests[flight.request_id] = msg_id
 
     def _untrack(self, flight: _Flight) -> None:
         """Forget ``flight`` and its attempts (the caller holds the lock)."""
-        msg_id = flight.message.msg_id
+        msg_id = flight.msg_id
         if self._flights.get(msg_id) is flight:
             del self._flights[msg_id]
-        if flight.message.seq:
-            self._floors.remove(flight.peer, flight.message.seq)
+        if flight.seq:
+            self._floors.remove(flight.peer, flight.seq)
         for request_id in (flight.request_id, *(flight.earlier or ())):
             if request_id is not None and self._requests.get(request_id) == msg_id:
                 del self._requests[request_id]
@@ -212,7 +227,7 @@ class Outgoing:
                 rows = [r for r in found if r.msg_id not in self._flights]
                 for row in rows:
                     assert row.peer is not None
-                    self._track(_Flight(row.message, row.peer, row.request_id, row.attempts))
+                    self._track(_Flight.of(row.message, row.peer, row.request_id, row.attempts))
         finally:
             self.resumed.set()
         for row in rows:
@@ -237,8 +252,9 @@ class Outgoing:
 
     # ------------------------------------------------------------------ attempts
 
-    def attempt(self, msg_id: str) -> None:
-        """Send a (new) request for the unconfirmed message ``msg_id``.
+    def attempt(self, msg_id: str, message: ChatMessage | None = None) -> None:
+        """Send a (new) request for the unconfirmed message ``msg_id`` (``message``: it, as
+        just queued, which saves reading it back).
 
         Raises :class:`DeliveryError` if a plugin refuses to encode it (the message is
         then ``failed``) or the transport cannot take it (retried).
@@ -249,18 +265,21 @@ class Outgoing:
             floor = self._floor(flight.peer) if flight is not None else None
         if flight is None:
             return  # settled meanwhile
-        peer, shown = flight.peer, flight.message
-        if shown.kind is MessageKind.COPY:  # one member's copy of a group message
-            original = self._store.get(shown.target or "", sender=core.email)
-            if original is None:
+        peer = flight.peer
+        # the text: of the group message, for one member's copy
+        wanted = flight.copy_of if flight.copy_of is not None else msg_id
+        if message is None or message.msg_id != wanted:
+            stored = self._store.get(wanted, sender=core.email)
+            if stored is None:
                 self.settle(msg_id)
                 return
-            shown = original.message.model_copy(update={"seq": shown.seq})
+            message = stored.message
+        shown = message.model_copy(update={"seq": flight.seq}) if flight.is_copy else message
         envelope = Envelope.from_message(shown, peer, floor=floor)
         try:
             body = core.hooks.encode_body(envelope, core.client)
         except HookDecisionError as exc:
-            self._set(flight.message, MessageStatus.FAILED, str(exc))
+            self._set(msg_id, flight.is_copy, MessageStatus.FAILED, str(exc))
             self.settle(msg_id)
             raise DeliveryError(f"not sent: {exc}", msg_id=msg_id) from exc
         request_id = str(uuid.uuid4())
@@ -320,7 +339,7 @@ class Outgoing:
             with self._store.transaction():
                 for flight in flights:
                     if self._record_attempt(flight, notify=False):
-                        sent.append(flight.message.msg_id)
+                        sent.append(flight.msg_id)
         except StorageError as exc:
             log.warning("recording %d attempts failed: %s (recorded later)", len(flights), exc)
             for flight in flights:
@@ -333,7 +352,7 @@ class Outgoing:
         """Record the latest attempt (request id, count, ``sent``); on a storage failure,
         log it and leave it to the next retry (or the answer) to record. Whether the
         message became ``sent`` and should be announced so (with ``notify``, it is)."""
-        msg_id = flight.message.msg_id
+        msg_id = flight.msg_id
         changes = {"request_id": flight.request_id, "attempts": flight.attempts}
         became_sent = False
         try:
@@ -343,7 +362,7 @@ class Outgoing:
                 sender=self._core.email,  # (the outbox holds one's own messages only)
                 if_status={MessageStatus.QUEUED},
             ):
-                became_sent = flight.message.kind is not MessageKind.COPY  # copies: bookkeeping
+                became_sent = not flight.is_copy  # a copy's status is bookkeeping
                 if became_sent and notify:
                     self._core.notify_status(msg_id, MessageStatus.SENT, None)
             else:
@@ -406,32 +425,37 @@ class Outgoing:
             flight = self._flights.get(msg_id)
             latest = flight is not None and flight.request_id == request_id
             sent_at = flight.sent_at if flight is not None and latest else None
-        message: ChatMessage | None
+        core = self._core
+        copy_of: str | None
         if flight is not None:
-            message = flight.message
+            known, copy_of = flight.peer == peer, flight.copy_of
         else:  # a late answer for a message settled or from before a restart
-            me = self._core.email
+            me = core.email
             found = self._store.get(msg_id, sender=me) if msg_id else None
             if found is not None and found.message.group_id and found.message.recipient != peer:
                 found = self._store.get(f"{msg_id}/{peer}", sender=me)  # that member's copy
-            message, latest = (found.message if found is not None else None), False
-            sent_at = None
+            message = found.message if found is not None else None
+            latest, sent_at = False, None
             msg_id = message.msg_id if message is not None else msg_id
+            known = message is not None and message.recipient == peer and message.sender == me
+            copy_of = (
+                message.target if message is not None and message.kind is MessageKind.COPY else None
+            )
             if found is not None and found.message.status in PENDING:
                 with self._lock:
                     mine = msg_id in self._flights
                 if not mine:
                     return False  # another process's flight: its answer, for it to collect
-        core = self._core
-        if message is None or message.recipient != peer or message.sender != core.email:
+        if not known:
             log.info("ignoring an answer from %s to an unknown request %s", peer, request_id)
             return True
+        is_copy = copy_of is not None
         if reply.ok:
             if sent_at is not None:  # the latest attempt: its round trip is unambiguous
                 self.round_trips.observe(peer, time.monotonic() - sent_at)
-            changed = self._set(message, MessageStatus.DELIVERED, None)
-            if changed and message.kind is not MessageKind.COPY:  # a copy is bookkeeping
-                core.notify_sent(message, self._response(body, msg_id))
+            changed = self._set(msg_id, is_copy, MessageStatus.DELIVERED, None)
+            if changed and not is_copy:  # a copy is bookkeeping
+                self._notify_sent(msg_id, self._response(body, msg_id))
             self.settle(msg_id)
         elif body.get("retry") or reply.status_code in _TRANSIENT_CODES:
             if latest:
@@ -440,16 +464,25 @@ class Outgoing:
             return True
         else:
             error = str(body.get("error") or f"refused with status {reply.status_code}")
-            self._set(message, MessageStatus.FAILED, error)
+            self._set(msg_id, is_copy, MessageStatus.FAILED, error)
             self.settle(msg_id)
-        if message.kind is MessageKind.COPY and message.target:
-            self._settle_group_message(message.target)
+        if copy_of:
+            self._settle_group_message(copy_of)
         return True
 
-    def _set(self, message: ChatMessage, status: MessageStatus, error: str | None) -> bool:
+    def _notify_sent(self, msg_id: str, response: ChatResponse) -> None:
+        """``chat_message_sent`` for a confirmed message (read back: flights hold no text)."""
+        try:
+            found = self._store.get(msg_id, sender=self._core.email)
+        except StorageError as exc:
+            log.warning("could not read message %s back to announce it: %s", msg_id, exc)
+            return
+        if found is not None:
+            self._core.notify_sent(found.message, response)
+
+    def _set(self, msg_id: str, is_copy: bool, status: MessageStatus, error: str | None) -> bool:
         """Record a status; hooks hear it unless it is a group copy's (bookkeeping)."""
-        quiet = message.kind is MessageKind.COPY
-        return self._core.set_status(message.msg_id, status, error, announce=not quiet)
+        return self._core.set_status(msg_id, status, error, announce=not is_copy)
 
     def _settle_group_message(self, msg_id: str) -> None:
         """A member's copy was settled: is the group message settled for everyone?"""

@@ -34,6 +34,7 @@ from syft_chat.interfaces import (
     Reaction,
     StoredMessage,
     Version,
+    find_messages,
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus
 
@@ -421,6 +422,8 @@ class StoreContract:
     )
     def test_find_filters(self, sample: MessageStore, query: MessageQuery, expected: str) -> None:
         assert _ids(sample.find(query)) == list(expected)
+        # a store's own find_messages (optional) returns exactly find's messages
+        assert find_messages(sample, query) == [r.message for r in sample.find(query)]
 
     def test_find_since_accepts_other_timezones(self, sample: MessageStore) -> None:
         since = (T0 + timedelta(minutes=4)).astimezone(timezone(timedelta(hours=-5)))

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -39,10 +40,20 @@ from syft_chat.errors import InvalidMessageError
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
 from syft_chat.interfaces import GROUP_PREFIX, MessageQuery
 from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus, to_utc, utcnow
+from syft_chat.plugins.sqlite.ranking import bm25_scores, plain_terms
+from syft_chat.plugins.sqlite.rows import (
+    READ_COLUMNS,
+    READ_LIST,
+    READ_LIST_M,
+    message_of_values,
+    parse_ts,
+)
+from syft_chat.plugins.sqlite.summary import SUMMARY_TABLE, page_sql
 
 __all__ = [
     "GROUP_PREFIX",
     "READ_COLUMNS",
+    "SUMMARY_TABLE",
     "UNREAD_INDEX_SQL",
     "HistoryViews",
     "conversation_rows",
@@ -65,8 +76,14 @@ _T = TypeVar("_T")
 Row = Mapping[str, Any]
 #: Runs one SQL statement with its parameters and returns every row.
 Run = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
+#: A row as a plain tuple (of :data:`READ_COLUMNS`, for message rows).
+Values = Sequence[Any]
+#: Runs one SQL statement with its parameters and returns every row as a tuple: the
+#: hot reads (no column names, no dicts).
+Fetch = Callable[[str, Sequence[Any]], list[Values]]
 
 _MESSAGE = MessageKind.MESSAGE.value
+_TS = READ_COLUMNS.index("timestamp")
 _CURSOR_VERSION = "1"
 _MAX_QUERY_CHARS = 4096
 _MAX_LIMIT = 10_000
@@ -119,8 +136,9 @@ def decode_cursor(cursor: object) -> tuple[str, int]:
     return timestamp, int(row_id)
 
 
-def _cursor_of(row: Row) -> str:
-    return encode_cursor(str(row["timestamp"]), int(row["id"]))
+def _cursor_of(row: Values) -> str:
+    """The cursor of a page row (:data:`READ_COLUMNS` then ``id``)."""
+    return encode_cursor(str(row[_TS]), int(row[-1]))
 
 
 # --------------------------------------------------------------------------- filters
@@ -131,112 +149,166 @@ def _ts_text(value: datetime) -> str:
     return to_utc(value).isoformat(sep=" ", timespec="microseconds")
 
 
+@functools.lru_cache(maxsize=64)
+def _filter_sql(conversation: bool, thread: bool, since: bool, alias: str = "") -> str:
+    """WHERE terms of history-like queries (chat messages only), made once per shape."""
+    p = f"{alias}." if alias else ""
+    where = [f"{p}kind = '{_MESSAGE}'"]
+    if conversation:
+        where.append(f"{p}conversation = ?")
+    if thread:
+        where.append(f"{p}thread_id = ?")
+    if since:
+        where.append(f"{p}timestamp >= ?")
+    return " AND ".join(where)
+
+
 def _filters(
     *,
     conversation: str | None,
     thread_id: str | None,
     since: datetime | None,
     alias: str = "",
-) -> tuple[list[str], list[Any]]:
-    """WHERE terms (joined with AND) for history-like queries: chat messages only."""
-    p = f"{alias}." if alias else ""
-    where, params = [f"{p}kind = '{_MESSAGE}'"], []
-    if conversation is not None:
-        where.append(f"{p}conversation = ?")
-        params.append(conversation)
-    if thread_id is not None:
-        where.append(f"{p}thread_id = ?")
-        params.append(thread_id)
+) -> tuple[str, list[Any]]:
+    """The WHERE condition for history-like queries (chat messages only), and its
+    parameters; the text is cached per shape (:func:`_filter_sql`)."""
+    params: list[Any] = [v for v in (conversation, thread_id) if v is not None]
     if since is not None:
-        where.append(f"{p}timestamp >= ?")
         params.append(_ts_text(since))
-    return where, params
+    shape = (conversation is not None, thread_id is not None, since is not None)
+    return _filter_sql(*shape, alias), params
 
 
 # --------------------------------------------------------------------------- message queries
 
-#: The columns a stored message is read from (what ``record_of_row`` converts).
-READ_COLUMNS = (
-    *("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata"),
-    *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
-    *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
-    *("attempts", "read_at", "updated_at", "target_sender"),
-)
 _ORDER = {
     "stored": ("id",),
     "seq": ("peer", "seq", "id"),
     "time": ("timestamp", "id"),
 }
+#: ``(column, attribute)`` of the equality filters of a :class:`MessageQuery`
+_EQUAL = (
+    ("sender", "sender"),
+    ("peer", "peer"),
+    ("conversation", "conversation"),
+    ("thread_id", "thread_id"),
+    ("target", "target"),
+)
 
 
-def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
-    """The WHERE condition (and its parameters) of the rows ``query`` matches."""
-    clauses: list[str] = []
+def _shape(query: MessageQuery) -> tuple[tuple[Any, ...], list[Any]]:
+    """The shape of ``query`` (what its SQL text depends on) and its parameters.
+
+    Enum filters (kinds, statuses, direction) and flags are part of the shape and are
+    written into the SQL as literals, so that SQLite can use the partial indexes that
+    name them; everything a caller chooses freely is a parameter.
+    """
+    shape: list[Any] = []
     params: list[Any] = []
-
-    def one_of(column: str, values: Collection[Any]) -> None:
-        clauses.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
-        params.extend(values)
-
     if query.msg_ids is not None:
-        one_of("msg_id", query.msg_ids)
-    if query.sender is not None:
-        clauses.append("sender = ?")
-        params.append(query.sender)
-    if query.direction is not None:
-        clauses.append("direction = ?")
-        params.append(query.direction.value)
-    if query.kinds is not None:
-        one_of("kind", sorted(k.value for k in query.kinds))
-    if query.statuses is not None:  # literals (enum values): SQLite then uses partial indexes
-        values = sorted(MessageStatus(s).value for s in query.statuses)
-        clauses.append(f"status IN ({', '.join(repr(v) for v in values)})" if values else "0")
-    for column in ("peer", "conversation", "thread_id", "target"):
-        value = getattr(query, column)
+        shape.append(("msg_ids", len(query.msg_ids)))
+        params.extend(query.msg_ids)
+    for column, attribute in _EQUAL:
+        value = getattr(query, attribute)
         if value is not None:
-            clauses.append(f"{column} = ?")
+            shape.append(column)
             params.append(value)
+    if query.direction is not None:
+        shape.append(("direction", Direction(query.direction).value))
+    if query.kinds is not None:
+        shape.append(("kind", tuple(sorted(MessageKind(k).value for k in query.kinds))))
+    if query.statuses is not None:
+        shape.append(("status", tuple(sorted(MessageStatus(s).value for s in query.statuses))))
     if query.has_peer is not None:
-        clauses.append("peer IS NOT NULL" if query.has_peer else "peer IS NULL")
+        shape.append(("has_peer", bool(query.has_peer)))
     if query.since is not None:
-        clauses.append("timestamp >= ?")
+        shape.append("since")
         params.append(_ts_text(query.since))
     if query.seq_at_most is not None:
-        clauses.append("seq <= ?")
+        shape.append("seq_at_most")
         params.append(query.seq_at_most)
     if query.updated_before is not None:
-        clauses.append("updated_at < ?")
+        shape.append("updated_before")
         params.append(_ts_text(query.updated_before))
     for column in ("applied", "notified"):
         value = getattr(query, column)
-        if value is not None:  # a literal (0 or 1): SQLite then uses the partial indexes
-            clauses.append(f"{column} = {int(bool(value))}")
-    return (" AND ".join(clauses) or "1"), params
+        if value is not None:
+            shape.append((column, int(bool(value))))
+    return tuple(shape), params
+
+
+def _literals(column: str, values: Sequence[str]) -> str:
+    """``column = 'v'`` / ``column IN ('a', 'b')`` of enum values (never user text)."""
+    if not values:
+        return "0"
+    if len(values) == 1:
+        return f"{column} = '{values[0]}'"
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+@functools.lru_cache(maxsize=512)
+def _where_of_shape(shape: tuple[Any, ...]) -> str:
+    clauses: list[str] = []
+    for part in shape:
+        name, value = part if isinstance(part, tuple) else (part, None)
+        if name == "msg_ids":
+            clauses.append(f"msg_id IN ({', '.join('?' * value)})" if value else "0")
+        elif name in ("direction",):
+            clauses.append(f"{name} = '{value}'")
+        elif name == "kind":
+            clauses.append(_literals(name, value))
+        elif name == "status":  # IN, as the partial index of unconfirmed messages says
+            clauses.append(f"status IN ({', '.join(repr(v) for v in value)})" if value else "0")
+        elif name == "has_peer":
+            clauses.append("peer IS NOT NULL" if value else "peer IS NULL")
+        elif name == "since":
+            clauses.append("timestamp >= ?")
+        elif name == "seq_at_most":
+            clauses.append("seq <= ?")
+        elif name == "updated_before":
+            clauses.append("updated_at < ?")
+        elif name in ("applied", "notified"):
+            clauses.append(f"{name} = {int(value)}")
+        else:
+            clauses.append(f"{name} = ?")
+    return " AND ".join(clauses) or "1"
+
+
+def where_sql(query: MessageQuery) -> tuple[str, list[Any]]:
+    """The WHERE condition (and its parameters) of the rows ``query`` matches.
+
+    The text is made once per shape of query and cached (:func:`_shape`)."""
+    shape, params = _shape(query)
+    return _where_of_shape(shape), params
+
+
+@functools.lru_cache(maxsize=512)
+def _find_of_shape(shape: tuple[Any, ...], order: str, last: bool, limited: bool) -> str:
+    direction = " DESC" if last else ""
+    sql = (
+        f"SELECT {READ_LIST} FROM messages WHERE {_where_of_shape(shape)}"
+        f" ORDER BY {', '.join(c + direction for c in _ORDER[order])}"
+    )
+    return sql + " LIMIT ?" if limited else sql
 
 
 def find_sql(query: MessageQuery) -> tuple[str, list[Any]]:
     """The SELECT (of :data:`READ_COLUMNS`) for ``query``, in its order and limit.
 
     With ``query.last`` the rows come in the reverse order (the last ``limit`` first):
-    :func:`find_rows` turns them round.
+    :func:`find_rows` turns them round. The text is cached per shape of query.
     """
-    where, params = where_sql(query)
-    order = _ORDER[query.order]
-    direction = " DESC" if query.last else ""
-    sql = (
-        f"SELECT {', '.join(READ_COLUMNS)} FROM messages WHERE {where}"
-        f" ORDER BY {', '.join(c + direction for c in order)}"
-    )
+    shape, params = _shape(query)
     if query.limit is not None:
-        sql += " LIMIT ?"
         params.append(max(0, int(query.limit)))
-    return sql, params
+    return _find_of_shape(shape, query.order, bool(query.last), query.limit is not None), params
 
 
-def find_rows(run: Run, query: MessageQuery) -> list[dict[str, Any]]:
-    """Every row matching ``query``, in its order (``SQLiteStore.find``'s rows)."""
+def find_rows(fetch: Fetch, query: MessageQuery) -> list[Values]:
+    """Every row matching ``query`` as :data:`READ_COLUMNS` tuples, in its order
+    (``SQLiteStore.find``'s rows)."""
     sql, params = find_sql(query)
-    rows = run(sql, params)
+    rows = fetch(sql, params)
     if query.last:
         rows.reverse()
     return rows
@@ -259,22 +331,22 @@ def prefixed(run: Run, column: str, prefix: str, *, limit: int = 2) -> list[str]
     return [str(r["value"]) for r in rows]
 
 
-def reaction_rows(
-    run: Run, msg_ids: Sequence[str], *, removed: bool = False
-) -> list[dict[str, Any]]:
-    """The ``reactions`` rows of these messages, oldest first (``SQLiteStore.reactions``);
-    ``removed=True`` includes the ones taken back."""
-    found: list[dict[str, Any]] = []
+@functools.lru_cache(maxsize=64)
+def _reaction_sql(count: int, removed: bool) -> str:
     present = "" if removed else " AND present = 1"
+    return (
+        "SELECT msg_id, user, emoji, present, op_seq, created_at, author FROM reactions"
+        f" WHERE msg_id IN ({','.join('?' * count)}){present} ORDER BY created_at, user"
+    )
+
+
+def reaction_rows(fetch: Fetch, msg_ids: Sequence[str], *, removed: bool = False) -> list[Values]:
+    """The ``reactions`` rows of these messages as tuples ``(msg_id, user, emoji, present,
+    op_seq, created_at, author)``, oldest first (``SQLiteStore.reactions``);
+    ``removed=True`` includes the ones taken back."""
+    found: list[Values] = []
     for chunk in _chunks(list(msg_ids), 500):
-        marks = ",".join("?" * len(chunk))
-        found.extend(
-            run(
-                "SELECT msg_id, user, emoji, present, op_seq, created_at, author FROM reactions"
-                f" WHERE msg_id IN ({marks}){present} ORDER BY created_at, user",
-                chunk,
-            )
-        )
+        found.extend(fetch(_reaction_sql(len(chunk), removed), chunk))
     return found
 
 
@@ -288,8 +360,21 @@ def check_limit(limit: object, *, name: str = "limit") -> int:
 # --------------------------------------------------------------------------- paging
 
 
+@functools.lru_cache(maxsize=128)
+def _page_sql(cond: str, cursor: str) -> tuple[str, str]:
+    """The page query and the neighbour test for one filter and one kind of cursor
+    (``""`` none, ``"<"`` before, ``">"`` after), made once."""
+    extra = f" AND (timestamp, id) {cursor} (?, ?)" if cursor else ""
+    order = "timestamp, id" if cursor == ">" else "timestamp DESC, id DESC"
+    page = f"SELECT {READ_LIST}, id FROM messages WHERE {cond}{extra} ORDER BY {order} LIMIT ?"
+    # the other side of the page: is there an older (after) / newer (before) row?
+    other = "<" if cursor == ">" else ">"
+    exists = f"SELECT 1 FROM messages WHERE {cond} AND (timestamp, id) {other} (?, ?) LIMIT 1"
+    return page, exists
+
+
 def page_rows(
-    run: Run,
+    fetch: Fetch,
     *,
     conversation: str | None = None,
     thread_id: str | None = None,
@@ -297,8 +382,9 @@ def page_rows(
     limit: int = 50,
     before: str | None = None,
     after: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None, str | None]:
-    """One page of history rows, oldest first, and the cursors of its neighbours.
+) -> tuple[list[Values], str | None, str | None]:
+    """One page of history rows (:data:`READ_COLUMNS` then ``id``), oldest first, and the
+    cursors of its neighbours.
 
     Without a cursor: the newest ``limit`` rows. ``before``: the ``limit`` rows just
     older than that position; ``after``: the ``limit`` rows just newer. Returns
@@ -308,34 +394,24 @@ def page_rows(
     limit = check_limit(limit)
     if before is not None and after is not None:
         raise InvalidMessageError("give before or after, not both")
-    where, params = _filters(conversation=conversation, thread_id=thread_id, since=since)
-    cond = " AND ".join(where)
-
-    def fetch(extra: str, extra_params: Sequence[Any], order: str, n: int) -> list[dict[str, Any]]:
-        sql = f"SELECT * FROM messages WHERE {cond}{extra} ORDER BY {order} LIMIT ?"
-        return run(sql, [*params, *extra_params, n])
-
-    def exists(op: str, row: Row) -> bool:
-        sql = f"SELECT 1 AS x FROM messages WHERE {cond} AND (timestamp, id) {op} (?, ?) LIMIT 1"
-        return bool(run(sql, [*params, row["timestamp"], row["id"]]))
-
-    newest_first = "timestamp DESC, id DESC"
+    cond, params = _filters(conversation=conversation, thread_id=thread_id, since=since)
     if after is not None:
-        position = decode_cursor(after)
-        rows = fetch(" AND (timestamp, id) > (?, ?)", position, "timestamp, id", limit + 1)
+        page, exists = _page_sql(cond, ">")
+        rows = fetch(page, [*params, *decode_cursor(after), limit + 1])
         more_newer = len(rows) > limit
         rows = rows[:limit]
-        more_older = bool(rows) and exists("<", rows[0])
+        more_older = bool(rows) and bool(fetch(exists, [*params, rows[0][_TS], rows[0][-1]]))
     else:
-        if before is not None:
-            rows = fetch(
-                " AND (timestamp, id) < (?, ?)", decode_cursor(before), newest_first, limit + 1
-            )
-        else:
-            rows = fetch("", (), newest_first, limit + 1)
+        page, exists = _page_sql(cond, "<" if before is not None else "")
+        position = decode_cursor(before) if before is not None else ()
+        rows = fetch(page, [*params, *position, limit + 1])
         more_older = len(rows) > limit
         rows = rows[:limit][::-1]
-        more_newer = before is not None and bool(rows) and exists(">", rows[-1])
+        more_newer = (
+            before is not None
+            and bool(rows)
+            and bool(fetch(exists, [*params, rows[-1][_TS], rows[-1][-1]]))
+        )
     return (
         rows,
         _cursor_of(rows[0]) if more_older else None,
@@ -388,8 +464,64 @@ def is_query_error(exc: BaseException) -> bool:
     return any(marker in text for marker in _QUERY_ERRORS)
 
 
+#: ``order="relevance"`` ranks only the newest this many matches (after the filters):
+#: ranking every match of an everyday word (a third of a million messages) took
+#: ~0.7 s; this window keeps a search under 10 ms (see :mod:`.ranking`).
+RELEVANCE_WINDOW = 500
+SEARCH_ORDERS = ("newest", "relevance")
+_SNIPPET = f"snippet(messages_fts, 0, ?, ?, '…', {_SNIPPET_TOKENS})"
+_RAW_OPERATORS = frozenset({"AND", "OR", "NOT", "NEAR"})
+
+
+@functools.lru_cache(maxsize=64)
+def _newest_sql(cond: str) -> str:
+    # FTS5 walks its hits newest (highest rowid) first and stops at the limit; snippet()
+    # runs for the returned rows only
+    return (
+        f"SELECT {READ_LIST_M}, {_SNIPPET}"
+        " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {cond}"
+        " ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _window_sql(cond: str) -> str:
+    return (
+        "SELECT m.id, m.timestamp, m.content"
+        " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {cond}"
+        " ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _chosen_sql(cond: str, count: int) -> str:
+    # the window's walk again, newest first, snippets for the chosen rows only: FTS5 is
+    # not asked for each rowid (every such lookup reads the word's hit list anew: 50 of
+    # them took ~9 ms for an everyday word); "+" keeps the IN test on SQLite's side
+    return (
+        f"SELECT {READ_LIST_M}, m.id, {_SNIPPET}"
+        " FROM messages_fts CROSS JOIN messages AS m ON m.id = messages_fts.rowid"
+        f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {cond}"
+        f" AND +messages_fts.rowid IN ({', '.join('?' * count)})"
+        " ORDER BY messages_fts.rowid DESC LIMIT ?"
+    )
+
+
+def _terms(query: str, raw: bool) -> list[tuple[str, bool]]:
+    """The words ranking counts: a plain query's; a raw one's, without FTS5 operators."""
+    if raw:
+        query = " ".join(
+            w
+            for w in query.replace('"', " ").replace("(", " ").replace(")", " ").split()
+            if w not in _RAW_OPERATORS
+        )
+    return plain_terms(query)
+
+
 def search_rows(
-    run: Run,
+    fetch: Fetch,
     query: str,
     *,
     raw: bool = False,
@@ -398,34 +530,45 @@ def search_rows(
     since: datetime | None = None,
     limit: int = 20,
     highlight: tuple[str, str] = ("[", "]"),
-) -> list[dict[str, Any]]:
-    """Chat messages matching ``query``, best match first (FTS5 ``bm25``; newer first on a tie).
+    order: str = "newest",
+) -> list[Values]:
+    """Chat messages matching ``query``: :data:`READ_COLUMNS`, then ``rank`` (BM25 among
+    the rows ranked, :mod:`.ranking`: lower is a better match) and ``snippet`` (the
+    matching passage, matches wrapped in ``highlight``, elisions shown as ``…``).
 
-    Each row is the message's columns plus ``snippet`` (the matching passage, matches
-    wrapped in ``highlight``, elisions shown as ``…``) and ``rank`` (``bm25``: lower is
-    a better match). Deleted messages and edit / delete / reaction records are never
-    returned (the triggers keep them out of the index; the query checks again).
+    ``order="newest"`` (the default): the newest stored matches first (highest ``id``:
+    the order messages arrived in), ranked among themselves. ``order="relevance"``: of
+    the newest :data:`RELEVANCE_WINDOW` matches, the best first (newer first on a tie).
+    Deleted messages and edit / delete / reaction records are never returned (the
+    triggers keep them out of the index; the query checks again).
     """
     limit = check_limit(limit)
+    if order not in SEARCH_ORDERS:
+        raise InvalidMessageError(f"order must be one of {SEARCH_ORDERS}, got {order!r}")
     match = fts_query(query, raw=raw)
-    where, params = _filters(conversation=conversation, thread_id=thread_id, since=since, alias="m")
-    # rank the matches first and compute snippets for the returned rows only:
-    # snippet() in the ranking query would run for every match, not just the best ones
-    sql = (
-        "WITH best AS ("
-        " SELECT m.id AS id, bm25(messages_fts) AS rank"
-        " FROM messages_fts JOIN messages AS m ON m.id = messages_fts.rowid"
-        f" WHERE messages_fts MATCH ? AND m.deleted = 0 AND {' AND '.join(where)}"
-        " ORDER BY rank, m.timestamp DESC, m.id DESC LIMIT ?)"
-        " SELECT m.*, best.rank AS rank,"
-        f" snippet(messages_fts, 0, ?, ?, '…', {_SNIPPET_TOKENS}) AS snippet"
-        " FROM best JOIN messages_fts ON messages_fts.rowid = best.id"
-        " JOIN messages AS m ON m.id = best.id"
-        " WHERE messages_fts MATCH ?"
-        " ORDER BY best.rank, m.timestamp DESC, m.id DESC"
-    )
+    cond, params = _filters(conversation=conversation, thread_id=thread_id, since=since, alias="m")
+    content = READ_COLUMNS.index("content")
     try:
-        return run(sql, [match, *params, limit, highlight[0], highlight[1], match])
+        if order == "newest":
+            rows = fetch(_newest_sql(cond), [*highlight, match, *params, limit])
+            ranks = bm25_scores([r[content] for r in rows], _terms(query, raw))
+            return [(*r[:-1], rank, r[-1]) for r, rank in zip(rows, ranks, strict=True)]
+        window = fetch(_window_sql(cond), [match, *params, RELEVANCE_WINDOW])
+        scores = bm25_scores([r[2] for r in window], _terms(query, raw))
+        # best first; newer (timestamp, then id) first on a tie
+        ranked = sorted(
+            zip(scores, window, strict=True), key=lambda s: (s[0], _Desc(s[1][1]), -s[1][0])
+        )[:limit]
+        if not ranked:
+            return []
+        ids = [row[0] for _, row in ranked]
+        sql = _chosen_sql(cond, len(ids))
+        chosen = {r[-2]: r for r in fetch(sql, [*highlight, match, *params, *ids, len(ids)])}
+        return [
+            (*chosen[row[0]][:-2], score, chosen[row[0]][-1])
+            for score, row in ranked
+            if row[0] in chosen
+        ]
     except (sqlite3.OperationalError, pw.OperationalError) as exc:
         if not is_query_error(exc):
             raise
@@ -436,6 +579,35 @@ def search_rows(
         raise InvalidMessageError(
             f"malformed search query {query[:80]!r}: {exc}{hint if raw else ''}"
         ) from None
+
+
+class _Desc:
+    """A sort key that orders text in reverse."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Desc) -> bool:
+        return self.value > other.value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and self.value == other.value
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def search_hits(
+    rows: Sequence[Values], with_reactions: Callable[[list[ChatMessage]], list[ChatMessage]]
+) -> list[SearchHit]:
+    """The :class:`SearchHit` of each :func:`search_rows` row (messages with reactions)."""
+    messages = with_reactions([message_of_values(r) for r in rows])
+    n = len(READ_COLUMNS)
+    return [
+        SearchHit.model_construct(message=m, snippet=r[n + 1] or "", rank=float(r[n]))
+        for m, r in zip(messages, rows, strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------- conversations
@@ -503,6 +675,58 @@ def rows_by_id(run: Run, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def _position(before: object) -> tuple[str, str]:
+    """The list position ``(activity timestamp text, conversation id)`` of ``before``."""
+    if not isinstance(before, Conversation) or before.updated_at is None:
+        raise InvalidMessageError(
+            "before must be a Conversation of the previous page (its last one), "
+            f"got {type(before).__name__}"
+        )
+    return _ts_text(before.updated_at), before.conversation_id
+
+
+def summary_page(
+    fetch: Fetch, *, limit: int | None = None, before: Conversation | None = None
+) -> list[Conversation]:
+    """A page of the conversation list from the summary table (schema 7, :mod:`.summary`):
+    the newest activity first; ``limit`` ``None`` is every conversation."""
+    n = -1 if limit is None else check_limit(limit)
+    if before is None:
+        rows = fetch(_SUMMARY_FIRST, [n])
+    else:
+        rows = fetch(_SUMMARY_AFTER, [*_position(before), n])
+    return [
+        Conversation.model_construct(
+            conversation_id=r[0],
+            peer=None if r[0].startswith(GROUP_PREFIX) else r[0],
+            kind="group" if r[0].startswith(GROUP_PREFIX) else "direct",
+            last_message=None if r[3] is None else message_of_values(r[4:]),
+            unread=int(r[2] or 0),
+            updated_at=parse_ts(r[1]),
+        )
+        for r in rows
+    ]
+
+
+def fallback_page(
+    conversations: list[Conversation], *, limit: int | None, before: Conversation | None
+) -> list[Conversation]:
+    """A page of a whole list (a file older than schema 7, read as it is)."""
+    n = None if limit is None else check_limit(limit)
+    if before is not None:
+        ts, conversation = _position(before)
+        at = [
+            (_ts_text(c.updated_at), c.conversation_id) if c.updated_at else ("", "")
+            for c in conversations
+        ]
+        conversations = [
+            c
+            for c, (t, i) in zip(conversations, at, strict=True)
+            if t < ts or (t == ts and i > conversation)
+        ]
+    return conversations if n is None else conversations[:n]
+
+
 def make_conversation(
     row: Row, last: ChatMessage | None, parse_ts: Callable[[Any], datetime]
 ) -> Conversation:
@@ -517,6 +741,10 @@ def make_conversation(
         unread=int(row["unread"] or 0),
         updated_at=parse_ts(row["last_ts"]) if row["last_ts"] else None,
     )
+
+
+_SUMMARY_FIRST = page_sql(READ_LIST_M, after_position=False)
+_SUMMARY_AFTER = page_sql(READ_LIST_M, after_position=True)
 
 
 # --------------------------------------------------------------------------- the mixin
@@ -549,6 +777,11 @@ class HistoryViews:
         """Run one statement on the store's connection (the caller holds ``_op``)."""
         return _rows(self._db.execute_sql(sql, tuple(params)))
 
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Values]:
+        """Run one read on the store's sqlite3 connection, rows as tuples (the caller
+        holds ``_op``): the hot reads skip peewee's per-statement work."""
+        return self._db.connection().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
     def history_page(
         self,
         *,
@@ -566,7 +799,7 @@ class HistoryViews:
         """
         with self._op("read"):
             rows, older, newer = page_rows(
-                self._run,
+                self._fetch,
                 conversation=conversation,
                 thread_id=thread_id,
                 since=since,
@@ -574,8 +807,8 @@ class HistoryViews:
                 before=before,
                 after=after,
             )
-        messages = self._with_reactions([self._to_message(r) for r in rows])
-        return HistoryPage(messages=messages, before=older, after=newer)
+        messages = self._with_reactions([message_of_values(r) for r in rows])
+        return HistoryPage.model_construct(messages=messages, before=older, after=newer)
 
     def search(
         self,
@@ -587,11 +820,13 @@ class HistoryViews:
         limit: int = 20,
         raw: bool = False,
         highlight: tuple[str, str] = ("[", "]"),
+        order: str = "newest",
     ) -> list[SearchHit]:
-        """Chat messages matching ``query``, best first (see :func:`search_rows`)."""
+        """Chat messages matching ``query``, newest first or (``order="relevance"``) best
+        first among the newest matches (see :func:`search_rows`)."""
         with self._op("search"):
             rows = search_rows(
-                self._run,
+                self._fetch,
                 query,
                 raw=raw,
                 conversation=conversation,
@@ -599,28 +834,18 @@ class HistoryViews:
                 since=since,
                 limit=limit,
                 highlight=highlight,
+                order=order,
             )
-        messages = self._with_reactions([self._to_message(r) for r in rows])
-        return [
-            SearchHit(message=m, snippet=r["snippet"] or "", rank=r["rank"])
-            for m, r in zip(messages, rows, strict=True)
-        ]
+        return search_hits(rows, self._with_reactions)
 
-    def conversations(self) -> list[Conversation]:
-        """Every conversation with its last chat message and unread count, newest first."""
-        from syft_chat.plugins.sqlite.schema import _parse_ts
-
+    def conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations with their last chat message and unread count, the most
+        recently active first: all of them, or the ``limit`` after ``before`` (a
+        conversation of the previous page, its last to go on)."""
         with self._op("read"):
-            rows = conversation_rows(self._run)
-            last = rows_by_id(self._run, [r["last_id"] for r in rows if r["last_id"] is not None])
-        return [
-            make_conversation(
-                r,
-                self._to_message(last[r["last_id"]]) if r["last_id"] in last else None,
-                _parse_ts,
-            )
-            for r in rows
-        ]
+            return summary_page(self._fetch, limit=limit, before=before)
 
     def mark_conversation_read(self, conversation: str) -> list[ChatMessage]:
         """Mark every unread incoming chat message of ``conversation`` read; return them.

@@ -5,7 +5,7 @@ The command line's ``history``, ``thread``, ``status``, ``search`` and
 workspace. Every read is the store's own: the query of a history is
 :func:`~syft_chat.features.views.history_query` (what ``get_chat_history`` runs), its
 SQL :func:`~syft_chat.plugins.sqlite.queries.find_sql` (what ``SQLiteStore.find``
-runs), rows become messages through :func:`~syft_chat.plugins.sqlite.store.record_of_row`
+runs), rows become messages through :func:`~syft_chat.plugins.sqlite.rows.record_of_values`
 and get their reactions through :func:`~syft_chat.features.views.with_reactions`, so a
 command prints what the matching API call returns.
 """
@@ -32,13 +32,14 @@ from syft_chat.interfaces import MessageQuery, Reaction
 from syft_chat.interfaces import StoredMessage as StoredRecord
 from syft_chat.models import ChatMessage
 from syft_chat.plugins.sqlite import queries as sqlite_views
-from syft_chat.plugins.sqlite.schema import _parse_ts as _parse_timestamp
-from syft_chat.plugins.sqlite.store import (
-    _storage_error,
+from syft_chat.plugins.sqlite.rows import (
     message_of_row,
-    reaction_of_row,
-    record_of_row,
+    message_of_values,
+    reaction_of_values,
+    record_of_values,
 )
+from syft_chat.plugins.sqlite.rows import parse_ts as _parse_timestamp
+from syft_chat.plugins.sqlite.store import _storage_error
 
 __all__ = ["ReadOnlyHistory", "StoredMessage"]
 
@@ -198,11 +199,21 @@ class ReadOnlyHistory:
         except sqlite3.Error as exc:
             raise _db_error(self.path, exc) from exc
 
-    def _run_search(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        """:meth:`_run`, letting a malformed FTS5 query through (search_rows says so)."""
-        conn = self._connect()
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one of the store's hot reads, rows as tuples (the ``fetch`` of :mod:`~.queries`)."""
+        cursor = self._connect().cursor()
+        cursor.row_factory = None
         try:
-            return [dict(row) for row in conn.execute(sql, tuple(params))]
+            return cursor.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise _db_error(self.path, exc) from exc
+
+    def _fetch_search(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """:meth:`_fetch`, letting a malformed FTS5 query through (search_rows says so)."""
+        cursor = self._connect().cursor()
+        cursor.row_factory = None
+        try:
+            return cursor.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
             if sqlite_views.is_query_error(exc):
                 raise
@@ -212,12 +223,12 @@ class ReadOnlyHistory:
 
     def find_records(self, query: MessageQuery) -> list[StoredRecord]:
         """What ``SQLiteStore.find(query)`` returns, from the same SQL and conversion."""
-        return [record_of_row(row) for row in sqlite_views.find_rows(self._run, query)]
+        return [record_of_values(row) for row in sqlite_views.find_rows(self._fetch, query)]
 
     def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
         """What ``SQLiteStore.reactions`` returns, from the same SQL and conversion."""
-        rows = sqlite_views.reaction_rows(self._run, msg_ids, removed=removed)
-        return [reaction_of_row(row) for row in rows]
+        rows = sqlite_views.reaction_rows(self._fetch, msg_ids, removed=removed)
+        return [reaction_of_values(row) for row in rows]
 
     def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
         return with_reactions(messages, self.reactions)
@@ -239,7 +250,8 @@ class ReadOnlyHistory:
         query = history_query(
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
-        return self._with_reactions([r.message for r in self.find_records(query)])
+        rows = sqlite_views.find_rows(self._fetch, query)
+        return self._with_reactions([message_of_values(row) for row in rows])
 
     # ---- views that need schema 3 (the full-text index)
 
@@ -267,11 +279,13 @@ class ReadOnlyHistory:
         limit: int = 20,
         raw: bool = False,
         highlight: tuple[str, str] = ("[", "]"),
+        order: str = "newest",
     ) -> list[SearchHit]:
-        """Chat messages matching ``query``, best first (like ``SyftChatClient.search``)."""
+        """Chat messages matching ``query``, newest first or best first among the newest
+        (like ``SyftChatClient.search``)."""
         self._require_views()
         rows = sqlite_views.search_rows(
-            self._run_search,
+            self._fetch_search,
             query,
             raw=raw,
             conversation=thread_conversation(self.find_records, thread_id, conversation),
@@ -279,12 +293,9 @@ class ReadOnlyHistory:
             since=since,
             limit=limit,
             highlight=highlight,
+            order=order,
         )
-        messages = self._with_reactions([message_of_row(r) for r in rows])
-        return [
-            SearchHit(message=m, snippet=r["snippet"] or "", rank=r["rank"])
-            for m, r in zip(messages, rows, strict=True)
-        ]
+        return sqlite_views.search_hits(rows, self._with_reactions)
 
     def history_page(
         self,
@@ -299,7 +310,7 @@ class ReadOnlyHistory:
         """One page of history with its neighbours' cursors (like ``get_history_page``)."""
         self._require_views()
         rows, older, newer = sqlite_views.page_rows(
-            self._run,
+            self._fetch,
             conversation=thread_conversation(self.find_records, thread_id, conversation),
             thread_id=thread_id,
             since=since,
@@ -307,16 +318,23 @@ class ReadOnlyHistory:
             before=before,
             after=after,
         )
-        messages = self._with_reactions([message_of_row(r) for r in rows])
+        messages = self._with_reactions([message_of_values(r) for r in rows])
         return HistoryPage(messages=messages, before=older, after=newer)
 
-    def conversations(self) -> list[Conversation]:
-        """Every conversation with its last message and unread count, newest first."""
+    def conversations(
+        self, *, limit: int | None = None, before: Conversation | None = None
+    ) -> list[Conversation]:
+        """The conversations, the most recently active first (like
+        ``SyftChatClient.list_conversations``): all, or ``limit`` after ``before``."""
         self._require_views()
+        tables = self._run("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if sqlite_views.SUMMARY_TABLE in {r["name"] for r in tables}:
+            return sqlite_views.summary_page(self._fetch, limit=limit, before=before)
+        # a file older than schema 7, read as it is: the list counted from messages
         rows = sqlite_views.conversation_rows(self._run)
         ids = [int(r["last_id"]) for r in rows if r["last_id"] is not None]
         last = sqlite_views.rows_by_id(self._run, ids)
-        return [
+        found = [
             sqlite_views.make_conversation(
                 r,
                 message_of_row(last[r["last_id"]]) if r["last_id"] in last else None,
@@ -324,6 +342,7 @@ class ReadOnlyHistory:
             )
             for r in rows
         ]
+        return sqlite_views.fallback_page(found, limit=limit, before=before)
 
     # ---- lookups by id or prefix
 

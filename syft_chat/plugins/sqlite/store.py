@@ -30,7 +30,6 @@ import peewee as pw
 from syft_chat.errors import InvalidMessageError, StorageError
 from syft_chat.hookspecs import hookimpl
 from syft_chat.interfaces import (
-    GROUP_PREFIX,
     BackendContext,
     FailedRequest,
     MessageQuery,
@@ -43,17 +42,25 @@ from syft_chat.interfaces import (
 )
 from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
 from syft_chat.plugins.sqlite.queries import (
-    READ_COLUMNS,
     HistoryViews,
     find_rows,
     reaction_rows,
     where_sql,
 )
+from syft_chat.plugins.sqlite.rows import (
+    READ_LIST,
+    message_of_row,
+    message_of_values,
+    reaction_of_row,
+    reaction_of_values,
+    record_of_row,
+    record_of_values,
+)
+from syft_chat.plugins.sqlite.rows import parse_ts as _parse_ts
 from syft_chat.plugins.sqlite.schema import MIGRATIONS as _MIGRATIONS
 from syft_chat.plugins.sqlite.schema import (
     SCHEMA_VERSION,
     _fmt_ts,
-    _parse_ts,
 )
 
 __all__ = [
@@ -72,110 +79,16 @@ _KINDS = frozenset(k.value for k in MessageKind)
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BOOLEAN = frozenset({"deleted", "applied", "notified"})
 _TIMES = frozenset({"edited_at", "read_at"})
-#: the columns :meth:`SQLiteStore.insert` writes, in the order of its values
-_INSERT_COLUMNS = [
-    "msg_id",
-    "sender",
-    "recipient",
-    "peer",
-    "content",
-    "timestamp",
-    "thread_id",
-    "reply_to",
-    "metadata",
-    "direction",
-    "status",
-    "error",
-    "updated_at",
-    "seq",
-    "notified",
-    "kind",
-    "target",
-    "target_sender",
-    "conversation",
-    "applied",
-    "deleted",
-    "edited_at",
-    "edit_seq",
-    "request_id",
-    "attempts",
-    "read_at",
-]
-#: built once: no query builder on the path of every message
-_INSERT_SQL = (
-    f"INSERT INTO messages ({', '.join(_INSERT_COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
+#: the one INSERT of a message, made once (not built per call)
+_INSERT_COLUMNS = (
+    "msg_id, sender, recipient, peer, content, timestamp, thread_id, reply_to, metadata,"
+    " direction, status, error, updated_at, seq, notified, kind, target, target_sender,"
+    " conversation, applied, deleted, edited_at, edit_seq, request_id, attempts, read_at"
+)
+_INSERT = (
+    f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 26)})"
     " ON CONFLICT (msg_id, sender) DO NOTHING"
 )
-
-
-def _group_of(conversation: Any) -> str | None:
-    if isinstance(conversation, str) and conversation.startswith(GROUP_PREFIX):
-        return conversation[len(GROUP_PREFIX) :]
-    return None
-
-
-def _load_metadata(value: Any) -> dict[str, Any]:
-    try:
-        loaded = json.loads(value) if value else {}
-    except (TypeError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def message_of_row(row: Mapping[str, Any]) -> ChatMessage:
-    """A :class:`ChatMessage` from a ``messages`` row (the columns it lacks take defaults)."""
-    status, kind = row.get("status"), row.get("kind") or MessageKind.MESSAGE.value
-    edited = row.get("edited_at")
-    return ChatMessage(
-        msg_id=row["msg_id"],
-        sender=row["sender"],
-        content=row["content"],
-        timestamp=_parse_ts(row["timestamp"]),
-        thread_id=row["thread_id"],
-        reply_to=row["reply_to"],
-        metadata=_load_metadata(row["metadata"]),
-        recipient=row.get("recipient"),
-        status=MessageStatus(status) if status in _STATUSES else None,
-        seq=row.get("seq"),
-        error=row.get("error"),
-        kind=MessageKind(kind) if kind in _KINDS else MessageKind.MESSAGE,
-        target=row.get("target"),
-        target_sender=row.get("target_sender"),
-        deleted=bool(row.get("deleted")),
-        edited_at=_parse_ts(edited) if edited else None,
-        group_id=_group_of(row.get("conversation")),
-    )
-
-
-def reaction_of_row(row: Mapping[str, Any]) -> Reaction:
-    """A :class:`Reaction` from a ``reactions`` row."""
-    return Reaction(
-        row["msg_id"],
-        row["user"],
-        row["emoji"],
-        bool(row["present"]),
-        row["op_seq"],
-        _parse_ts(row["created_at"]),
-        row.get("author") or "",
-    )
-
-
-def record_of_row(row: Mapping[str, Any]) -> StoredMessage:
-    """A :class:`StoredMessage` from a ``messages`` row."""
-    read_at, updated = row.get("read_at"), row.get("updated_at")
-    return StoredMessage(
-        message=message_of_row(row),
-        direction=Direction(row.get("direction") or Direction.INCOMING.value),
-        peer=row.get("peer"),
-        applied=bool(row.get("applied", 1)),
-        notified=bool(row.get("notified", 1)),
-        edit_seq=row.get("edit_seq"),
-        request_id=row.get("request_id"),
-        attempts=int(row.get("attempts") or 0),
-        read_at=_parse_ts(read_at) if read_at else None,
-        updated_at=_parse_ts(updated) if updated else None,
-    )
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -350,6 +263,20 @@ class SQLiteStore(HistoryViews):
             except (pw.PeeweeException, sqlite3.Error) as exc:
                 raise _storage_error(self.path, action, exc) from exc
 
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """One read statement, rows as tuples: what ``with self._op("read")`` around
+        :meth:`_fetch` does, without a generator-based context manager per call (the hot
+        reads: history, its reactions)."""
+        with self._lock:
+            if self._db is None:
+                raise StorageError(f"store is closed ({self.path})")
+            if self._depth == 0 or self._lost is not None:
+                self._check_file()
+            try:
+                return self._db.connection().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+            except (pw.PeeweeException, sqlite3.Error) as exc:
+                raise _storage_error(self.path, "read", exc) from exc
+
     def _sql(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self._db.execute_sql(sql, tuple(params))
 
@@ -361,6 +288,10 @@ class SQLiteStore(HistoryViews):
     @staticmethod
     def _to_message(row: dict[str, Any]) -> ChatMessage:
         return message_of_row(row)
+
+    @staticmethod
+    def _of_values(row: Sequence[Any]) -> ChatMessage:
+        return message_of_values(row)
 
     def _with_reactions(self, messages: list[ChatMessage]) -> list[ChatMessage]:
         return with_reactions(messages, self.reactions)
@@ -437,7 +368,7 @@ class SQLiteStore(HistoryViews):
             _fmt_ts(record.read_at) if record.read_at else None,
         )
         with self._op("store a message in"):
-            return bool(self._sql(_INSERT_SQL, values).rowcount == 1)
+            return bool(self._db.execute_sql(_INSERT, values).rowcount == 1)
 
     def _row_id(self, msg_id: str, sender: str | None) -> tuple[str, list[Any]]:
         """SQL for the ``id`` of message ``(sender, msg_id)``; without ``sender``, of the
@@ -454,10 +385,8 @@ class SQLiteStore(HistoryViews):
         message with this id, else the earliest stored; ``None`` if there is none."""
         which, params = self._row_id(msg_id, sender)
         with self._op("read"):
-            rows = self._run(
-                f"SELECT {', '.join(READ_COLUMNS)} FROM messages WHERE id = ({which})", params
-            )
-        return record_of_row(rows[0]) if rows else None
+            rows = self._fetch(f"SELECT {READ_LIST} FROM messages WHERE id = ({which})", params)
+        return record_of_values(rows[0]) if rows else None
 
     def update(
         self,
@@ -495,9 +424,12 @@ class SQLiteStore(HistoryViews):
     def find(self, query: MessageQuery) -> list[StoredMessage]:
         """Every stored message matching ``query``, in its order (the SQL is
         :func:`~syft_chat.plugins.sqlite.queries.find_sql`, the command line's too)."""
-        with self._op("read"):
-            rows = find_rows(self._run, query)
-        return [record_of_row(row) for row in rows]
+        return [record_of_values(row) for row in find_rows(self._read, query)]
+
+    def find_messages(self, query: MessageQuery) -> list[ChatMessage]:
+        """The messages of :meth:`find` without their delivery records (a history page:
+        see :func:`~syft_chat.interfaces.find_messages`)."""
+        return [message_of_values(row) for row in find_rows(self._read, query)]
 
     def remove(self, query: MessageQuery) -> int:
         """Delete the messages matching ``query``; how many."""
@@ -561,9 +493,8 @@ class SQLiteStore(HistoryViews):
 
     def reactions(self, msg_ids: Sequence[str], *, removed: bool = False) -> list[Reaction]:
         """The reactions on these messages, oldest first."""
-        with self._op("read"):
-            rows = reaction_rows(self._run, msg_ids, removed=removed)
-        return [reaction_of_row(row) for row in rows]
+        rows = reaction_rows(self._read, msg_ids, removed=removed)
+        return [reaction_of_values(row) for row in rows]
 
     def put_reaction(self, reaction: Reaction) -> None:
         """Store a reaction, replacing the one of the same message, user and emoji."""
