@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``syft-chat`` command line (see :func:`syft_chat.__main__.main`)."""
     previous = {sig: signal.signal(sig, _hold) for sig in _STOP_SIGNALS}
     try:
+        import syft_chat.cli  # noqa: F401  (the slow part: the commands and what they use)
         from syft_chat.__main__ import main as run
     finally:  # from here on the commands' own handlers (or the defaults) act
         for sig, handler in previous.items():

@@ -272,6 +272,7 @@ class RpcTransport:
             refresh_seconds=self.settings.discovery_refresh_seconds,
             name=self.email,
         )
+        self._outboxes: dict[str, Path] = {}
         self._collected: set[str] = set()  # peers whose folder was collected since start
         self._replies = ReplyWatches(
             folder_of=self.outbox_dir,
@@ -491,8 +492,15 @@ class RpcTransport:
         return self._peers.list()
 
     def outbox_dir(self, recipient: str) -> Path:
-        """Where our requests to ``recipient`` (and its answers) live."""
-        return endpoint_dir(self.syft, self.app_name, recipient) / self.email
+        """Where our requests to ``recipient`` (and its answers) live (remembered: it is
+        asked several times per message, and building the path is most of its cost)."""
+        folder = self._outboxes.get(recipient)
+        if folder is None:
+            if len(self._outboxes) >= 4096:
+                self._outboxes.clear()
+            folder = endpoint_dir(self.syft, self.app_name, recipient) / self.email
+            self._outboxes[recipient] = folder
+        return folder
 
     def send(
         self,
