@@ -61,8 +61,9 @@ from raw_baseline import percentile, print_table
 from syft_chat.features.views import history_query, with_reactions
 from syft_chat.interfaces import StoredMessage, find_messages
 from syft_chat.models import ChatMessage, Direction, MessageStatus
-from syft_chat.plugins.sqlite.queries import RELEVANCE_WINDOW, encode_cursor
+from syft_chat.plugins.sqlite.queries import encode_cursor
 from syft_chat.plugins.sqlite.rows import READ_LIST, READ_LIST_M
+from syft_chat.plugins.sqlite.search import RELEVANCE_WINDOW
 from syft_chat.plugins.sqlite.store import SQLiteStore
 
 OWNER = "me@openmined.org"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from syft_chat.client import SyftChatClient, client
 from syft_chat.errors import (
     AlreadyServedError,
+    AttachmentError,
     ClientClosedError,
     ConfigError,
     DeliveryError,
@@ -25,13 +26,23 @@ from syft_chat.errors import (
 from syft_chat.features.views import Conversation, HistoryPage, SearchHit
 from syft_chat.hookspecs import hookimpl
 from syft_chat.manager import PluginFailure
-from syft_chat.models import ChatMessage, ChatResponse, Direction, MessageStatus
+from syft_chat.models import (
+    Attachment,
+    AttachmentState,
+    ChatMessage,
+    ChatResponse,
+    Direction,
+    MessageStatus,
+)
 from syft_chat.settings import ChatSettings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyServedError",
+    "Attachment",
+    "AttachmentError",
+    "AttachmentState",
     "ChatMessage",
     "ChatResponse",
     "ChatSettings",

@@ -6,10 +6,10 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from syft_core import Client as SyftClient
 
@@ -23,6 +23,7 @@ from syft_chat.errors import (
     UnknownRecipientError,
 )
 from syft_chat.features.actions import ACTION_KINDS, ActionRule, Actions
+from syft_chat.features.attachments import AttachmentControlRule, Attachments
 from syft_chat.features.contacts import Contacts
 from syft_chat.features.groups import GroupChangeRule, Groups
 from syft_chat.features.views import (
@@ -45,9 +46,10 @@ from syft_chat.interfaces import (
 )
 from syft_chat.manager import PluginFailure, make_plugin_manager, register_plugin
 from syft_chat.messaging.core import MessagingCore
-from syft_chat.messaging.kinds import ChatMessageRule
+from syft_chat.messaging.kinds import ChatMessageRule, Refusal
 from syft_chat.messaging.serving import Site
 from syft_chat.models import (
+    Attachment,
     ChatMessage,
     ChatResponse,
     ContactMode,
@@ -58,7 +60,13 @@ from syft_chat.models import (
     MessageStatus,
     to_utc,
 )
-from syft_chat.plugins.listeners import ChangeListener, Listeners, MessageListener, StatusListener
+from syft_chat.plugins.listeners import (
+    AttachmentListener,
+    ChangeListener,
+    Listeners,
+    MessageListener,
+    StatusListener,
+)
 from syft_chat.settings import ChatSettings, default_db_path
 
 __all__ = ["SyftChatClient", "client"]
@@ -201,8 +209,16 @@ class SyftChatClient:
             self._groups = Groups(core)
             self._actions = Actions(core, self._groups)
             self._views = Views(core)
+            self._attachments = Attachments(
+                core,
+                self._groups,
+                datasites=Path(self.syft.workspace.datasites),
+                app=app_name,
+            )
             self._declare_kinds(core)
+            self._listeners.add("status", self._attachments.on_status)
             core.start(hold=self.settings.startup_hold)
+            self._attachments.watch.start(first=self._attachments.shares.sweep_orphans)
         except BaseException:
             self._shutdown()
             raise
@@ -214,15 +230,22 @@ class SyftChatClient:
             kind: ActionRule.for_kind(kind)(core, self._groups, lambda: self._contacts.policy)
             for kind in ACTION_KINDS
         }
-        core.kinds.register(
-            ChatMessageRule(
-                conversation_check=self._groups.check_message,
-                apply_waiting=rules[MessageKind.EDIT].apply_waiting,
+        attachments = self._attachments
+
+        def check(message: ChatMessage, actor: str) -> Refusal | None:
+            return self._groups.check_message(message, actor) or attachments.check_incoming(
+                message, actor
             )
-        )
+
+        def apply_waiting(message: ChatMessage) -> None:
+            rules[MessageKind.EDIT].apply_waiting(message)
+            attachments.watch.track(message)
+
+        core.kinds.register(ChatMessageRule(conversation_check=check, apply_waiting=apply_waiting))
         for rule in rules.values():
             core.kinds.register(rule)
         core.kinds.register(GroupChangeRule(self._groups))
+        core.kinds.register(AttachmentControlRule(attachments))
 
     @property
     def role(self) -> str:
@@ -325,6 +348,16 @@ class SyftChatClient:
         """Stop calling a change listener. Unknown listeners are ignored."""
         self._listeners.remove("change", listener)
 
+    def add_attachment_listener(self, listener: AttachmentListener) -> None:
+        """Call ``listener(message, attachment)`` once for each incoming attachment when it
+        becomes available (whole, hash checked), on the notification thread; also once
+        across restarts. ``chat_attachment_available`` is the hook behind it."""
+        self._listeners.add("attachment", listener)
+
+    def remove_attachment_listener(self, listener: AttachmentListener) -> None:
+        """Stop calling an attachment listener. Unknown listeners are ignored."""
+        self._listeners.remove("attachment", listener)
+
     # ------------------------------------------------------------------ sending
 
     def _live(self) -> MessagingCore:
@@ -354,6 +387,7 @@ class SyftChatClient:
         thread_id: str | None = None,
         reply_to: str | None = None,
         *,
+        attachments: Sequence[str | os.PathLike[str]] = (),
         metadata: dict[str, Any] | None = None,
         timeout: float | None = None,
     ) -> ChatResponse:
@@ -370,8 +404,13 @@ class SyftChatClient:
         which must be a message of this conversation; a message starting a
         conversation starts a thread named by its own ``msg_id``.
 
+        ``attachments`` are local files shared with the message: each is copied into your
+        datasite, readable by the recipient only (see ``docs/attachments.md``).
+
         :raises InvalidMessageError: bad arguments (nothing is stored), e.g. a
             ``reply_to`` naming a message of another conversation.
+        :raises AttachmentError: an attachment is missing, over a limit of
+            :class:`ChatSettings` or refused by a plugin (nothing is copied or stored).
         :raises UnknownRecipientError: the recipient does not serve chat here.
         :raises MessageRejectedError: the recipient refused it (status ``failed``).
         :raises DeliveryError: a plugin refused to encode it (``failed``), or the
@@ -384,8 +423,18 @@ class SyftChatClient:
         thread_id, reply_to = core.resolve_thread(thread_id, reply_to, conversation=recipient)
         core.validate_timeout(timeout)
         draft = ChatMessage(sender=self.email, content=content, metadata=meta, reply_to=reply_to)
-        threaded = {"thread_id": thread_id or draft.msg_id, "recipient": recipient}
-        message = core.queue(draft.model_copy(update=threaded), recipient)
+        shared = self._attachments.shares.prepare(attachments, [recipient], recipient, draft.msg_id)
+        threaded = {
+            "thread_id": thread_id or draft.msg_id,
+            "recipient": recipient,
+            "attachments": shared,
+        }
+        try:
+            message = core.queue(draft.model_copy(update=threaded), recipient)
+        except BaseException:
+            if shared:
+                self._attachments.shares.discard(draft.msg_id, recipient, shared)
+            raise
         return core.deliver(message, recipient, timeout)
 
     def _bot_reply(self, message: ChatMessage, content: str, metadata: dict[str, Any]) -> None:
@@ -477,9 +526,65 @@ class SyftChatClient:
         """Delete a message you sent, on both sides.
 
         Its row stays as a tombstone (``deleted=True``) with its text, its
-        earlier versions and its reactions erased; search never finds it.
+        earlier versions and its reactions erased; search never finds it. Its
+        attachments' files are deleted from your datasite (read revoked first) and
+        show ``deleted`` on both sides.
         """
-        return self._actions.delete_message(msg_id, timeout=timeout)
+        before = self._live().get(msg_id, sender=self.email) if isinstance(msg_id, str) else None
+        response = self._actions.delete_message(msg_id, timeout=timeout)
+        if before is not None:
+            self._attachments.deleted(before)
+        return response
+
+    # ------------------------------------------------------------------ attachments
+
+    def attachment_path(
+        self, msg_id: str, attachment_id: str, *, sender: str | None = None
+    ) -> Path:
+        """Where an attachment's synced copy is, checked now (``sender`` as for
+        :meth:`get_message`).
+
+        It is the sender's file in this SyftBox folder, not a private copy: it may change
+        (or be replaced) after this returns. To read or copy the bytes, use
+        :meth:`open_attachment`, which hands out only the bytes it verified.
+
+        :raises AttachmentError: no such attachment, or it is not ``available`` (the error's
+            ``state`` says which: ``pending``, ``corrupt``, ``revoked``, ``deleted``).
+        """
+        return self._attachments.path(msg_id, attachment_id, sender)
+
+    def open_attachment(
+        self, msg_id: str, attachment_id: str, *, sender: str | None = None
+    ) -> BinaryIO:
+        """An attachment opened for reading in binary (close it): the file is opened
+        once, never through a symlink, and that descriptor's bytes are checked against the
+        SHA-256 before it is returned. Raises as :meth:`attachment_path` (``corrupt`` if the
+        file changed since it was last checked)."""
+        return self._attachments.open(msg_id, attachment_id, sender)
+
+    def revoke_attachment(
+        self, msg_id: str, attachment_id: str | None = None, *, timeout: float | None = None
+    ) -> ChatResponse:
+        """Withdraw the recipients' read access to an attachment of a message you sent (to
+        all of its attachments without ``attachment_id``): the permission files are
+        rewritten at once and the recipients are told (their copy shows ``revoked``).
+        Returns where that notice is, like :meth:`send_message` (by default without
+        waiting). What a recipient already synced stays on its disk."""
+        return self._attachments.revoke(msg_id, attachment_id, timeout=timeout)
+
+    def list_attachments(
+        self, with_user: str | None = None, group_id: str | None = None
+    ) -> list[tuple[ChatMessage, Attachment]]:
+        """Every attachment of the stored messages (both directions), oldest message first,
+        as ``(message, attachment)`` with its current state; ``with_user`` / ``group_id``
+        narrow it to one conversation."""
+        return self._attachments.listing(with_user=with_user, group_id=group_id)
+
+    def check_attachments(self) -> int:
+        """Look at the pending incoming attachments now (the checker thread does it every
+        ``attachment_check_interval`` seconds); how many became available."""
+        self._live()
+        return self._attachments.watch.check_pending()
 
     def react(
         self,
@@ -541,15 +646,36 @@ class SyftChatClient:
         thread_id: str | None = None,
         reply_to: str | None = None,
         *,
+        attachments: Sequence[str | os.PathLike[str]] = (),
         metadata: dict[str, Any] | None = None,
     ) -> ChatResponse:
         """Send a message to every member of a group (one delivery per member).
 
         Returns at once with status ``sent``; :meth:`group_delivery` shows
         each member's status, and the message becomes ``delivered`` when every
-        member has confirmed it.
+        member has confirmed it. ``attachments`` are shared with the members at send
+        time (as for :meth:`send_message`).
         """
-        return self._groups.send_to_group(group_id, content, thread_id, reply_to, metadata=metadata)
+        if not attachments:
+            return self._groups.send_to_group(
+                group_id, content, thread_id, reply_to, metadata=metadata
+            )
+        made: list[tuple[str, str, list[Attachment]]] = []
+
+        def attach(msg_id: str, readers: list[str], conversation: str) -> list[Attachment]:
+            shared = self._attachments.shares.prepare(attachments, readers, conversation, msg_id)
+            made.append((msg_id, conversation, shared))
+            return shared
+
+        try:
+            return self._groups.send_to_group(
+                group_id, content, thread_id, reply_to, metadata=metadata, attach=attach
+            )
+        except BaseException:
+            for msg_id, conversation, shared in made:
+                if self._live().get(msg_id, sender=self.email) is None:
+                    self._attachments.shares.discard(msg_id, conversation, shared)
+            raise
 
     def group_delivery(self, msg_id: str) -> dict[str, MessageStatus]:
         """Each member's delivery status of a group message you sent."""
@@ -629,6 +755,7 @@ class SyftChatClient:
             conversation=conversation, limit=limit, since=since, thread_id=thread_id
         )
         messages = with_reactions(find_messages(self.store, query), self.store.reactions)
+        messages = self._attachments.states.with_states(messages)
         return ChatHistory(messages, me=self.email)  # a list that renders in Jupyter
 
     def get_message(self, msg_id: str, *, sender: str | None = None) -> ChatMessage | None:
@@ -638,7 +765,8 @@ class SyftChatClient:
         that sender's message; without, your own message of that id if there is one, else
         the earliest stored.
         """
-        return self._live().get(msg_id, sender=sender)
+        found = self._live().get(msg_id, sender=sender)
+        return self._attachments.states.with_states([found])[0] if found is not None else None
 
     def search(
         self,
@@ -749,6 +877,9 @@ class SyftChatClient:
 
     def _shutdown(self) -> None:
         self._closed = True
+        attachments = getattr(self, "_attachments", None)
+        if attachments is not None:
+            attachments.watch.stop()
         if self._core is not None:
             self._core.stop_following()  # a follower must not take over while closing
         try:

@@ -20,8 +20,10 @@ from syft_chat.errors import RefuseMessage, SyftChatError
 from syft_chat.manager import PluginFailure, trace_enabled
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
-    from syft_chat.models import ChatMessage, ChatResponse, Envelope, MessageStatus
+    from syft_chat.models import Attachment, ChatMessage, ChatResponse, Envelope, MessageStatus
 
 __all__ = ["HookDecisionError", "Hooks"]
 
@@ -192,7 +194,22 @@ class Hooks:
         result = self._first("chat_accept_message", message=message, sender=sender, client=client)
         return None if result is None else str(result)
 
+    def accept_attachments(
+        self, files: list[Path], recipients: list[str], client: HookClient
+    ) -> str | None:
+        result = self._first(
+            "chat_accept_attachments", files=files, recipients=recipients, client=client
+        )
+        return None if result is None else str(result)
+
     # ------------------------------------------------------------------ notifications
+
+    def attachment_available(
+        self, message: ChatMessage, attachment: Attachment, client: HookClient
+    ) -> None:
+        self._each(
+            "chat_attachment_available", message=message, attachment=attachment, client=client
+        )
 
     def message_received(self, message: ChatMessage, client: HookClient) -> None:
         self._each("chat_message_received", message=message, client=client)

@@ -22,7 +22,14 @@ from typing import Any, SupportsIndex, overload
 
 import click
 
-from syft_chat.models import AUTO_REPLY_KEY, ChatMessage, MessageStatus, claims_auto_reply
+from syft_chat.models import (
+    AUTO_REPLY_KEY,
+    Attachment,
+    AttachmentState,
+    ChatMessage,
+    MessageStatus,
+    claims_auto_reply,
+)
 
 __all__ = [
     "STATUS_COLOURS",
@@ -32,6 +39,7 @@ __all__ = [
     "format_messages",
     "format_thread",
     "history_html",
+    "human_size",
     "json_text",
     "local_time",
     "message_html",
@@ -199,10 +207,31 @@ def format_messages(
         body = message.content.splitlines() or [""]
         hints = _hints(message, sym, tree=indents is not None)
         lines.append(f"{prefix}{nest}{hints}{body[0]}".rstrip())
+        pad = " " * (len(click.unstyle(prefix)) + len(nest))
         if len(body) > 1:
-            pad = " " * (len(click.unstyle(prefix)) + len(nest))
             lines.extend(f"{pad}{line}" for line in body[1:])
+        lines.extend(f"{pad}+ {attachment_line(a)}" for a in message.attachments)
     return lines
+
+
+def human_size(size: int) -> str:
+    """``size`` bytes for people: ``5 B``, ``12.3 KiB``, ``4.8 MiB``..."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+def attachment_line(attachment: Attachment) -> str:
+    """One attachment as the command line shows it: name, size and state (escaped)."""
+    name = printable(attachment.name, one_line=True)
+    state = str(attachment.state.value)
+    colour = {"available": "green", "pending": "yellow"}.get(state, "red")
+    return f"[{attachment.id}] {name}  {human_size(attachment.size)}  " + click.style(
+        state, fg=colour
+    )
 
 
 def format_message(message: ChatMessage, *, me: str | None = None) -> str:
@@ -267,6 +296,42 @@ def _metadata_html(metadata: dict[str, Any]) -> str:
     )
 
 
+#: images shown inline (never SVG: it can carry script); larger ones are a link
+_INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+_INLINE_MAX = 2 * 1024 * 1024
+
+
+def _attachment_html(attachment: Attachment) -> str:
+    name, size = _E(attachment.name), _E(human_size(attachment.size))
+    state = attachment.state
+    path = attachment.local_path if state is AttachmentState.AVAILABLE else None
+    if path and attachment.media_type in _INLINE_IMAGES and attachment.size <= _INLINE_MAX:
+        import base64
+        from pathlib import Path
+
+        from syft_chat.plugins.syft_rpc.shared_files import open_verified
+
+        data = ""  # the bytes of the one descriptor that was verified, or none
+        try:
+            opened = open_verified(Path(path), attachment.size, attachment.sha256)
+            if opened is not None:
+                with opened:
+                    data = base64.b64encode(opened.read()).decode("ascii")
+        except OSError:
+            data = ""
+        if data:
+            return (
+                f'<div><img alt="{name}" title="{name} ({size})" style="max-width: 100%; '
+                f'max-height: 320px" src="data:{_E(attachment.media_type)};base64,{data}"></div>'
+            )
+    if path:
+        from pathlib import Path
+
+        link = f'<a href="{_E(Path(path).as_uri())}" download="{name}">{name}</a>'
+        return f"<div>&#128206; {link} &middot; {size}</div>"
+    return f"<div>&#128206; {name} &middot; {size} &middot; <i>{_E(str(state.value))}</i></div>"
+
+
 def message_html(message: ChatMessage, *, me: str | None = None) -> str:
     """One message as an HTML chat bubble; every user-supplied string is escaped.
 
@@ -295,6 +360,7 @@ def message_html(message: ChatMessage, *, me: str | None = None) -> str:
         f'<div style="{_META}"><b>{_E(message.sender)}</b>{recipient} &middot; {timestamp}'
         f"{' &middot; ' + ' &middot; '.join(hints) if hints else ''}</div>"
         f'<div style="{_CONTENT}">{_E(message.content)}</div>'
+        f"{''.join(_attachment_html(a) for a in message.attachments)}"
         f"{_metadata_html(message.metadata)}</div>"
     )
 

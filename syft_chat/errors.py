@@ -11,6 +11,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyServedError",
+    "AttachmentError",
     "ClientClosedError",
     "ConfigError",
     "DeliveryError",
@@ -50,6 +51,20 @@ class AlreadyServedError(SyftChatError):
 
 class InvalidMessageError(SyftChatError, ValueError):
     """An argument or a message is not acceptable (empty, too large, wrong type...)."""
+
+
+class AttachmentError(SyftChatError, ValueError):
+    """An attachment cannot be sent, or is not available here.
+
+    On send: a file is missing, unreadable, over a limit of ``ChatSettings``, or refused by
+    a plugin (nothing was copied or stored). On receive: ``state`` says why the file is
+    not handed out (``pending``, ``corrupt``, ``revoked``, ``deleted``), or it is ``None``
+    when no such attachment exists.
+    """
+
+    def __init__(self, message: str, *, state: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 class UnknownRecipientError(SyftChatError, LookupError):

@@ -30,6 +30,7 @@ receive path, which must therefore be quick.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -37,7 +38,7 @@ import pluggy
 if TYPE_CHECKING:
     from syft_chat.client import SyftChatClient
     from syft_chat.interfaces import IncomingRequest, StoreFactory, TransportFactory
-    from syft_chat.models import ChatMessage, ChatResponse, Envelope, MessageStatus
+    from syft_chat.models import Attachment, ChatMessage, ChatResponse, Envelope, MessageStatus
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -183,6 +184,26 @@ def chat_accept_message(message: ChatMessage, sender: str, client: SyftChatClien
     """
 
 
+@hookspec(firstresult=True)
+def chat_accept_attachments(
+    files: list[Path], recipients: list[str], client: SyftChatClient
+) -> str | None:
+    """Decide whether files may be shared with a message, before anything is copied.
+
+    :param files: the local files the user attaches (they exist and are within the
+        size limits of ``ChatSettings``).
+    :param recipients: who would be granted read (a group's members at send time).
+    :param client: the sending client.
+    :return: ``None`` to allow, or a non-empty reason: ``send_message`` /
+        ``send_to_group`` then raise :class:`~syft_chat.AttachmentError` with it and
+        nothing is copied or stored.
+
+    Called on the caller's thread, once per send with attachments. Stops at the first
+    refusal. Decision, fails closed: a raising implementation refuses the attachments
+    (e.g. the encryption plugin refuses them: it does not encrypt files).
+    """
+
+
 # --------------------------------------------------------------------------- notifications
 
 
@@ -310,4 +331,26 @@ def chat_reply_to(message: ChatMessage, client: SyftChatClient) -> str | dict[st
     is sent back to the sender, in the same thread, as a reply to
     ``message``, marked as automatic. A raising implementation is recorded
     and sends nothing; the other bots still answer.
+    """
+
+
+@hookspec
+def chat_attachment_available(
+    message: ChatMessage, attachment: Attachment, client: SyftChatClient
+) -> None:
+    """An incoming attachment became available: its synced copy is whole and its
+    SHA-256 matches.
+
+    :param message: the message that carries it (as stored, states computed).
+    :param attachment: the attachment (``state`` is ``available``);
+        ``client.open_attachment(message.msg_id, attachment.id, sender=message.sender)``
+        hands out its verified bytes.
+    :param client: the receiving client.
+
+    Called once per attachment (also across restarts: the store remembers it), on the
+    client's notification thread, after the attachment checker (every
+    ``ChatSettings.attachment_check_interval`` seconds) found it whole.
+    ``add_attachment_listener(fn)`` registers a plugin implementing this hook.
+    Notification: a raising implementation is logged and recorded; the others are
+    still called.
     """

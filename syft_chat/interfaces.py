@@ -236,6 +236,7 @@ UPDATABLE = frozenset(
         "request_id",
         "attempts",
         "read_at",
+        "attachments",
     }
 )
 

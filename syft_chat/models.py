@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 __all__ = [
     "AUTO_REPLY_KEY",
     "CLAIMED_AUTO_REPLY_KEY",
+    "MAX_ATTACHMENTS",
     "PROTOCOL_VERSION",
     "WIRE_KINDS",
+    "Attachment",
+    "AttachmentState",
     "ChatMessage",
     "ChatResponse",
     "ContactMode",
@@ -126,6 +130,9 @@ class MessageKind(str, Enum):
     #: the author's per-member delivery record of a group message (never on the wire,
     #: never shown to hooks or listeners: they see the group message itself)
     COPY = "fanout"
+    #: the sender withdraws attachments of ``target`` (``metadata["attachments"]``: their
+    #: ids; ``metadata["op"]``: ``"revoke"`` or ``"delete"``), its sender only
+    ATTACHMENTS = "attachments"
 
     def __str__(self) -> str:
         return str(self.value)
@@ -141,6 +148,80 @@ class MessageKind(str, Enum):
 
 #: The kinds that travel between datasites.
 WIRE_KINDS = frozenset(k for k in MessageKind if k is not MessageKind.COPY)
+
+
+#: At most this many attachments per message (on send and on receive).
+MAX_ATTACHMENTS = 32
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class AttachmentState(str, Enum):
+    """Where an attachment is, as this datasite sees it (see ``docs/attachments.md``)."""
+
+    PENDING = "pending"  #: not (fully) synced here yet
+    AVAILABLE = "available"  #: present, and its size and SHA-256 match
+    CORRUPT = "corrupt"  #: full size but another hash: never handed out
+    REVOKED = "revoked"  #: the sender withdrew read access
+    DELETED = "deleted"  #: the sender deleted it (or its message)
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Attachment(BaseModel):
+    """A file shared with a message: it stays in the sender's datasite
+    (``url``), readable by the message's recipients only.
+
+    ``name`` is always sanitised (:func:`syft_chat.filenames.safe_name`), on
+    send and on receive, so it never holds a path separator or control character.
+    ``state`` is computed by this datasite (never taken from the wire).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    #: unique within its message (``a1``, ``a2``...)
+    id: str = Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")
+    name: str
+    size: int = Field(ge=0, lt=2**63)
+    media_type: str = Field(default="application/octet-stream", max_length=127)
+    sha256: str
+    url: str = Field(min_length=1, max_length=2048)
+    state: AttachmentState = AttachmentState.PENDING
+    #: whether this datasite announced it available (local bookkeeping, never on the wire)
+    announced: bool = False
+    #: the verified local file, set when ``state`` is ``available`` (computed, never stored)
+    local_path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _safe_name(cls, value: Any) -> str:
+        from syft_chat.filenames import safe_name
+
+        return safe_name(str(value) if value is not None else "")
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.lower()
+        if not _SHA256.match(value):
+            raise ValueError("sha256 must be 64 hex digits")
+        return value
+
+    @field_validator("media_type")
+    @classmethod
+    def _media_type(cls, value: str) -> str:
+        if not re.match(
+            r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$", value
+        ):
+            return "application/octet-stream"
+        return value.lower()
+
+    def wire(self) -> dict[str, Any]:
+        """What travels: everything but this datasite's state and bookkeeping."""
+        return self.model_dump(mode="json", exclude={"state", "announced"})
 
 
 class Direction(str, Enum):
@@ -183,6 +264,8 @@ class ChatMessage(BaseModel):
     reactions: dict[str, list[str]] = Field(default_factory=dict)
     #: the group conversation this message belongs to (``None``: one-to-one)
     group_id: str | None = None
+    #: files shared with the message (see ``docs/attachments.md``); empty for most
+    attachments: list[Attachment] = Field(default_factory=list)
 
     @field_validator("timestamp")
     @classmethod
@@ -251,11 +334,17 @@ class Envelope(BaseModel):
     #: the sender's lowest unconfirmed ``seq`` to this recipient: nothing below
     #: it will ever be (re)sent, so a receiver need not wait for it
     floor: int | None = Field(default=None, ge=1, le=_MAX_SEQ)
+    #: the files shared with a chat message (older clients send none, and ignore them)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
 
     @field_validator("timestamp")
     @classmethod
     def _aware_utc(cls, value: datetime) -> datetime:
         return to_utc(value)
+
+    @field_serializer("attachments")
+    def _wire_attachments(self, value: list[Attachment]) -> list[dict[str, Any]]:
+        return [a.wire() for a in value]  # never this datasite's state or bookkeeping
 
     @field_validator("kind")
     @classmethod
@@ -283,6 +372,7 @@ class Envelope(BaseModel):
             target=message.target,
             target_sender=message.target_sender,
             group_id=message.group_id,
+            attachments=[Attachment(**a.wire()) for a in message.attachments],
         )
 
     def to_message(self, status: MessageStatus | None = None) -> ChatMessage:
@@ -301,6 +391,8 @@ class Envelope(BaseModel):
             target=self.target,
             target_sender=self.target_sender,
             group_id=self.group_id,
+            # the state is this datasite's to compute, never the sender's claim
+            attachments=[Attachment(**a.wire()) for a in self.attachments],
         )
 
 

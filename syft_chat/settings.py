@@ -94,5 +94,21 @@ class ChatSettings(BaseModel):
     #: folder) before they are in place. ``False`` (``synchronous=NORMAL``, no ``fsync``) is
     #: faster; a power cut may then lose the last messages confirmed.
     durable: bool = True
+    #: Largest file that may be attached, in bytes (checked before anything is copied).
+    max_attachment_bytes: int = Field(default=100 * 1024 * 1024, gt=0)
+    #: Largest total of one message's attachments, in bytes.
+    max_message_attachment_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    #: Largest total of the attachments one sends in one conversation, in bytes
+    #: (deleted messages' attachments no longer count).
+    max_conversation_attachment_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    #: Seconds between two looks at incoming attachments still pending (a cheap ``stat``
+    #: each; a file is hashed once, when it is whole).
+    attachment_check_interval: float = Field(default=1.0, gt=0)
+    #: Seconds an incoming attachment that never arrives whole is watched (7 days); then
+    #: it is no longer announced (its state is still computed whenever it is read).
+    attachment_watch_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    #: At most this many incoming messages' attachments are watched at once; past it, the
+    #: oldest watched is dropped (as if its time had run out).
+    attachment_watch_max: int = Field(default=1000, ge=1)
     #: SQLite busy timeout in milliseconds (waits for a lock held by another process).
     db_busy_timeout_ms: int = Field(default=5000, ge=0)

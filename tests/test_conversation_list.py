@@ -22,7 +22,7 @@ import pytest
 from syft_chat import Conversation, InvalidMessageError
 from syft_chat.interfaces import MessageQuery, StoredMessage
 from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus
-from syft_chat.plugins.sqlite import queries
+from syft_chat.plugins.sqlite import summary
 from syft_chat.plugins.sqlite.reader import ReadOnlyHistory
 from syft_chat.plugins.sqlite.schema import MIGRATIONS, SCHEMA_VERSION
 from syft_chat.plugins.sqlite.store import SQLiteStore
@@ -76,7 +76,7 @@ def counted(store: SQLiteStore) -> list[tuple[Any, ...]]:
         def run(statement: str, params: Any) -> list[dict[str, Any]]:
             return [dict(r) for r in conn.execute(statement, tuple(params))]
 
-        rows = queries.conversation_rows(run)
+        rows = summary.conversation_rows(run)
     return [(r["conversation"], r["last_id"], r["last_ts"], r["unread"]) for r in rows]
 
 
@@ -191,7 +191,7 @@ def test_page_arguments_are_checked(store):
 
 def test_the_first_page_reads_the_index_not_every_conversation(store):
     add(store, PEERS[0])
-    plan = sql(store.path, "EXPLAIN QUERY PLAN " + queries._SUMMARY_FIRST, (50,))
+    plan = sql(store.path, "EXPLAIN QUERY PLAN " + summary.SUMMARY_FIRST, (50,))
     text = " ".join(str(r[-1]) for r in plan)
     assert "ix_conversations_recent" in text and "TEMP B-TREE" not in text
 

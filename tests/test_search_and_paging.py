@@ -20,7 +20,8 @@ from syft_chat import Conversation, HistoryPage, InvalidMessageError, SearchHit
 from syft_chat.hookspecs import hookimpl
 from syft_chat.interfaces import StoredMessage
 from syft_chat.models import ChatMessage, Direction, MessageStatus
-from syft_chat.plugins.sqlite.queries import decode_cursor, encode_cursor, fts_query
+from syft_chat.plugins.sqlite.queries import decode_cursor, encode_cursor
+from syft_chat.plugins.sqlite.search import fts_query
 from syft_chat.plugins.sqlite.store import SQLiteStore
 
 ME = "me@example.org"
@@ -261,12 +262,12 @@ def test_search_is_newest_stored_first_by_default(store):
 
 
 def test_relevance_ranks_only_the_newest_window(store, monkeypatch):
-    from syft_chat.plugins.sqlite import queries
+    from syft_chat.plugins.sqlite import search
 
     best = add(store, "census census census census")
     newer = [add(store, f"census {i}") for i in range(3)]
     assert store.search("census", order="relevance")[0].message.msg_id == best.msg_id
-    monkeypatch.setattr(queries, "RELEVANCE_WINDOW", 3)  # the best one falls outside it
+    monkeypatch.setattr(search, "RELEVANCE_WINDOW", 3)  # the best one falls outside it
     ranked = store.search("census", order="relevance")
     assert {h.message.msg_id for h in ranked} == {m.msg_id for m in newer}
 
@@ -480,7 +481,7 @@ def test_client_checks_arguments(pair):
 
 
 def test_unread_counts_use_the_partial_index(store):
-    from syft_chat.plugins.sqlite.queries import UNREAD_INDEX
+    from syft_chat.plugins.sqlite.summary import UNREAD_INDEX
 
     add(store, "one", incoming=True)
     add(store, "two", incoming=True)

@@ -378,7 +378,7 @@ def test_pragmas_and_indexes(store: SQLiteStore, db_path: Path) -> None:
 
 
 def test_schema_version_is_current(store: SQLiteStore, db_path: Path) -> None:
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
     assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
@@ -588,6 +588,64 @@ def test_migrates_a_version_1_file(db_path: Path) -> None:
         store.close()
 
 
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_a_file_of_every_earlier_schema_reads_and_migrates_to_the_current(
+    db_path: Path, version: int
+) -> None:
+    """A file left at schema ``version`` (its migrations run, nothing after) is read by
+    the command line's read-only reader as it is (the file unchanged), then a store
+    migrates it to the current schema: the old row keeps its text and has no
+    attachments, and a new message keeps its attachments."""
+    from syft_chat.interfaces import StoredMessage
+    from syft_chat.models import Attachment
+    from syft_chat.plugins.sqlite import store as mod
+    from syft_chat.plugins.sqlite.reader import ReadOnlyHistory
+    from syft_chat.plugins.sqlite.schema import MIGRATIONS
+
+    db = mod.pw.SqliteDatabase(str(db_path))
+    db.connect()
+    for migrate in MIGRATIONS[:version]:
+        migrate(db, ME)
+    db.execute_sql("INSERT INTO schema_version (id, version) VALUES (1, ?)", (version,))
+    db.execute_sql(
+        "INSERT INTO messages (msg_id, sender, recipient, peer, content, timestamp, metadata,"
+        " direction, status, updated_at) VALUES ('m1', ?, ?, ?, 'old', "
+        "'2024-01-01 00:00:00.000000+00:00', '{}', 'in', 'received', 'x')",
+        (BOB, ME, BOB),
+    )
+    if version >= 3:  # schema 3's conversation column (what its writer set)
+        db.execute_sql("UPDATE messages SET conversation = peer")
+    db.close()
+    before = db_path.read_bytes()
+    reader = ReadOnlyHistory(db_path, owner=ME)
+    try:
+        (seen,) = reader.history(conversation=BOB)
+    finally:
+        reader.close()
+    assert (seen.content, seen.attachments) == ("old", [])
+    assert db_path.read_bytes() == before
+    attachment = Attachment(
+        id="a1",
+        name="r.csv",
+        size=3,
+        sha256="0" * 64,
+        url=f"syft://{ME}/app_data/syft_chat/attachments/m2/r.csv",
+    )
+    store = SQLiteStore(db_path, owner=ME)
+    try:
+        assert raw(db_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+        assert raw(db_path, "SELECT attachments FROM messages") == [("[]",)]
+        old = store.get("m1")
+        assert old is not None and (old.message.content, old.message.attachments) == ("old", [])
+        new = ChatMessage(msg_id="m2", sender=ME, recipient=BOB, content="x", seq=1)
+        new = new.model_copy(update={"attachments": [attachment]})
+        store.insert(StoredMessage(new, Direction.OUTGOING, BOB))
+        got = store.get("m2", sender=ME)
+        assert got is not None and got.message.attachments == [attachment]
+    finally:
+        store.close()
+
+
 def test_status_never_moves_backwards(store: SQLiteStore) -> None:
     msg = ChatMessage(sender=ME, content="x", recipient=BOB)
     store.add(msg, direction=Direction.OUTGOING, peer=BOB, status=MessageStatus.QUEUED)
@@ -634,6 +692,19 @@ def test_record_attempt_moves_queued_to_sent_once(store: SQLiteStore, db_path: P
 # --------------------------------------------------------------------------- trusted rows
 
 
+#: an attachments column entry as the store writes it (state and announced included)
+_ATTACHMENT = {
+    "id": "a1",
+    "name": "r.csv",
+    "size": 3,
+    "media_type": "text/csv",
+    "sha256": "ab" * 32,
+    "url": "syft://a@b.org/app_data/syft_chat/attachments/m1/r.csv",
+    "state": "available",
+    "announced": True,
+}
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -645,6 +716,7 @@ def test_record_attempt_moves_queued_to_sent_once(store: SQLiteStore, db_path: P
         {"timestamp": "2024-05-01T12:00:00Z", "status": "no-such-status", "kind": "odd"},
         {"timestamp": 1714564800, "metadata": "not json", "thread_id": "t", "reply_to": "r"},
         {"timestamp": "2024-05-01 14:00:00+02:00", "status": None, "recipient": None},
+        {"attachments": json.dumps([_ATTACHMENT])},
     ],
 )
 def test_a_row_maps_to_the_model_validation_would_make(changes: dict[str, Any]) -> None:
@@ -670,6 +742,7 @@ def test_a_row_maps_to_the_model_validation_would_make(changes: dict[str, Any]) 
         "notified": 1,
         "attempts": 0,
         "updated_at": "2024-05-01 12:00:00.000000+00:00",
+        "attachments": "[]",
         **changes,
     }
     row = tuple(values[c] for c in rows.READ_COLUMNS)
@@ -693,6 +766,7 @@ def test_a_row_maps_to_the_model_validation_would_make(changes: dict[str, Any]) 
         deleted=bool(values["deleted"]),
         edited_at=rows.parse_ts(values["edited_at"]) if values["edited_at"] else None,
         group_id=conv[len("group:") :] if conv.startswith("group:") else None,
+        attachments=json.loads(values["attachments"] or "[]"),
     )
     assert fast == validated
     assert fast.model_dump() == validated.model_dump()

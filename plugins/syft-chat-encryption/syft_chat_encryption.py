@@ -13,6 +13,8 @@ A syft-chat plugin. Installed and loaded, it
   the whole envelope (content, metadata, thread) becomes an X3DH/AES-GCM
   payload; only the syft-rpc routing fields stay readable;
 * decrypts every incoming request (``chat_decode_body``);
+* refuses attachments (``chat_accept_attachments``): files are not encrypted yet, and
+  an attachment would sit in plain text in the sender's datasite;
 * pins each peer's identity key on first use (TOFU) and refuses to encrypt
   for a changed one until the user accepts it (:func:`trust`, or
   ``python -m syft_chat_encryption trust PEER``), unless the peer announced
@@ -82,6 +84,7 @@ if TYPE_CHECKING:
     from syft_chat.interfaces import IncomingRequest
 
 __all__ = [
+    "ATTACHMENTS_REFUSED",
     "PIN_FILE",
     "PLAINTEXT_SWITCH",
     "ROTATION_FILE",
@@ -90,6 +93,7 @@ __all__ = [
     "KeyChangedError",
     "KeyStatus",
     "Pin",
+    "chat_accept_attachments",
     "chat_client_started",
     "chat_decode_body",
     "chat_encode_body",
@@ -674,6 +678,22 @@ def chat_client_started(client: SyftChatClient) -> None:
     ensure_keys(client.syft)
 
 
+#: why attachments are refused while this plugin is loaded
+ATTACHMENTS_REFUSED = (
+    "syft-chat-encryption does not encrypt attachments yet: the file would sit unencrypted "
+    "in your datasite; send it without encryption (uninstall or disable the plugin) or "
+    "encrypt the file yourself"
+)
+
+
+@hookimpl
+def chat_accept_attachments(
+    files: list[Path], recipients: list[str], client: SyftChatClient
+) -> str:
+    """Refuse every attachment before anything is copied (see :data:`ATTACHMENTS_REFUSED`)."""
+    return ATTACHMENTS_REFUSED
+
+
 @hookimpl
 def chat_encode_body(envelope: Envelope, client: SyftChatClient) -> bytes:
     """Encrypt the whole envelope for its recipient's pinned key, or raise (nothing is sent).
@@ -681,6 +701,8 @@ def chat_encode_body(envelope: Envelope, client: SyftChatClient) -> bytes:
     Called anew for every attempt, so a retried message is encrypted for the
     keys published at that time.
     """
+    if envelope.attachments:  # never reached through the client: refused before the copy
+        raise EncryptionError(ATTACHMENTS_REFUSED)
     recipient = envelope.recipient
     syft = client.syft
     identity, spk = _published_keys(syft, recipient)

@@ -25,6 +25,7 @@ from click.core import ParameterSource
 
 from syft_chat.cli.diagnostics import demo, hooks, plugins
 from syft_chat.cli.env import CONFIG_ENV, DB_ENV, DEFAULT_APP, Env, _fail, default_db_path
+from syft_chat.cli.files import attachments, save
 from syft_chat.cli.online import allow, block, contacts, send, serve, tail, unblock, users
 from syft_chat.cli.reading import conversations, history, parse_since, search, status, thread
 from syft_chat.cli.web import web
@@ -109,6 +110,8 @@ for _command in (
     status,
     search,
     conversations,
+    attachments,
+    save,
     users,
     contacts,
     block,

@@ -20,6 +20,7 @@ from syft_chat.errors import (
     SyftChatError,
     UnknownRecipientError,
 )
+from syft_chat.models import ChatMessage
 from syft_chat.plugins.sqlite.reader import ReadOnlyHistory
 
 __all__ = [
@@ -119,6 +120,21 @@ class Env:
             except Exception as exc:
                 raise ConfigError(f"could not read the SyftBox config {path}: {exc}") from exc
         return self._email
+
+    def with_attachment_states(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """``messages`` with the current state of their attachments, computed from the
+        local synced copies (the config says where they are; without one, as stored)."""
+        if not any(m.attachments for m in messages):
+            return messages
+        from syft_core import Client as SyftClient
+
+        from syft_chat.features.attachment_states import AttachmentStates
+
+        try:
+            datasites = Path(SyftClient.load(self.config_path()).workspace.datasites)
+        except Exception:  # read-only commands work without a config
+            return messages
+        return AttachmentStates(datasites=datasites, app=self.app).with_states(messages)
 
     def email_if_known(self) -> str | None:
         """The email when a config is available; ``None`` otherwise (read-only commands)."""

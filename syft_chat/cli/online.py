@@ -18,7 +18,7 @@ import click
 
 from syft_chat.cli.env import Env, _json_option, pass_env
 from syft_chat.client import SyftChatClient
-from syft_chat.display import printable
+from syft_chat.display import attachment_line, printable
 from syft_chat.features.contacts import ContactPolicy
 from syft_chat.hookspecs import hookimpl
 from syft_chat.models import ChatMessage, MessageStatus
@@ -94,6 +94,14 @@ def _wait_for_confirmation(
     "--reply-to", metavar="MSG_ID", help="Reply to this message (an id or a unique prefix)."
 )
 @click.option(
+    "--attach",
+    "attach",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    metavar="FILE",
+    help="Share FILE with the message (repeatable); readable by the recipient only.",
+)
+@click.option(
     "--timeout",
     type=click.FloatRange(min=0),
     metavar="SECONDS",
@@ -108,6 +116,7 @@ def send(
     message: tuple[str, ...],
     thread_id: str | None,
     reply_to: str | None,
+    attach: tuple[str, ...],
     timeout: float,
     as_json: bool,
 ) -> None:
@@ -126,7 +135,9 @@ def send(
             with env.reader() as (history, _):
                 found = history.find(reply_to) if history.exists else None
             reply_to = found.message.msg_id if found else reply_to
-        response = client.send_message(to, content, thread_id, reply_to, timeout=0)
+        response = client.send_message(
+            to, content, thread_id, reply_to, attachments=attach, timeout=0
+        )
         if response.status != MessageStatus.DELIVERED.value and timeout > 0:
             _wait_for_confirmation(env, client, response.message_id, to, timeout)
         stored = client.get_message(response.message_id)
@@ -143,6 +154,9 @@ def send(
                 "to": to,
                 "thread_id": thread,
                 "reply_to": reply_to,
+                "attachments": [
+                    a.model_dump(mode="json") for a in (stored.attachments if stored else [])
+                ],
             }
         )
     else:
@@ -157,6 +171,8 @@ def send(
         env.out(f"{mark} to {click.style(shown, fg='cyan')}  id {printable(response.message_id)}")
         if thread and thread != response.message_id:
             env.note(f"  thread {printable(thread, one_line=True)}")
+        for attachment in stored.attachments if stored else []:
+            env.out(f"  + {attachment_line(attachment)}")
     if not delivered:
         env.note(
             f"{printable(to, one_line=True)} did not confirm within {timeout:g}s; the message "

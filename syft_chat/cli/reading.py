@@ -117,6 +117,7 @@ def history(
                 since=since,
                 thread_id=thread_id,
             )
+    messages = env.with_attachment_states(messages)
     if as_json:
         env.json([message_json(m) for m in messages])
         return
@@ -153,6 +154,7 @@ def thread(env: Env, thread_id: str, limit: int, as_json: bool) -> None:
             raise CLIError(f"no thread {thread_id!r} in {reader.path}")
         resolved, conversation = found  # a thread is one conversation's
         messages = reader.history(conversation=conversation, thread_id=resolved, limit=limit)
+    messages = env.with_attachment_states(messages)
     if as_json:
         env.json([message_json(m) for m in messages])
         return
@@ -178,10 +180,11 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
         found = reader.find(msg_id)
         if found is None:
             raise CLIError(f"no message {msg_id!r} in {reader.path}")
+    found.message = env.with_attachment_states([found.message])[0]
     if as_json:
         env.json(found.as_json())
         return
-    from syft_chat.display import printable_message
+    from syft_chat.display import attachment_line, printable_message
 
     m = printable_message(found.message)  # a peer's text is never passed to the terminal raw
     state = m.status.value if m.status else "unknown"
@@ -202,6 +205,7 @@ def status(env: Env, msg_id: str, as_json: bool) -> None:
     if found.error:
         rows.append(("error", click.style(printable(found.error), fg="red")))
     rows.append(("content", m.content))
+    rows.extend(("attached", attachment_line(a)) for a in m.attachments)
     for label, value in rows:
         env.out(f"{click.style(label.ljust(8), dim=True)}  {value}")
 
@@ -298,6 +302,7 @@ def search(
     shown = [
         h.message.model_copy(update={"content": _styled_snippet(h.snippet, color)}) for h in hits
     ]
+    shown = env.with_attachment_states(shown)
     for line in format_messages(shown, me=me, content_is_printable=True):
         env.out(line)
 

@@ -39,6 +39,7 @@ from syft_chat.interfaces import MessageQuery, MessageStore, Reaction, StoredMes
 from syft_chat.messaging.kinds import Announce, Refusal
 from syft_chat.messaging.targets import find_target, named
 from syft_chat.models import (
+    AttachmentState,
     ChatMessage,
     ChatResponse,
     ContactPolicy,
@@ -156,7 +157,11 @@ def _apply_edit(store: MessageStore, action: ChatMessage, target: StoredMessage)
 def _erase(store: MessageStore, target: ChatMessage, action: ChatMessage) -> None:
     """A deletion: the text, its earlier versions, the edits that carried them, reactions."""
     who = target.sender
-    erased = {"content": "", "deleted": True, "edited_at": action.timestamp}
+    erased: dict[str, Any] = {"content": "", "deleted": True, "edited_at": action.timestamp}
+    if target.attachments:  # the files go with it (the sender removes them from its datasite)
+        erased["attachments"] = [
+            a.model_copy(update={"state": AttachmentState.DELETED}) for a in target.attachments
+        ]
     store.update(target.msg_id, erased, sender=who)
     store.erase_versions(target.msg_id, sender=who)
     edits = MessageQuery(target=target.msg_id, sender=who, kinds=frozenset({_EDIT}))

@@ -58,6 +58,7 @@ from syft_chat.interfaces import GROUP_PREFIX, MessageQuery, StoredMessage
 from syft_chat.messaging.kinds import Announce, Refusal
 from syft_chat.messaging.status import group_status
 from syft_chat.models import (
+    Attachment,
     ChatMessage,
     ChatResponse,
     Direction,
@@ -438,7 +439,10 @@ class Groups:
         reply_to: str | None = None,
         *,
         metadata: dict[str, Any] | None = None,
+        attach: Callable[[str, list[str], str], list[Attachment]] | None = None,
     ) -> ChatResponse:
+        """``attach(msg_id, members, conversation)`` shares the files of the message (with
+        the members at send time) once everything else is checked, before it is stored."""
         core = self._core
         group = self.my_group(group_id)
         content = core.validate_content(content)
@@ -448,7 +452,13 @@ class Groups:
         draft = ChatMessage(
             sender=core.email, content=content, metadata=meta, reply_to=reply_to, group_id=group_id
         )
-        record = draft.model_copy(update={"thread_id": thread_id or draft.msg_id})
+        shared: list[Attachment] = []
+        if attach is not None:
+            readers = [m for m in group.members if m != core.email]
+            shared = attach(draft.msg_id, readers, conversation)
+        record = draft.model_copy(
+            update={"thread_id": thread_id or draft.msg_id, "attachments": shared}
+        )
         self.fan_out(record, group.members)
         return ChatResponse(status=MessageStatus.SENT.value, message_id=record.msg_id)
 

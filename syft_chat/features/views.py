@@ -3,7 +3,7 @@
 :class:`Views` gives ``search``, ``get_history_page``, ``list_conversations`` and
 ``mark_conversation_read`` to :class:`~syft_chat.SyftChatClient`; a store provides them
 by implementing :class:`ViewStore` (the built-in ``sqlite`` store does, in
-:mod:`syft_chat.plugins.sqlite.queries`).
+:mod:`syft_chat.plugins.sqlite.views`).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from syft_chat.messaging.serving import (
 )
 from syft_chat.messaging.status import may_become
 from syft_chat.models import (
+    Attachment,
     ChatMessage,
     ChatResponse,
     Direction,
@@ -450,6 +451,10 @@ class MessagingCore:
 
     def notify_read(self, message: ChatMessage) -> None:
         self._notifier.submit(self.hooks.message_read, message, self.client)
+
+    def notify_attachment(self, message: ChatMessage, attachment: Attachment) -> None:
+        """Tell plugins (on the notification thread) an attachment became available."""
+        self._notifier.submit(self.hooks.attachment_available, message, attachment, self.client)
 
     def with_reactions(self, message: ChatMessage) -> ChatMessage:
         """``message`` with its reactions (:func:`~syft_chat.interfaces.with_reactions`)."""

@@ -309,6 +309,8 @@ class Incoming:
             )
         if envelope.recipient != me:
             return Refusal(400, f"addressed to {envelope.recipient}, not {me}")
+        if envelope.attachments and envelope.kind is not MessageKind.MESSAGE:
+            return Refusal(400, f"a {envelope.kind} message carries no attachments")
         try:
             size = len(envelope.content.encode("utf-8"))
         except UnicodeEncodeError:

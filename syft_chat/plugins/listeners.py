@@ -10,13 +10,20 @@ import pluggy
 
 from syft_chat.errors import InvalidMessageError
 from syft_chat.hookspecs import hookimpl
-from syft_chat.models import ChatMessage, MessageStatus
+from syft_chat.models import Attachment, ChatMessage, MessageStatus
 
-__all__ = ["ChangeListener", "Listeners", "MessageListener", "StatusListener"]
+__all__ = [
+    "AttachmentListener",
+    "ChangeListener",
+    "Listeners",
+    "MessageListener",
+    "StatusListener",
+]
 
 MessageListener = Callable[[ChatMessage], Any]
 StatusListener = Callable[[str, MessageStatus, "str | None"], Any]
 ChangeListener = Callable[[str, ChatMessage, str], Any]
+AttachmentListener = Callable[[ChatMessage, Attachment], Any]
 
 
 class _OnMessage:
@@ -48,7 +55,21 @@ class _OnChange:
         self.fn(change, message, actor)
 
 
-_ADAPTERS: dict[str, type[Any]] = {"message": _OnMessage, "status": _OnStatus, "change": _OnChange}
+class _OnAttachment:
+    def __init__(self, fn: AttachmentListener) -> None:
+        self.fn = fn
+
+    @hookimpl
+    def chat_attachment_available(self, message: ChatMessage, attachment: Attachment) -> None:
+        self.fn(message, attachment)
+
+
+_ADAPTERS: dict[str, type[Any]] = {
+    "message": _OnMessage,
+    "status": _OnStatus,
+    "change": _OnChange,
+    "attachment": _OnAttachment,
+}
 
 
 class Listeners:

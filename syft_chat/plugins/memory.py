@@ -34,13 +34,13 @@ from syft_chat.interfaces import (
     Version,
     check_updatable,
 )
-from syft_chat.models import Direction, Group, MessageStatus, to_utc, utcnow
+from syft_chat.models import Attachment, Direction, Group, MessageStatus, to_utc, utcnow
 
 __all__ = ["MemoryStore", "chat_register_stores"]
 
 _MISSING: Any = object()
 #: UPDATABLE fields that belong to the ChatMessage (the others are the record's)
-_MESSAGE_FIELDS = frozenset({"content", "status", "error", "deleted", "edited_at"})
+_MESSAGE_FIELDS = frozenset({"content", "status", "error", "deleted", "edited_at", "attachments"})
 
 
 def _matches(r: StoredMessage, q: MessageQuery) -> bool:
@@ -82,9 +82,11 @@ def _sort_key(order: str) -> Callable[[tuple[int, StoredMessage]], tuple[Any, ..
 
 def _out(r: StoredMessage) -> StoredMessage:
     """What a reader gets: its own metadata (a dict), like a store that reads from disk."""
-    return replace(
-        r, message=r.message.model_copy(update={"metadata": copy.deepcopy(r.message.metadata)})
-    )
+    own = {
+        "metadata": copy.deepcopy(r.message.metadata),
+        "attachments": list(r.message.attachments),
+    }
+    return replace(r, message=r.message.model_copy(update=own))
 
 
 def _nullable(value: int | None) -> tuple[bool, int]:
@@ -198,6 +200,7 @@ class MemoryStore:
                 "status": m.status or MessageStatus.RECEIVED,
                 "edited_at": to_utc(m.edited_at) if m.edited_at else None,
                 "reactions": {},
+                "attachments": list(m.attachments),
             }
         )
         stored = replace(
@@ -240,6 +243,8 @@ class MemoryStore:
                 value = to_utc(value) if value is not None else None
             elif name == "status":
                 value = MessageStatus(value)
+            elif name == "attachments":
+                value = [Attachment.model_validate(a) for a in value]
             values[name] = value
         allowed = None if if_status is None else {MessageStatus(s) for s in if_status}
         with self._op():

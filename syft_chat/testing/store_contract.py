@@ -36,7 +36,15 @@ from syft_chat.interfaces import (
     Version,
     find_messages,
 )
-from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus
+from syft_chat.models import (
+    Attachment,
+    AttachmentState,
+    ChatMessage,
+    Direction,
+    Group,
+    MessageKind,
+    MessageStatus,
+)
 
 __all__ = ["OWNER", "PEER", "StoreContract", "record"]
 
@@ -62,6 +70,7 @@ def record(
     applied: bool = True,
     notified: bool = True,
     content: str = "hi",
+    attachments: list[Attachment] | None = None,
 ) -> StoredMessage:
     """A stored message with every field the store must keep set explicitly."""
     outgoing = direction is _OUT
@@ -78,6 +87,7 @@ def record(
             kind=kind,
             target=target,
             group_id=group_id,
+            attachments=list(attachments or []),
         ),
         direction=direction,
         peer=peer,
@@ -122,6 +132,21 @@ def _failed(n: int) -> FailedRequest:
 
 
 #: a value for every UPDATABLE field, and how to read it back
+def _attachment(n: int = 1, **changes: Any) -> Attachment:
+    fields: dict[str, Any] = {
+        "id": f"a{n}",
+        "name": f"plot {n}.png",
+        "size": 1234 * n,
+        "media_type": "image/png",
+        "sha256": f"{n:x}" * 64,
+        "url": f"syft://{OWNER}/app_data/syft_chat/attachments/m1/plot {n}.png",
+        "state": AttachmentState.AVAILABLE,
+        **changes,
+    }
+    fields["sha256"] = fields["sha256"][:64]
+    return Attachment(**fields)
+
+
 _UPDATES: dict[str, tuple[Any, Callable[[StoredMessage], Any]]] = {
     "content": ("new text", lambda r: r.message.content),
     "status": (MessageStatus.DELIVERED, lambda r: r.message.status),
@@ -134,6 +159,10 @@ _UPDATES: dict[str, tuple[Any, Callable[[StoredMessage], Any]]] = {
     "request_id": ("req-2", lambda r: r.request_id),
     "attempts": (3, lambda r: r.attempts),
     "read_at": (T0 + timedelta(hours=2), lambda r: r.read_at),
+    "attachments": (
+        [_attachment(1, state=AttachmentState.REVOKED, announced=True)],
+        lambda r: r.message.attachments,
+    ),
 }
 
 
@@ -195,6 +224,24 @@ class StoreContract:
         assert got.message.kind is MessageKind.EDIT
         assert got.message.status is MessageStatus.FAILED
         assert got.direction is _OUT
+
+    def test_attachments_round_trip(self, store: MessageStore) -> None:
+        shared = [_attachment(1), _attachment(2, state=AttachmentState.PENDING, announced=True)]
+        rec = record("m1", attachments=shared)
+        assert store.insert(rec) is True
+        got = store.get("m1")
+        assert got is not None and got.message.attachments == shared
+        assert store.find(MessageQuery(msg_ids=("m1",)))[0].message.attachments == shared
+        store.insert(record("m2"))
+        plain = store.get("m2")
+        assert plain is not None and plain.message.attachments == []  # the default
+        got.message.attachments.clear()  # what a reader changes is not stored
+        again = store.get("m1")
+        assert again is not None and again.message.attachments == shared
+        with store.transaction():
+            store.update("m1", {"attachments": []})
+        cleared = store.get("m1")
+        assert cleared is not None and cleared.message.attachments == []
 
     @pytest.mark.parametrize("kind", list(MessageKind))
     def test_every_kind_round_trips(self, store: MessageStore, kind: MessageKind) -> None:

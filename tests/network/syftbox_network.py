@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -469,6 +470,26 @@ class SyftBoxNetwork:
         return path
 
     # ---- logs
+
+    def download(self, email: str, relpath: str | Path) -> tuple[int, bytes]:
+        """Ask the server for ``datasites/<relpath>`` as ``email`` (its sync client's token),
+        through the legacy server's ``/sync/download``: ``(HTTP status, body)``. A refused
+        read is a 4xx status (the server checks the permission files)."""
+        site = self._site(email)
+        if not site.token:
+            site.token = self._access_token(email)
+        url = f"{self.server_url}/sync/download"
+        req = urllib.request.Request(
+            url, data=json.dumps({"path": str(relpath)}).encode(), method="POST"
+        )
+        req.add_header("x-syftbox-version", SYFTBOX_VERSION)
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Authorization", f"Bearer {site.token}")
+        try:
+            with _OPENER.open(req, timeout=30) as resp:
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read()
 
     def log_files(self) -> list[Path]:
         # Clients run with --verbose, so their stdout logs hold the DEBUG lines (each sync

@@ -189,3 +189,17 @@ def test_keys_survive_a_restart_and_a_mismatch_is_reported(crypto_network):
     alice_did.write_text(before.replace(BOB.split("@")[0], "x"))  # bob's keys, not alice's
     alice = crypto_network.start(ALICE)
     assert any("do not match" in f.error for f in alice.plugin_failures)
+
+
+def test_attachments_are_refused_before_anything_is_copied(crypto_network, tmp_path):
+    """The plugin does not encrypt files: attaching one is refused with its reason, and
+    nothing lands in the sender's datasite or database."""
+    alice = crypto_network[ALICE]
+    src = tmp_path / "secret.csv"
+    src.write_text("a,b\n1,2\n")
+    with pytest.raises(syft_chat.AttachmentError, match="does not encrypt attachments"):
+        alice.send_message(BOB, "the file", attachments=[src])
+    shared = crypto_network.datasites / ALICE / "app_data" / "syft_chat" / "attachments"
+    assert not shared.exists()
+    assert alice.get_chat_history(BOB) == []
+    assert alice.send_message(BOB, "text still works").status == MessageStatus.DELIVERED.value

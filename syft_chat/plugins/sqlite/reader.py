@@ -32,6 +32,8 @@ from syft_chat.interfaces import MessageQuery, Reaction
 from syft_chat.interfaces import StoredMessage as StoredRecord
 from syft_chat.models import ChatMessage
 from syft_chat.plugins.sqlite import queries as sqlite_views
+from syft_chat.plugins.sqlite import search as sqlite_search
+from syft_chat.plugins.sqlite import summary as sqlite_list
 from syft_chat.plugins.sqlite.rows import (
     message_of_row,
     message_of_values,
@@ -60,6 +62,7 @@ _LEGACY_COLUMNS = {
     "applied": "1",
     "edit_seq": "NULL",
     "target_sender": "NULL",
+    "attachments": "'[]'",
 }
 
 
@@ -134,13 +137,13 @@ class ReadOnlyHistory:
             conn = self._migrate_then_connect()
         else:
             self._check_version(conn)
-            if "target_sender" not in columns:  # schema 1 to 4
+            if "attachments" not in columns:  # schema 1 to 7
                 self._legacy_view(conn, columns)
         self._conn = conn
         return conn
 
     def _legacy_view(self, conn: sqlite3.Connection, columns: set[str]) -> None:
-        """Show an older file's ``messages`` with schema 5's columns, and its reactions
+        """Show an older file's ``messages`` with schema 8's columns, and its reactions
         (none before schema 3) with schema 5's ``author``, in TEMP views (of this
         connection only: the file is not written)."""
         added = "".join(
@@ -149,7 +152,9 @@ class ReadOnlyHistory:
         try:
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute(f"CREATE TEMP VIEW messages AS SELECT *{added} FROM main.messages")
-            if "kind" in columns:  # schema 3 or 4: reactions without their author
+            if "target_sender" in columns:  # schema 5 to 7: its reactions are schema 5's
+                pass
+            elif "kind" in columns:  # schema 3 or 4: reactions without their author
                 conn.execute(
                     "CREATE TEMP VIEW reactions AS SELECT *, '' AS author FROM main.reactions"
                 )
@@ -215,7 +220,7 @@ class ReadOnlyHistory:
         try:
             return cursor.execute(sql, tuple(params)).fetchall()
         except sqlite3.OperationalError as exc:
-            if sqlite_views.is_query_error(exc):
+            if sqlite_search.is_query_error(exc):
                 raise
             raise _db_error(self.path, exc) from exc
         except sqlite3.Error as exc:
@@ -284,7 +289,7 @@ class ReadOnlyHistory:
         """Chat messages matching ``query``, newest first or best first among the newest
         (like ``SyftChatClient.search``)."""
         self._require_views()
-        rows = sqlite_views.search_rows(
+        rows = sqlite_search.search_rows(
             self._fetch_search,
             query,
             raw=raw,
@@ -295,7 +300,7 @@ class ReadOnlyHistory:
             highlight=highlight,
             order=order,
         )
-        return sqlite_views.search_hits(rows, self._with_reactions)
+        return sqlite_search.search_hits(rows, self._with_reactions)
 
     def history_page(
         self,
@@ -328,21 +333,21 @@ class ReadOnlyHistory:
         ``SyftChatClient.list_conversations``): all, or ``limit`` after ``before``."""
         self._require_views()
         tables = self._run("SELECT name FROM sqlite_master WHERE type = 'table'")
-        if sqlite_views.SUMMARY_TABLE in {r["name"] for r in tables}:
-            return sqlite_views.summary_page(self._fetch, limit=limit, before=before)
+        if sqlite_list.SUMMARY_TABLE in {r["name"] for r in tables}:
+            return sqlite_list.summary_page(self._fetch, limit=limit, before=before)
         # a file older than schema 7, read as it is: the list counted from messages
-        rows = sqlite_views.conversation_rows(self._run)
+        rows = sqlite_list.conversation_rows(self._run)
         ids = [int(r["last_id"]) for r in rows if r["last_id"] is not None]
-        last = sqlite_views.rows_by_id(self._run, ids)
+        last = sqlite_list.rows_by_id(self._run, ids)
         found = [
-            sqlite_views.make_conversation(
+            sqlite_list.make_conversation(
                 r,
                 message_of_row(last[r["last_id"]]) if r["last_id"] in last else None,
                 _parse_timestamp,
             )
             for r in rows
         ]
-        return sqlite_views.fallback_page(found, limit=limit, before=before)
+        return sqlite_list.fallback_page(found, limit=limit, before=before)
 
     # ---- lookups by id or prefix
 

@@ -19,10 +19,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 from syft_chat.interfaces import GROUP_PREFIX, Reaction, StoredMessage
-from syft_chat.models import ChatMessage, Direction, MessageKind, MessageStatus, to_utc
+from syft_chat.models import (
+    Attachment,
+    ChatMessage,
+    Direction,
+    MessageKind,
+    MessageStatus,
+    to_utc,
+)
 
 __all__ = [
     "READ_COLUMNS",
+    "attachments_json",
     "message_of_row",
     "message_of_values",
     "parse_ts",
@@ -39,7 +47,7 @@ READ_COLUMNS = (
     *("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata"),
     *("recipient", "status", "seq", "peer", "error", "kind", "target", "deleted", "edited_at"),
     *("conversation", "direction", "applied", "notified", "edit_seq", "request_id"),
-    *("attempts", "read_at", "updated_at", "target_sender"),
+    *("attempts", "read_at", "updated_at", "target_sender", "attachments"),
 )
 #: ``SELECT`` list of :data:`READ_COLUMNS`, qualified by ``m.`` (for joins).
 READ_LIST = ", ".join(READ_COLUMNS)
@@ -108,6 +116,30 @@ def _metadata(value: Any) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+def _attachments(value: Any) -> list[Attachment]:
+    """The attachments column (rows of older schemas have none); an entry that no longer
+    reads is left out rather than making the message unreadable. Validated: the entries
+    came from the wire (names are re-sanitised on every read)."""
+    if value == "[]" or not value:
+        return []
+    try:
+        loaded = json.loads(value)
+    except (TypeError, ValueError):
+        return []
+    found = []
+    for entry in loaded if isinstance(loaded, list) else []:
+        try:
+            found.append(Attachment.model_validate(entry))
+        except ValueError:
+            continue
+    return found
+
+
+def attachments_json(attachments: Sequence[Attachment]) -> str:
+    """The ``attachments`` column's text for ``attachments``."""
+    return json.dumps([a.model_dump(mode="json") for a in attachments], ensure_ascii=False)
+
+
 def message_of_values(row: Sequence[Any]) -> ChatMessage:
     """A :class:`ChatMessage` from a tuple of :data:`READ_COLUMNS`."""
     stamp, edited, conversation = row[3], row[15], row[16]
@@ -140,6 +172,7 @@ def message_of_values(row: Sequence[Any]) -> ChatMessage:
             "deleted": bool(row[14]),
             "edited_at": _ts(edited) if edited else None,
             "reactions": {},
+            "attachments": _attachments(row[26]),
             "group_id": conversation[_GROUP_CUT:]
             if type(conversation) is str and conversation.startswith(GROUP_PREFIX)
             else None,

@@ -17,15 +17,14 @@ from typing import Any
 
 from syft_chat.errors import StorageError
 from syft_chat.models import to_utc, utcnow
-from syft_chat.plugins.sqlite.queries import UNREAD_INDEX_SQL
 from syft_chat.plugins.sqlite.rows import parse_ts as _parse_ts
-from syft_chat.plugins.sqlite.summary import CONVERSATIONS_DDL
+from syft_chat.plugins.sqlite.summary import CONVERSATIONS_DDL, UNREAD_INDEX_SQL
 from syft_chat.plugins.sqlite.summary import rebuild as rebuild_summary
 
 __all__ = ["LEGACY_META_KEY", "MIGRATIONS", "SCHEMA_VERSION", "legacy_metadata"]
 
 #: Version of the schema this code writes; ``schema_version.version`` in the file.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _SEED_COLUMNS = ("msg_id", "sender", "content", "timestamp", "thread_id", "reply_to", "metadata")
 #: The original library's table (SQLAlchemy reserves ``metadata``, so it named it ``meta_data``).
 _ORIGINAL_COLUMNS = (*_SEED_COLUMNS[:-1], "meta_data")
@@ -561,6 +560,13 @@ def _migrate_6_to_7(db: Any, owner: str) -> None:
         db.execute_sql(statement)
 
 
+def _migrate_7_to_8(db: Any, owner: str) -> None:
+    """``messages.attachments``: the files shared with a message, a JSON list of
+    :class:`~syft_chat.models.Attachment` (``'[]'`` for every existing row)."""
+    del owner
+    db.execute_sql("ALTER TABLE messages ADD COLUMN attachments TEXT NOT NULL DEFAULT '[]'")
+
+
 #: ``MIGRATIONS[n]`` upgrades a file from version ``n`` to ``n + 1``.
 MIGRATIONS: list[Callable[[Any, str], None]] = [
     _migrate_0_to_1,
@@ -570,5 +576,6 @@ MIGRATIONS: list[Callable[[Any, str], None]] = [
     _migrate_4_to_5,
     _migrate_5_to_6,
     _migrate_6_to_7,
+    _migrate_7_to_8,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION

@@ -40,15 +40,19 @@ from syft_chat.interfaces import (
     check_updatable,
     with_reactions,
 )
-from syft_chat.models import ChatMessage, Direction, Group, MessageKind, MessageStatus, utcnow
-from syft_chat.plugins.sqlite.queries import (
-    HistoryViews,
-    find_rows,
-    reaction_rows,
-    where_sql,
+from syft_chat.models import (
+    Attachment,
+    ChatMessage,
+    Direction,
+    Group,
+    MessageKind,
+    MessageStatus,
+    utcnow,
 )
+from syft_chat.plugins.sqlite.queries import find_rows, reaction_rows, where_sql
 from syft_chat.plugins.sqlite.rows import (
     READ_LIST,
+    attachments_json,
     message_of_row,
     message_of_values,
     reaction_of_row,
@@ -62,6 +66,7 @@ from syft_chat.plugins.sqlite.schema import (
     SCHEMA_VERSION,
     _fmt_ts,
 )
+from syft_chat.plugins.sqlite.views import HistoryViews
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -83,10 +88,11 @@ _TIMES = frozenset({"edited_at", "read_at"})
 _INSERT_COLUMNS = (
     "msg_id, sender, recipient, peer, content, timestamp, thread_id, reply_to, metadata,"
     " direction, status, error, updated_at, seq, notified, kind, target, target_sender,"
-    " conversation, applied, deleted, edited_at, edit_seq, request_id, attempts, read_at"
+    " conversation, applied, deleted, edited_at, edit_seq, request_id, attempts, read_at,"
+    " attachments"
 )
 _INSERT = (
-    f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 26)})"
+    f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 27)})"
     " ON CONFLICT (msg_id, sender) DO NOTHING"
 )
 
@@ -366,6 +372,7 @@ class SQLiteStore(HistoryViews):
             record.request_id,
             record.attempts,
             _fmt_ts(record.read_at) if record.read_at else None,
+            attachments_json(m.attachments),
         )
         with self._op("store a message in"):
             return bool(self._db.execute_sql(_INSERT, values).rowcount == 1)
@@ -407,6 +414,8 @@ class SQLiteStore(HistoryViews):
                 value = _fmt_ts(value) if value is not None else None
             elif name == "status":
                 value = MessageStatus(value).value
+            elif name == "attachments":
+                value = attachments_json([Attachment.model_validate(a) for a in value])
             values[name] = value
         sets = ", ".join(f"{name} = ?" for name in values)
         which, which_params = self._row_id(msg_id, sender)

@@ -19,9 +19,33 @@ conversations involved.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
-__all__ = ["CONVERSATIONS_DDL", "SUMMARY_TABLE", "page_sql", "rebuild"]
+from syft_chat.errors import InvalidMessageError
+from syft_chat.features.views import Conversation
+from syft_chat.interfaces import GROUP_PREFIX
+from syft_chat.models import ChatMessage, Direction, MessageKind
+from syft_chat.plugins.sqlite.queries import Fetch, Row, Run, check_limit, ts_text
+from syft_chat.plugins.sqlite.rows import READ_LIST_M, message_of_values, parse_ts
+
+__all__ = [
+    "CONVERSATIONS_DDL",
+    "SUMMARY_TABLE",
+    "UNREAD_INDEX",
+    "UNREAD_INDEX_SQL",
+    "conversation_rows",
+    "fallback_page",
+    "make_conversation",
+    "page_sql",
+    "rebuild",
+    "rows_by_id",
+    "summary_page",
+    "unread_source",
+]
+
+_MESSAGE = MessageKind.MESSAGE.value
 
 SUMMARY_TABLE = "conversations"
 
@@ -131,3 +155,142 @@ def page_sql(columns: str, *, after_position: bool) -> str:
         f" WHERE (s.last_id IS NOT NULL OR s.conversation LIKE 'group:%'){position}"
         f" ORDER BY COALESCE(s.last_ts, s.any_ts) DESC, s.conversation LIMIT {limit}"
     )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+#: A partial index that makes unread counts cost the number of unread messages instead
+#: of a conversation's length (261 ms -> 0.4 ms for 100 conversations of 10,000 messages).
+#: Used when the schema has it; the planner does not pick it by itself, hence INDEXED BY.
+UNREAD_INDEX = "ix_messages_unread"
+UNREAD_INDEX_SQL = (
+    f"CREATE INDEX {UNREAD_INDEX} ON messages (conversation)"
+    f" WHERE direction = '{Direction.INCOMING.value}' AND kind = '{_MESSAGE}'"
+    " AND deleted = 0 AND read_at IS NULL"
+)
+
+
+def unread_source(run: Run) -> str:
+    """``messages``, with the unread index forced if the schema has it."""
+    found = run(
+        "SELECT 1 AS x FROM sqlite_master WHERE type = 'index' AND name = ?"
+        " AND NOT EXISTS (SELECT 1 FROM sqlite_temp_master WHERE name = 'messages')",
+        [UNREAD_INDEX],
+    )
+    return f"messages INDEXED BY {UNREAD_INDEX}" if found else "messages"
+
+
+def conversation_rows(run: Run) -> list[dict[str, Any]]:
+    """One row per conversation: ``conversation``, ``last_id`` (its newest chat message's
+    ``id``, or ``None``), ``last_ts`` (that message's timestamp, else the conversation's
+    newest row of any kind) and ``unread`` (incoming chat messages, not deleted, not read),
+    newest activity first.
+
+    The distinct conversations are found by seeking the ``(conversation, ...)`` index
+    once per conversation, not by scanning the table.
+    """
+    sql = (
+        "WITH RECURSIVE convs(c) AS ("
+        " SELECT MIN(conversation) FROM messages WHERE conversation IS NOT NULL"
+        " UNION ALL"
+        " SELECT (SELECT MIN(conversation) FROM messages WHERE conversation > convs.c)"
+        " FROM convs WHERE convs.c IS NOT NULL)"
+        " SELECT c AS conversation, last.id AS last_id,"
+        " COALESCE(last.timestamp,"
+        "  (SELECT MAX(timestamp) FROM messages WHERE conversation = c)) AS last_ts,"
+        f" (SELECT COUNT(*) FROM {unread_source(run)}"
+        f"  WHERE conversation = c AND direction = '{Direction.INCOMING.value}'"
+        f"  AND kind = '{_MESSAGE}' AND deleted = 0 AND read_at IS NULL) AS unread"
+        " FROM convs LEFT JOIN messages AS last ON last.id = ("
+        "  SELECT id FROM messages"
+        f"  WHERE conversation = c AND kind = '{_MESSAGE}'"
+        "  ORDER BY timestamp DESC, id DESC LIMIT 1)"
+        " WHERE c IS NOT NULL"  # a stranger's stray edits make no conversation; a group does
+        f" AND (last.id IS NOT NULL OR c LIKE '{GROUP_PREFIX}%')"
+        " ORDER BY last_ts DESC, c"
+    )
+    return run(sql, [])
+
+
+def rows_by_id(run: Run, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The rows with these ``id``s, by id."""
+    out: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        marks = ", ".join("?" * len(chunk))
+        for row in run(f"SELECT * FROM messages WHERE id IN ({marks})", chunk):
+            out[int(row["id"])] = row
+    return out
+
+
+def _position(before: object) -> tuple[str, str]:
+    """The list position ``(activity timestamp text, conversation id)`` of ``before``."""
+    if not isinstance(before, Conversation) or before.updated_at is None:
+        raise InvalidMessageError(
+            "before must be a Conversation of the previous page (its last one), "
+            f"got {type(before).__name__}"
+        )
+    return ts_text(before.updated_at), before.conversation_id
+
+
+def summary_page(
+    fetch: Fetch, *, limit: int | None = None, before: Conversation | None = None
+) -> list[Conversation]:
+    """A page of the conversation list from the summary table (schema 7, :mod:`.summary`):
+    the newest activity first; ``limit`` ``None`` is every conversation."""
+    n = -1 if limit is None else check_limit(limit)
+    if before is None:
+        rows = fetch(SUMMARY_FIRST, [n])
+    else:
+        rows = fetch(SUMMARY_AFTER, [*_position(before), n])
+    return [
+        Conversation.model_construct(
+            conversation_id=r[0],
+            peer=None if r[0].startswith(GROUP_PREFIX) else r[0],
+            kind="group" if r[0].startswith(GROUP_PREFIX) else "direct",
+            last_message=None if r[3] is None else message_of_values(r[4:]),
+            unread=int(r[2] or 0),
+            updated_at=parse_ts(r[1]),
+        )
+        for r in rows
+    ]
+
+
+def fallback_page(
+    conversations: list[Conversation], *, limit: int | None, before: Conversation | None
+) -> list[Conversation]:
+    """A page of a whole list (a file older than schema 7, read as it is)."""
+    n = None if limit is None else check_limit(limit)
+    if before is not None:
+        ts, conversation = _position(before)
+        at = [
+            (ts_text(c.updated_at), c.conversation_id) if c.updated_at else ("", "")
+            for c in conversations
+        ]
+        conversations = [
+            c
+            for c, (t, i) in zip(conversations, at, strict=True)
+            if t < ts or (t == ts and i > conversation)
+        ]
+    return conversations if n is None else conversations[:n]
+
+
+def make_conversation(
+    row: Row, last: ChatMessage | None, parse_ts: Callable[[Any], datetime]
+) -> Conversation:
+    """A :class:`Conversation` from a :func:`conversation_rows` row and its last message."""
+    conversation_id = str(row["conversation"])
+    group = conversation_id.startswith(GROUP_PREFIX)
+    return Conversation(
+        conversation_id=conversation_id,
+        peer=None if group else conversation_id,
+        kind="group" if group else "direct",
+        last_message=last,
+        unread=int(row["unread"] or 0),
+        updated_at=parse_ts(row["last_ts"]) if row["last_ts"] else None,
+    )
+
+
+SUMMARY_FIRST = page_sql(READ_LIST_M, after_position=False)
+SUMMARY_AFTER = page_sql(READ_LIST_M, after_position=True)
