@@ -31,10 +31,10 @@ from syft_chat.errors import (
     UnknownRecipientError,
 )
 from syft_chat.interfaces import with_reactions
-from syft_chat.web.attachments import attachment_routes, supported
+from syft_chat.web.attachments import attachment_routes, with_states
 from syft_chat.web.events import EventHub
 from syft_chat.web.payloads import conversation_json, group_json, hit_json, message_json
-from syft_chat.web.security import BodyTooLarge
+from syft_chat.web.security import UPLOAD_LIMIT, BodyTooLarge
 
 if TYPE_CHECKING:
     from syft_chat.client import SyftChatClient
@@ -132,7 +132,7 @@ def make_app(client: SyftChatClient, hub: EventHub) -> Starlette:
                 "role": client.role,
                 "blocked": sorted(policy.blocked),
                 "mode": policy.mode,
-                "attachments": supported(client),
+                "upload_limit": UPLOAD_LIMIT,
             }
         )
 
@@ -152,8 +152,9 @@ def make_app(client: SyftChatClient, hub: EventHub) -> Starlette:
             limit=_int(request, "limit", PAGE_SIZE) or PAGE_SIZE,
             before=request.query_params.get("before") or None,
         )
+        messages = await _call(with_states, client, page.messages)
         return JSONResponse(
-            {"messages": [message_json(m, me) for m in page.messages], "before": page.before}
+            {"messages": [message_json(m, me) for m in messages], "before": page.before}
         )
 
     async def mark_read(request: Request) -> Response:
@@ -185,7 +186,7 @@ def make_app(client: SyftChatClient, hub: EventHub) -> Starlette:
         message = client.get_message(msg_id, sender=sender)
         if message is None:
             raise LookupError(f"no message {msg_id}")
-        [full] = with_reactions([message], client.store.reactions)
+        [full] = with_reactions([message], client.store.reactions)  # states: get_message
         return message_json(full, me)
 
     async def get_message(request: Request) -> Response:

@@ -1,6 +1,7 @@
 """The bridge from the client's listeners to the page's server-sent events.
 
-The client calls its message, status and change listeners on its notification thread;
+The client calls its message, status, change and attachment listeners on its notification
+thread;
 :class:`EventHub` turns each call into one small JSON event and hands it to every open
 ``/api/events`` stream, each an :class:`asyncio.Queue` on the web server's event loop
 (``call_soon_threadsafe``: the listener never waits for a browser). A stream that falls
@@ -16,7 +17,8 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from syft_chat.models import ChatMessage, MessageStatus
+from syft_chat.models import Attachment, ChatMessage, MessageStatus
+from syft_chat.web.attachments import with_states
 from syft_chat.web.payloads import message_json
 
 if TYPE_CHECKING:
@@ -66,6 +68,7 @@ class EventHub:
         self.client.add_message_listener(self._on_message)
         self.client.add_status_listener(self._on_status)
         self.client.add_change_listener(self._on_change)
+        self.client.add_attachment_listener(self._on_attachment)
 
     def close(self) -> None:
         """Remove the listeners and end every open stream."""
@@ -73,10 +76,26 @@ class EventHub:
         self.client.remove_message_listener(self._on_message)
         self.client.remove_status_listener(self._on_status)
         self.client.remove_change_listener(self._on_change)
+        self.client.remove_attachment_listener(self._on_attachment)
         self.publish(_CLOSE)
 
+    def _json(self, message: ChatMessage) -> dict[str, Any]:
+        [current] = with_states(self.client, [message])
+        return message_json(current, self.me)
+
     def _on_message(self, message: ChatMessage) -> None:
-        self.publish({"type": "message", "message": message_json(message, self.me)})
+        self.publish({"type": "message", "message": self._json(message)})
+
+    def _on_attachment(self, message: ChatMessage, attachment: Attachment) -> None:
+        # the message as stored, states computed: the page replaces its copy
+        self.publish(
+            {
+                "type": "change",
+                "change": "attachment_available",
+                "actor": message.sender,
+                "message": message_json(message, self.me),
+            }
+        )
 
     def _on_status(self, msg_id: str, status: MessageStatus, error: str | None) -> None:
         self.publish({"type": "status", "msg_id": msg_id, "status": str(status), "error": error})
@@ -87,7 +106,7 @@ class EventHub:
                 "type": "change",
                 "change": change,
                 "actor": actor,
-                "message": message_json(message, self.me),
+                "message": self._json(message),
             }
         )
 

@@ -12,6 +12,7 @@ from syft_chat.features.views import Conversation, SearchHit
 from syft_chat.models import ChatMessage, Group
 
 __all__ = [
+    "attachments_json",
     "conversation_id",
     "conversation_json",
     "group_json",
@@ -55,21 +56,17 @@ def message_json(message: ChatMessage, me: str) -> dict[str, Any]:
 
 
 def attachments_json(message: ChatMessage) -> list[dict[str, Any]]:
-    """The message's attachments (empty until the attachments feature provides them)."""
-    found = getattr(message, "attachments", None) or []
-    out = []
-    for item in found:
-        state = getattr(item, "state", "")
-        out.append(
-            {
-                "id": str(getattr(item, "id", "")),
-                "name": str(getattr(item, "name", "")),
-                "size": int(getattr(item, "size", 0) or 0),
-                "media_type": str(getattr(item, "media_type", "") or ""),
-                "state": str(getattr(state, "value", state)),
-            }
-        )
-    return out
+    """The message's attachments, with the state this datasite computed (never a path)."""
+    return [
+        {
+            "id": a.id,
+            "name": a.name,
+            "size": a.size,
+            "media_type": a.media_type,
+            "state": a.state.value,
+        }
+        for a in message.attachments
+    ]
 
 
 def conversation_json(conversation: Conversation, me: str, names: dict[str, str]) -> dict[str, Any]:

@@ -1,10 +1,9 @@
 """Attachments in the page: picked or dropped files arrive, images show inline through the
-authenticated route, everything else is a download; nothing a peer named runs.
-
-Skipped (saying so) while the client has no attachments (``attachment_path``)."""
+authenticated route, everything else is a download; nothing a peer named runs."""
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from syft_chat.testing import wait_for
-from syft_chat.web.attachments import supported
 
 from .test_security import Http
 
@@ -21,7 +19,7 @@ BOB = "bob@openmined.org"
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
-def _png(width: int = 24, height: int = 16) -> bytes:
+def _png(width: int = 160, height: int = 90) -> bytes:
     """A small valid PNG (a solid colour), written by hand."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -36,12 +34,6 @@ def _png(width: int = 24, height: int = 16) -> bytes:
         + chunk(b"IDAT", zlib.compress(row * height))
         + chunk(b"IEND", b"")
     )
-
-
-@pytest.fixture(autouse=True)
-def _needs_attachments(net):
-    if not supported(net[ALICE]):
-        pytest.skip("this syft-chat has no attachments yet (client.attachment_path)")
 
 
 def _received(client, name):
@@ -75,20 +67,42 @@ def test_a_picked_file_and_an_image_arrive(net, open_page, shot, tmp_path):
     alice.page.locator("#file").set_input_files(str(picture))
     image = bob.page.locator("#messages img.inline-image")
     image.wait_for(timeout=5_000)
-    wait_for(lambda: image.evaluate("(img) => img.complete && img.naturalWidth") == 24, 5)
+    wait_for(lambda: image.evaluate("(img) => img.complete && img.naturalWidth") == 160, 5)
+
+    # dropped on the conversation: sent like a picked one
+    drop = alice.page.evaluate_handle(
+        """(text) => {
+            const data = new DataTransfer();
+            data.items.add(new File([text], "dropped.txt", { type: "text/plain" }));
+            return data;
+        }""",
+        "dropped contents",
+    )
+    alice.page.dispatch_event("#chat", "drop", {"dataTransfer": drop})
+    bob.page.locator("#messages a.file", has_text="dropped.txt").wait_for(timeout=5_000)
+    message, item = wait_for(lambda: _received(net[BOB], "dropped.txt"), 5)
+    path = net[BOB].attachment_path(message.msg_id, item.id, sender=ALICE)
+    assert Path(path).read_text() == "dropped contents"
     shot(bob.page, "bob-attachments")
 
 
 @pytest.mark.browser
-def test_a_hostile_file_name_is_text(net, open_page, tmp_path):
-    named = tmp_path / f"{HOSTILE}.txt"
-    named.write_text("hello")
-    net[ALICE].send_message(BOB, "with a strange file", attachments=[named])
+def test_file_names_are_text(net, open_page, tmp_path):
+    """A file name is put in the page as text: HTML in it shows literally (the attachments
+    feature already turns < > into _), and so does an entity, which HTML would decode."""
+    hostile = tmp_path / f"{HOSTILE}.txt"
+    hostile.write_text("hello")
+    entity = tmp_path / "a&amp;b.txt"
+    entity.write_text("hello")
+    net[ALICE].send_message(BOB, "strange names", attachments=[hostile, entity])
     bob = open_page(BOB)
     bob.open(ALICE)
-    link = bob.page.locator("#messages a.file")
-    link.wait_for(timeout=5_000)
-    assert HOSTILE in link.inner_text()
+    links = bob.page.locator("#messages a.file")
+    links.nth(1).wait_for(timeout=5_000)
+    names = [a.name for a in net[BOB].get_chat_history()[-1].attachments]
+    assert names[1] == "a&amp;b.txt"
+    shown = [links.nth(i).locator("span").first.inner_text() for i in range(2)]
+    assert shown == [f"\U0001f4ce {name}" for name in names]
     assert bob.page.locator("#messages img").count() == 0
     bob.page.wait_for_timeout(300)
     assert bob.dialogs == []
@@ -131,3 +145,31 @@ def test_the_route_serves_only_attachments_and_never_as_a_page(net, serve_page, 
     ):
         status, _, body = web.request("GET", url, headers=cookie)
         assert status == 404, url
+
+
+def test_uploads_are_limited_and_leave_nothing_behind(net, serve_page, tmp_path, monkeypatch):
+    import tempfile
+
+    from syft_chat.web import security
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(security, "UPLOAD_LIMIT", 1000)
+    server = serve_page(ALICE)
+    net[BOB]
+    web = Http(server)
+    ok = {"Cookie": web.sign_in(server.secrets.token), "X-Syft-Chat": "1", "Origin": web.origin}
+    url = f"/api/upload?conversation={BOB}&name=notes.txt"
+    status, _, _ = web.request("POST", url, body=b"x" * 1001, headers=ok)
+    assert status == 413  # declared too large: refused before reading
+    chunked = {**ok, "Transfer-Encoding": "chunked"}
+    body = b"".join(b"%x\r\n%s\r\n" % (200, b"y" * 200) for _ in range(6)) + b"0\r\n\r\n"
+    status, _, _ = web.request("POST", url, body=body, headers=chunked)
+    assert status == 413  # grew too large while streaming
+    status, _, _ = web.request("POST", url, body=b"z" * 10, headers={**ok, "Origin": "http://x"})
+    assert status == 403
+    status, _, answer = web.request("POST", url, body=b"short notes", headers=ok)
+    assert status == 200, answer
+    assert json.loads(answer)["attachments"][0]["name"] == "notes.txt"
+    assert list(tmp_path.glob("syft-chat-upload-*")) == []  # the temporary copies are gone
+    message, item = wait_for(lambda: _received(net[BOB], "notes.txt"), 5)
+    assert Path(net[BOB].attachment_path(message.msg_id, item.id)).read_bytes() == b"short notes"

@@ -40,7 +40,7 @@ class Http:
         try:
             conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
             sent = {"Host": self.host, **(headers or {})}
-            if body is not None:
+            if body is not None and "Transfer-Encoding" not in sent:
                 sent.setdefault("Content-Length", str(len(body)))
             for name, value in sent.items():
                 conn.putheader(name, value)

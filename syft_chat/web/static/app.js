@@ -22,7 +22,7 @@
     loadingOlder: false,
     messages: new Map(), // key -> message
     replyTo: null,
-    attachments: false,
+    uploadLimit: 0,
   };
 
   const key = (m) => m.sender + "\n" + m.msg_id;
@@ -362,7 +362,8 @@
     if (m.reply_to && m.reply_to !== m.msg_id) {
       node.append(el("div", { class: "quote", "data-quote": m.reply_to, text: quoteText(findById(m.reply_to)) }));
     }
-    node.append(el("div", { class: "text", text: m.deleted ? "This message was deleted." : m.content }));
+    const onlyFile = m.attachments.length === 1 && m.content === m.attachments[0].name;
+    if (!onlyFile || m.deleted) node.append(el("div", { class: "text", text: m.deleted ? "This message was deleted." : m.content }));
     if (!m.deleted && m.attachments && m.attachments.length) node.append(renderAttachments(m));
     const reactions = el("div", { class: "reactions" });
     for (const [emoji, users] of Object.entries(m.reactions || {})) {
@@ -391,8 +392,10 @@
       const available = a.state === "available" || a.state === "";
       const inline = available && /^image\/(png|jpeg|gif|webp)$/.test(a.media_type);
       if (inline) {
-        box.append(el("a", { href, target: "_blank", rel: "noopener noreferrer", class: "image-link", "aria-label": "Open image " + a.name },
-          el("img", { src: href, alt: a.name, loading: "lazy", class: "inline-image" })));
+        box.append(el("figure", { class: "image" },
+          el("a", { href, target: "_blank", rel: "noopener noreferrer", class: "image-link", "aria-label": "Open image " + a.name },
+            el("img", { src: href, alt: a.name, loading: "lazy", class: "inline-image" })),
+          el("figcaption", { text: `${a.name} \u00B7 ${sizeText(a.size)}` })));
       } else if (available) {
         box.append(el("a", { href, download: a.name, class: "file", "aria-label": `Download ${a.name}` },
           el("span", { text: "\u{1F4CE} " + a.name }), el("span", { class: "size", text: " " + sizeText(a.size) })));
@@ -507,6 +510,10 @@
 
   async function upload(file) {
     if (!state.current || !file) return;
+    if (file.size > state.uploadLimit) {
+      showError(new Error(`${file.name} is larger than ${sizeText(state.uploadLimit)}`));
+      return;
+    }
     const params = new URLSearchParams({ conversation: state.current, name: file.name });
     const text = $("input").value;
     if (text.trim()) params.set("content", text);
@@ -721,7 +728,7 @@
     $("search").addEventListener("input", debounce(() => search($("search").value), 250));
     $("search-clear").addEventListener("click", clearSearch);
     document.addEventListener("visibilitychange", () => { if (!document.hidden) markRead(state.current); });
-    if (state.attachments) {
+    if (state.uploadLimit) {
       $("attach").hidden = false;
       $("attach").addEventListener("click", () => $("file").click());
       $("file").addEventListener("change", () => { const f = $("file").files[0]; if (f) upload(f); $("file").value = ""; });
@@ -741,7 +748,7 @@
       const me = await api("/api/me");
       state.me = me.email;
       state.blocked = new Set(me.blocked);
-      state.attachments = !!me.attachments;
+      state.uploadLimit = me.upload_limit;
       $("me").textContent = me.email;
       document.title = "syft-chat \u2013 " + me.email;
       wire();
