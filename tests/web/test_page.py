@@ -108,7 +108,7 @@ def test_unread_count_and_new_chat(net, open_page, shot):
     for i in range(3):
         net[ALICE].send_message(BOB, f"unread {i}")
     row = bob.page.locator(f'#conversations .conv[data-id="{ALICE}"]')
-    row.locator(".badge", has_text="3").wait_for(timeout=3_000)
+    row.locator(".badge", has_text="3").wait_for(timeout=5_000)
     assert "unread 2" in row.locator(".conv-preview").inner_text()
     shot(bob.page, "bob-unread")
     row.click()
