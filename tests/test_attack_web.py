@@ -41,7 +41,7 @@ def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
                 chunks.append(chunk)
                 if b"\r\n\r\n" in b"".join(chunks) and b"content-length: 0" in b"".join(chunks):
                     break
-        except socket.timeout:
+        except TimeoutError:
             pass
         return b"".join(chunks)
 
@@ -124,7 +124,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
     seen: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).seen.append(self.headers.get("Cookie") or "")
         body = b"<html><body>hello from another local server</body></html>"
         self.send_response(200)
@@ -140,6 +140,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 # ------------------------------------------------------------------ findings
 
 
+@pytest.mark.browser
 def test_session_cookie_is_not_handed_to_other_servers_on_127_0_0_1(served, browser):
     """HIGH. Cookies ignore ports: the HttpOnly session cookie set by 127.0.0.1:<page port>
     is sent by the browser to *every* server on 127.0.0.1 (another local user's, any other
@@ -281,21 +282,21 @@ def test_guard_does_not_wave_through_non_http_scopes(served):
     assert reached == [], "a websocket from a foreign Host and Origin, without the cookie, got in"
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "/api/conversations?limit=%C2%B2",  # '²'.isdigit() is True, int('²') raises
-        "/api/conversations?offset=" + "9" * 5000,  # int() refuses over 4300 digits
-        "/api/search?q=x&limit=%D9%A3%C2%B9",
-    ],
-)
-def test_odd_numbers_in_the_query_are_a_400_not_a_500(served, query):
+_ODD_QUERIES = {
+    "superscript": "/api/conversations?limit=%C2%B2",  # '²'.isdigit() is True, int('²') raises
+    "5000_digits": "/api/conversations?offset=" + "9" * 5000,  # int() refuses > 4300 digits
+    "arabic_indic_then_superscript": "/api/search?q=x&limit=%D9%A3%C2%B9",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ODD_QUERIES))
+def test_odd_numbers_in_the_query_are_a_400_not_a_500(served, case):
     """LOW. ``_int`` trusts ``str.isdigit``: a superscript digit or a 5000-digit number
     makes ``int()`` raise ValueError, answered as a 500 with a traceback in the log.
     Fix: ``re.fullmatch(r"[0-9]{1,9}", raw)`` (ASCII, bounded) before ``int``."""
     server, web, alice, _ = served
-    status, _, body = web.get(query)
-    assert status == 400, (status, body[:200])
+    status, _, body = web.get(_ODD_QUERIES[case])
+    assert status == 400, f"{status} {body[:80]!r}"
 
 
 def test_an_unfinished_request_does_not_hold_a_connection_forever(served):
@@ -317,7 +318,7 @@ def test_an_unfinished_request_does_not_hold_a_connection_forever(served):
                 if conn.recv(1024) == b"":
                     closed = True
                     break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 closed = True
@@ -325,3 +326,164 @@ def test_an_unfinished_request_does_not_hold_a_connection_forever(served):
         assert closed, "the server still holds an unauthenticated, unfinished request after 12 s"
     finally:
         conn.close()
+
+
+_FD_VICTIM = r"""
+import os, resource, sys, tempfile, time
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+from syft_chat.testing import local_network
+from syft_chat.web import WebServer
+with local_network(Path(tempfile.mkdtemp()), 2) as net:
+    alice = net["alice@openmined.org"]
+    page = WebServer(alice, port=0, write_url_file=False)
+    page.start()
+    print(page.port, flush=True)
+    sys.stdin.readline()  # the other local user has opened its sockets
+    try:
+        alice.send_message("bob@openmined.org", "still alive?", timeout=2)
+        print("SEND OK", flush=True)
+    except Exception as exc:
+        print("SEND FAILED", type(exc).__name__, str(exc)[:300], flush=True)
+    os._exit(0)
+"""
+
+
+def test_another_local_user_cannot_starve_the_chat_client_of_file_descriptors(tmp_path):
+    """MEDIUM (impact of the finding above). Another local user, with no secret at all, opens
+    400 sockets to the page's port and sends half a request line on each; uvicorn accepts
+    them all and keeps them, so the *whole* process (it is also the datasite's chat service)
+    hits EMFILE: here ``send_message`` fails with "Too many open files". (The victim runs
+    with a 256-descriptor limit to keep the test small; a 1024 or 20000 limit only needs more
+    sockets.) Fix: cap the page's connections (stop accepting / close beyond N) and time out
+    unfinished requests; never let the page eat the client's descriptors."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    victim = subprocess.Popen(
+        [sys.executable, "-c", _FD_VICTIM],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path,
+    )  # fmt: skip
+    socks: list[socket.socket] = []
+    try:
+        assert victim.stdout is not None and victim.stdin is not None
+        port = int(victim.stdout.readline())
+        for _ in range(400):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                socks.append(s)
+            except OSError:
+                break
+        time.sleep(1)
+        victim.stdin.write("go\n")
+        victim.stdin.flush()
+        answer = victim.stdout.readline().strip()
+    finally:
+        for s in socks:
+            s.close()
+        victim.kill()
+        victim.wait()
+    assert answer == "SEND OK", answer
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(served):
+    """LOW. ``_body`` catches ValueError but not RecursionError: 5 000 ``[`` (5 KB, well
+    under the 256 KiB limit) make ``json.loads`` raise RecursionError, answered 500 with a
+    traceback in the log. Fix: catch RecursionError in ``_body`` (answer 400)."""
+    server, web, alice, _ = served
+    for body in (b"[" * 5000, b'{"a":' * 5000):
+        status, _, answer = web.post("/api/send", body)
+        assert status == 400, (status, answer[:100])
+
+
+def test_a_peers_group_name_carries_no_bidi_override_or_nul(served):
+    """LOW (spoofing). Emails and reactions refuse control and invisible characters, but a
+    group name does not: a peer names a group ``"Team \\u202eevil\\u202c ok"`` and every
+    member's page shows "# Team live ok" (checked in a screenshot); NUL and U+2028 get in
+    too. Fix: validate group names like reactions (printable; no Cc/Cf, no bidi controls) on
+    create and on receipt, or isolate and visibly mark them in the page."""
+    from syft_chat.testing import wait_for
+
+    server, web, alice, bob = served
+    group = bob.create_group("Team \u202eevil\u202c ok\x00\u2028", [ALICE])
+    bob.send_to_group(group.group_id, "hello")
+    wait_for(lambda: any(g.group_id == group.group_id for g in alice.list_groups()), 10)
+    status, _, body = web.get("/api/conversations")
+    assert status == 200
+    titles = [row["title"] for row in json.loads(body)["items"] if row["kind"] == "group"]
+    assert titles
+    controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\x00\u2028"
+    bad = [t for t in titles if any(c in t for c in controls)]
+    assert bad == [], bad
+
+
+def test_an_uploaded_file_leaves_no_copy_behind_in_tmp(tmp_path):
+    """LOW (privacy, disk). ``POST /api/upload`` writes the file to
+    ``/tmp/syft-chat-upload-*/<random>/<name>`` and hands that path to ``send_message``, which
+    copies it into the datasite (docs/attachments.md) -- but the temporary copy is never
+    removed, not after the send, not on ``WebServer.stop``: every private file ever sent
+    from the page stays in /tmp until a reboot or a tmp cleaner. Fix: ``shutil.rmtree``
+    the per-upload folder in a ``finally`` once ``send_message`` returned (and the whole
+    upload dir on stop). Driven with a stand-in client (this branch's client has no
+    attachments yet), straight through the ASGI route."""
+    from types import SimpleNamespace
+
+    from starlette.applications import Starlette
+
+    from syft_chat.web.attachments import attachment_routes
+
+    handed: list[Path] = []
+
+    class _Client:
+        email = ALICE
+
+        def attachment_path(self, *args: Any, **kwargs: Any) -> Path:
+            raise LookupError
+
+        def send_message(self, to: str, content: str, **kwargs: Any) -> Any:
+            [path] = kwargs["attachments"]
+            handed.append(Path(path))
+            assert Path(path).read_bytes() == b"private bytes"  # (the client copies it)
+            return SimpleNamespace(message_id="m1")
+
+        def get_message(self, msg_id: str, sender: str | None = None) -> None:
+            return None
+
+    app = Starlette(routes=attachment_routes(_Client()))  # type: ignore[arg-type]
+    sent: list[Any] = []
+    chunks = [{"type": "http.request", "body": b"private bytes", "more_body": False}]
+
+    async def receive() -> Any:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/upload",
+        "raw_path": b"/api/upload",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": f"conversation={BOB}&name=salary.pdf".encode(),
+        "headers": [(b"host", b"127.0.0.1:1"), (b"content-length", b"13")],
+        "server": ("127.0.0.1", 1),
+        "client": ("127.0.0.1", 2),
+        "http_version": "1.1",
+    }
+    worker = threading.Thread(target=asyncio.run, args=(app(scope, receive, send),))
+    worker.start()
+    worker.join(10)
+    assert sent and sent[0]["status"] == 200, sent
+    assert handed
+    left = handed[0].exists()
+    if left:  # (do not leave this test's own copy behind)
+        import shutil
+
+        shutil.rmtree(handed[0].parent.parent, ignore_errors=True)
+    assert not left, f"the uploaded file was still at {handed[0]}"
