@@ -487,3 +487,24 @@ def test_an_uploaded_file_leaves_no_copy_behind_in_tmp(tmp_path):
 
         shutil.rmtree(handed[0].parent.parent, ignore_errors=True)
     assert not left, f"the uploaded file was still at {handed[0]}"
+
+
+def test_the_web_extra_does_not_allow_a_starlette_with_the_range_header_dos():
+    """LOW (supply). ``web = ["starlette>=0.37", ...]`` admits Starlette 0.39.0-0.49.0, whose
+    ``FileResponse`` (used here for the page, /static and attachments) parses a crafted
+    ``Range`` header in O(n^2) time: CVE-2025-62727 / GHSA-7f5h-v6xp-fcq8 (behind the
+    session here, so only a session holder or a leaked cookie can use it). run.sh's fresh
+    venv gets a new Starlette, but an existing environment need not. Fix:
+    ``starlette>=0.49.1`` in the ``web`` extra."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "pyproject.toml").read_text()
+    extra = re.search(r"^web = \[(.*?)\]", text, re.M | re.S)
+    assert extra, "no web extra in pyproject.toml"
+    specs = re.findall(r'"([^"]+)"', extra.group(1))
+    [spec] = [s for s in specs if s.lower().startswith("starlette")]
+    found = re.search(r">=\s*([0-9.]+)", spec)
+    assert found, spec
+    floor = tuple(int(p) for p in found.group(1).split("."))
+    assert floor >= (0, 49, 1), spec
