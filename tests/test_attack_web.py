@@ -406,19 +406,40 @@ def test_a_peers_group_name_carries_no_bidi_override_or_nul(served):
     member's page shows "# Team live ok" (checked in a screenshot); NUL and U+2028 get in
     too. Fix: validate group names like reactions (printable; no Cc/Cf, no bidi controls) on
     create and on receipt, or isolate and visibly mark them in the page."""
-    from syft_chat.testing import wait_for
+    import syft_chat.features.roster as roster
+    from syft_chat.errors import InvalidMessageError
+    from syft_chat.models import MessageStatus, check_group_name
 
     server, web, alice, bob = served
-    group = bob.create_group("Team \u202eevil\u202c ok\x00\u2028", [ALICE])
-    bob.send_to_group(group.group_id, "hello")
-    wait_for(lambda: any(g.group_id == group.group_id for g in alice.list_groups()), 10)
+    name = "Team \u202eevil\u202c ok\x00\u2028"
+    with pytest.raises(InvalidMessageError, match="U\\+202E"):
+        bob.create_group(name, [ALICE])  # refused where it is made ...
+    # ... and where it arrives, from a peer whose client does not check: bob's checks are
+    # skipped in this thread only (alice receives in her listener's thread)
+    here = threading.current_thread()
+
+    def lax(value: object) -> str:
+        return str(value) if threading.current_thread() is here else check_group_name(value)
+
+    real = roster.check_group_name
+    roster.check_group_name = lax  # type: ignore[assignment]
+    try:
+        import syft_chat.features.groups as groups
+
+        groups.check_group_name = lax  # type: ignore[assignment]
+        group = bob.create_group(name, [ALICE])
+    finally:
+        roster.check_group_name = real
+        groups.check_group_name = real
+    time.sleep(2)  # alice's listener has had the change (it is refused: nothing to wait for)
+    assert all(g.group_id != group.group_id for g in alice.list_groups())
     status, _, body = web.get("/api/conversations")
     assert status == 200
     titles = [row["title"] for row in json.loads(body)["items"] if row["kind"] == "group"]
-    assert titles
     controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\x00\u2028"
     bad = [t for t in titles if any(c in t for c in controls)]
     assert bad == [], bad
+    assert bob.group_delivery(group.change_id) == {ALICE: MessageStatus.FAILED}  # refused
 
 
 def test_an_uploaded_file_leaves_no_copy_behind_in_tmp(tmp_path):

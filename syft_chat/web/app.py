@@ -11,6 +11,7 @@ Client calls block (SQLite, files), so they run in Starlette's thread pool.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -46,6 +47,7 @@ T = TypeVar("T")
 #: conversations and messages per page, unless the request asks for fewer
 PAGE_SIZE = 50
 _MAX_PAGE = 200
+_NUMBER = re.compile(r"[0-9]{1,9}")
 
 STATIC = resources.files("syft_chat.web") / "static"
 
@@ -72,6 +74,8 @@ async def _body(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body() or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidMessageError(f"the request body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # thousands of nested [ or {
+        raise InvalidMessageError("the request body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise InvalidMessageError("the request body must be a JSON object")
     return body
@@ -97,8 +101,8 @@ def _int(request: Request, key: str, default: int, *, high: int = _MAX_PAGE) -> 
     raw = request.query_params.get(key)
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise InvalidMessageError(f"{key} must be a non-negative integer")
+    if not _NUMBER.fullmatch(raw):  # ASCII digits only, and few: int() refuses neither
+        raise InvalidMessageError(f"{key} must be a non-negative integer of at most 9 digits")
     return min(int(raw), high)
 
 
