@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 
 __all__ = [
     "AUTO_REPLY_KEY",
-    "GROUP_NAME_MAX",
     "CLAIMED_AUTO_REPLY_KEY",
+    "GROUP_NAME_MAX",
     "MAX_ATTACHMENTS",
     "PROTOCOL_VERSION",
     "WIRE_KINDS",
