@@ -5,12 +5,18 @@
 1. name this server in its ``Host`` header (``127.0.0.1:<port>`` or ``localhost:<port>``):
    a page on another site that rebinds its DNS name to 127.0.0.1 is refused (``421``);
 2. carry the session cookie, or the per-run secret as ``?token=`` which is exchanged for
-   that cookie (``HttpOnly``, ``SameSite=Strict``, named per port since cookies ignore
-   ports) and a redirect to the same address without the token; otherwise ``401``;
-3. if it changes something (any method but GET and HEAD): come from this server's own
+   that cookie (``HttpOnly``, ``SameSite=Strict``, named per port) and a redirect to the
+   same address with the token moved into the fragment (``#token=``, never sent to a
+   server: the page keeps it in ``sessionStorage`` and drops it from the address bar);
+   otherwise ``401``;
+3. if it is an API call (``/api/...``): carry the per-run secret in the
+   :data:`TOKEN_HEADER` header, else ``401``. The cookie alone opens only the page shell
+   (its HTML, script and styles, public anyway): cookies ignore ports, so the browser hands
+   it to every other server on 127.0.0.1 too, and it must not be what guards the data;
+4. if it changes something (any method but GET and HEAD): come from this server's own
    origin (``Origin`` header, else ``403``: no cross-site request forgery) and carry the
    ``X-Syft-Chat`` header, which no cross-site form or simple request can add;
-4. send a body no larger than its route allows (``413``, read as it streams).
+5. send a body no larger than its route allows (``413``, read as it streams).
 
 Every response gets the Content-Security-Policy (scripts only from this server, no inline
 script, no framing), ``nosniff``, no referrer and no caching of API answers.
@@ -29,6 +35,7 @@ __all__ = [
     "CSP",
     "CSRF_HEADER",
     "JSON_LIMIT",
+    "TOKEN_HEADER",
     "UPLOAD_LIMIT",
     "BodyTooLarge",
     "Guard",
@@ -48,6 +55,8 @@ CSP = (
 )
 #: the header every state-changing request must carry (its value is not checked)
 CSRF_HEADER = "x-syft-chat"
+#: the header every ``/api`` request carries the per-run secret in
+TOKEN_HEADER = "x-syft-chat-token"
 #: bytes a JSON request body may have
 JSON_LIMIT = 256 * 1024
 #: bytes an uploaded attachment may have (paths under ``/api/upload``)
@@ -114,6 +123,11 @@ class Guard:
         if not self._has_session(headers):
             await _plain(send, 401, "not signed in: open the address syft-chat printed")
             return
+        if scope["path"].startswith("/api/") and not self.secrets.token_ok(
+            headers.get(TOKEN_HEADER, "")
+        ):
+            await _plain(send, 401, f"refused: an API call needs the {TOKEN_HEADER} header")
+            return
         if method not in _SAFE_METHODS:
             if headers.get("origin") not in self.origins:
                 await _plain(send, 403, "refused: request from another origin")
@@ -142,6 +156,7 @@ class Guard:
     async def _exchange(self, scope: Scope, query: dict[str, str], send: Send) -> None:
         rest = {k: v for k, v in query.items() if k != "token"}
         location = scope["path"] + (("?" + urlencode(rest)) if rest else "")
+        location += "#" + urlencode({"token": self.secrets.token})
         cookie = (
             f"{self.cookie}={self.secrets.session}; HttpOnly; SameSite=Strict; Path=/"
         ).encode()

@@ -101,7 +101,7 @@ def test_file_names_are_text(net, open_page, tmp_path):
     links.nth(1).wait_for(timeout=5_000)
     names = [a.name for a in net[BOB].get_chat_history()[-1].attachments]
     assert names[1] == "a&amp;b.txt"
-    shown = [links.nth(i).locator("span").first.inner_text() for i in range(2)]
+    shown = [links.nth(i).locator("bdi").inner_text() for i in range(2)]  # isolated
     assert shown == [f"\U0001f4ce {name}" for name in names]
     assert bob.page.locator("#messages img").count() == 0
     bob.page.wait_for_timeout(300)
@@ -119,7 +119,10 @@ def test_the_route_serves_only_attachments_and_never_as_a_page(net, serve_page, 
         net[ALICE].send_message(BOB, path.name, attachments=[path])
     server = serve_page(BOB)
     web = Http(server)
-    cookie = {"Cookie": web.sign_in(server.secrets.token)}
+    cookie = {
+        "Cookie": web.sign_in(server.secrets.token),
+        "X-Syft-Chat-Token": server.secrets.token,
+    }
     found = {}
     for path in (svg, html, png):
         message, item = wait_for(lambda p=path: _received(net[BOB], p.name), 5)
@@ -157,7 +160,12 @@ def test_uploads_are_limited_and_leave_nothing_behind(net, serve_page, tmp_path,
     server = serve_page(ALICE)
     net[BOB]
     web = Http(server)
-    ok = {"Cookie": web.sign_in(server.secrets.token), "X-Syft-Chat": "1", "Origin": web.origin}
+    ok = {
+        "Cookie": web.sign_in(server.secrets.token),
+        "X-Syft-Chat-Token": server.secrets.token,
+        "X-Syft-Chat": "1",
+        "Origin": web.origin,
+    }
     url = f"/api/upload?conversation={BOB}&name=notes.txt"
     status, _, _ = web.request("POST", url, body=b"x" * 1001, headers=ok)
     assert status == 413  # declared too large: refused before reading

@@ -97,7 +97,8 @@ def test_the_token_becomes_a_strict_http_only_cookie_and_leaves_the_url(served):
     server, web, _ = served
     status, headers, _ = web.request("GET", f"/?token={server.secrets.token}&x=1")
     assert status == 303
-    assert headers["location"] == "/?x=1"
+    # the secret moves to the fragment, which the browser never sends to any server
+    assert headers["location"] == f"/?x=1#token={server.secrets.token}"
     cookie = headers["set-cookie"]
     assert cookie.startswith(f"syft_chat_{web.port}=")
     assert server.secrets.token not in cookie  # the cookie is another secret than the link
@@ -112,6 +113,34 @@ def test_the_token_becomes_a_strict_http_only_cookie_and_leaves_the_url(served):
     assert b"<script>" not in body and b"onclick" not in body  # no inline script at all
 
 
+def test_the_cookie_alone_opens_the_shell_but_no_data(served):
+    """Cookies ignore ports: every server on 127.0.0.1 may get this one from the browser.
+    It opens the page's HTML and script, public anyway; every API call also needs the
+    per-run secret in a header, which only the page (and the printed link) holds."""
+    server, web, alice = served
+    cookie = web.sign_in(server.secrets.token)
+    status, _, _ = web.request("GET", "/", headers={"Cookie": cookie})
+    assert status == 200
+    for path in ("/api/me", "/api/conversations", "/api/events"):
+        status, _, _ = web.request("GET", path, headers={"Cookie": cookie})
+        assert status == 401, path
+        wrong = {"Cookie": cookie, "X-Syft-Chat-Token": server.secrets.token[:-1] + "x"}
+        status, _, _ = web.request("GET", path, headers=wrong)
+        assert status == 401, path
+    status, _, _ = web.request(
+        "POST",
+        "/api/send",
+        body=b'{"conversation": "bob@openmined.org", "content": "x"}',
+        headers={"Cookie": cookie, "Origin": web.origin, "X-Syft-Chat": "1"},
+    )
+    assert status == 401
+    assert alice.list_conversations() == []
+    status, _, _ = web.request(
+        "GET", "/api/me", headers={"Cookie": cookie, "X-Syft-Chat-Token": server.secrets.token}
+    )
+    assert status == 200
+
+
 @pytest.mark.parametrize(
     "host", ["evil.example:80", "evil.example", "127.0.0.1", "127.0.0.1:1", "localhost.evil:1"]
 )
@@ -119,13 +148,21 @@ def test_a_foreign_host_is_refused_even_with_the_cookie(served, host):
     server, web, _ = served
     cookie = web.sign_in(server.secrets.token)
     status, _, body = web.request(
-        "GET", "/api/conversations", headers={"Host": host, "Cookie": cookie}
+        "GET",
+        "/api/conversations",
+        headers={"Host": host, "Cookie": cookie, "X-Syft-Chat-Token": server.secrets.token},
     )
     assert status == 421
     status, _, _ = web.request("GET", f"/?token={server.secrets.token}", headers={"Host": host})
     assert status == 421  # and the secret is not exchanged for a cookie on it
     status, _, _ = web.request(
-        "GET", "/api/me", headers={"Host": f"localhost:{web.port}", "Cookie": cookie}
+        "GET",
+        "/api/me",
+        headers={
+            "Host": f"localhost:{web.port}",
+            "Cookie": cookie,
+            "X-Syft-Chat-Token": server.secrets.token,
+        },
     )
     assert status == 200
 
@@ -134,14 +171,23 @@ def test_state_changes_need_this_origin_and_the_custom_header(served, pair):
     server, web, alice = served
     cookie = web.sign_in(server.secrets.token)
     body = json.dumps({"conversation": BOB, "content": "forged?"}).encode()
-    json_type = {"Content-Type": "application/json", "Cookie": cookie}
+    json_type = {
+        "Content-Type": "application/json",
+        "Cookie": cookie,
+        "X-Syft-Chat-Token": server.secrets.token,
+    }
     for headers in (
         {**json_type, "X-Syft-Chat": "1"},  # no Origin
         {**json_type, "X-Syft-Chat": "1", "Origin": "http://evil.example"},
         {**json_type, "X-Syft-Chat": "1", "Origin": "null"},
         {**json_type, "X-Syft-Chat": "1", "Origin": "http://127.0.0.1:1"},
         {**json_type, "Origin": web.origin},  # no custom header
-        {"Content-Type": "text/plain", "Cookie": cookie, "Origin": "http://evil.example"},
+        {
+            "Content-Type": "text/plain",
+            "Cookie": cookie,
+            "X-Syft-Chat-Token": server.secrets.token,
+            "Origin": "http://evil.example",
+        },
     ):
         status, _, _ = web.request("POST", "/api/send", body=body, headers=headers)
         assert status == 403, headers
@@ -164,7 +210,12 @@ def test_state_changes_need_this_origin_and_the_custom_header(served, pair):
 def test_bad_and_oversized_bodies_are_refused_and_lose_nothing(served):
     server, web, alice = served
     cookie = web.sign_in(server.secrets.token)
-    ok = {"Cookie": cookie, "X-Syft-Chat": "1", "Origin": web.origin}
+    ok = {
+        "Cookie": cookie,
+        "X-Syft-Chat-Token": server.secrets.token,
+        "X-Syft-Chat": "1",
+        "Origin": web.origin,
+    }
     big = json.dumps({"conversation": BOB, "content": "x" * (JSON_LIMIT + 1)}).encode()
     status, _, _ = web.request("POST", "/api/send", body=big, headers=ok)
     assert status == 413
@@ -214,7 +265,12 @@ def test_a_send_that_fails_at_once_comes_back_as_a_failed_message(served):
     route answers with that stored message (status failed, its reason), not an error."""
     server, web, alice = served
     cookie = web.sign_in(server.secrets.token)
-    ok = {"Cookie": cookie, "X-Syft-Chat": "1", "Origin": web.origin}
+    ok = {
+        "Cookie": cookie,
+        "X-Syft-Chat-Token": server.secrets.token,
+        "X-Syft-Chat": "1",
+        "Origin": web.origin,
+    }
     body = json.dumps({"conversation": BOB, "content": "never leaves"}).encode()
     with register_plugin(alice, _BrokenEncoder()):
         status, _, answer = web.request("POST", "/api/send", body=body, headers=ok)
@@ -228,7 +284,10 @@ def test_the_conversation_list_comes_in_pages_newest_first(served, pair):
     """(Not security: the same raw client walks the list's pages.)"""
     server, web, alice = served
     ws, _, bob = pair
-    cookie = {"Cookie": web.sign_in(server.secrets.token)}
+    cookie = {
+        "Cookie": web.sign_in(server.secrets.token),
+        "X-Syft-Chat-Token": server.secrets.token,
+    }
     alice.send_message(BOB, "direct")
     groups = [alice.create_group(f"group {i}", [BOB]) for i in range(4)]
     for group in groups:

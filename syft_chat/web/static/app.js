@@ -41,6 +41,24 @@
     return m;
   }
 
+  // ------------------------------------------------------------------ the secret
+
+  // The per-run secret arrives in the address's fragment (#token=..., never sent to a
+  // server), is kept in this tab's sessionStorage (per origin: port included) and goes
+  // out only as a header on this page's own API calls. The cookie opens the page shell,
+  // nothing else: the browser hands cookies to every port of 127.0.0.1.
+  const TOKEN_KEY = "syft-chat-token";
+  const TOKEN = (() => {
+    const found = new URLSearchParams(location.hash.slice(1)).get("token");
+    if (found) {
+      try { sessionStorage.setItem(TOKEN_KEY, found); } catch (_) { /* storage off: this load only */ }
+      history.replaceState(null, "", location.pathname + location.search);
+      return found;
+    }
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+  })();
+  const AUTH = { "X-Syft-Chat-Token": TOKEN };
+
   // ------------------------------------------------------------------ helpers
 
   function el(tag, props, ...children) {
@@ -57,7 +75,7 @@
   }
 
   async function api(path, body, options) {
-    const init = { headers: { "X-Syft-Chat": "1" }, credentials: "same-origin" };
+    const init = { headers: { "X-Syft-Chat": "1", ...AUTH }, credentials: "same-origin" };
     if (body !== undefined) {
       init.method = "POST";
       if (body instanceof Blob) {
@@ -392,18 +410,42 @@
       const available = a.state === "available" || a.state === "";
       const inline = available && /^image\/(png|jpeg|gif|webp)$/.test(a.media_type);
       if (inline) {
-        box.append(el("figure", { class: "image" },
-          el("a", { href, target: "_blank", rel: "noopener noreferrer", class: "image-link", "aria-label": "Open image " + a.name },
-            el("img", { src: href, alt: a.name, loading: "lazy", class: "inline-image" })),
-          el("figcaption", { text: `${a.name} \u00B7 ${sizeText(a.size)}` })));
+        const img = el("img", { alt: a.name, class: "inline-image" });
+        const link = el("a", { target: "_blank", rel: "noopener noreferrer", class: "image-link", "aria-label": "Open image " + a.name }, img);
+        blobUrl(href).then((url) => { img.src = url; link.href = url; }).catch(showError);
+        box.append(el("figure", { class: "image" }, link,
+          el("figcaption", {}, el("bdi", { text: a.name }), el("span", { text: ` \u00B7 ${sizeText(a.size)}` }))));
       } else if (available) {
-        box.append(el("a", { href, download: a.name, class: "file", "aria-label": `Download ${a.name}` },
-          el("span", { text: "\u{1F4CE} " + a.name }), el("span", { class: "size", text: " " + sizeText(a.size) })));
+        box.append(el("a", { href: "#", download: a.name, class: "file", "aria-label": `Download ${a.name}`, onclick: (e) => download(e, href, a.name) },
+          el("bdi", { text: "\u{1F4CE} " + a.name }), el("span", { class: "size", text: " " + sizeText(a.size) })));
       } else {
-        box.append(el("span", { class: "file unavailable", text: `\u{1F4CE} ${a.name} (${a.state})` }));
+        box.append(el("span", { class: "file unavailable" }, el("bdi", { text: "\u{1F4CE} " + a.name }), el("span", { text: ` (${a.state})` })));
       }
     }
     return box;
+  }
+
+  // an attachment is an API call like any other: fetched with the secret, shown as a blob
+  const blobs = new Map(); // href -> Promise of an object URL
+  function blobUrl(href) {
+    if (!blobs.has(href)) {
+      blobs.set(href, fetch(href, { headers: AUTH, credentials: "same-origin" }).then((response) => {
+        if (!response.ok) throw new Error(`attachment: ${response.status} ${response.statusText}`);
+        return response.blob();
+      }).then((blob) => URL.createObjectURL(blob)));
+      blobs.get(href).catch(() => blobs.delete(href));
+    }
+    return blobs.get(href);
+  }
+
+  async function download(event, href, name) {
+    event.preventDefault();
+    try {
+      const save = el("a", { href: await blobUrl(href), download: name, hidden: true });
+      document.body.append(save);
+      save.click();
+      save.remove();
+    } catch (error) { showError(error); }
   }
 
   function renderTools(m) {
@@ -658,16 +700,36 @@
 
   // ------------------------------------------------------------------ live events
 
-  function connect() {
-    const source = new EventSource("/api/events");
+  // server-sent events read from a fetch stream (EventSource cannot send the secret's
+  // header); a dropped stream reconnects after a second
+  async function connect() {
     const status = $("connection");
-    source.onmessage = (event) => {
-      let data;
-      try { data = JSON.parse(event.data); } catch (_) { return; }
-      handle(data);
-    };
-    source.onopen = () => { status.textContent = ""; document.body.classList.remove("offline"); };
-    source.onerror = () => { status.textContent = "reconnecting\u2026"; document.body.classList.add("offline"); };
+    for (;;) {
+      try {
+        const response = await fetch("/api/events", { headers: AUTH, credentials: "same-origin", cache: "no-store" });
+        if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
+        status.textContent = ""; document.body.classList.remove("offline");
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            const frame = buffer.slice(0, end);
+            buffer = buffer.slice(end + 2);
+            const data = frame.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+            if (!data) continue;
+            let event;
+            try { event = JSON.parse(data); } catch (_) { continue; }
+            handle(event);
+          }
+        }
+      } catch (_) { /* offline, or the server went away: retried below */ }
+      status.textContent = "reconnecting\u2026"; document.body.classList.add("offline");
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
   }
 
   let connectedOnce = false;
@@ -744,6 +806,7 @@
   }
 
   async function start() {
+    if (!TOKEN) { showError(new Error("not signed in: open the address syft-chat printed")); return; }
     try {
       const me = await api("/api/me");
       state.me = me.email;
