@@ -403,6 +403,9 @@ def test_another_local_user_cannot_starve_the_chat_client_of_file_descriptors(tm
             s.close()
         victim.kill()
         victim.wait()
+        for pipe in (victim.stdin, victim.stdout):  # (unclosed, they fail the run as warnings)
+            if pipe is not None:
+                pipe.close()
     assert answer == "SEND OK", answer
 
 

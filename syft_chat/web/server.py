@@ -2,7 +2,8 @@
 
 :class:`WebServer` binds the socket itself (loopback only; the port given, else
 ``$SYFTBOX_ASSIGNED_PORT``, else a free one), so its address, and the secret in it, is
-known before the first request. Its :attr:`~WebServer.url` is what the user opens; the same
+known before the first request. Its connections are capped and timed out
+(:mod:`syft_chat.web.limits`). Its :attr:`~WebServer.url` is what the user opens; the same
 address is written to :attr:`~WebServer.url_file` (mode 0600, in the datasite's private
 ``.syft-chat`` folder, removed on stop) for an app started by the SyftBox client, whose
 output nobody reads.
@@ -71,6 +72,7 @@ class WebServer:
 
             from syft_chat.web.app import make_app
             from syft_chat.web.events import EventHub
+            from syft_chat.web.limits import BACKLOG, KEEP_ALIVE, LimitedH11
             from syft_chat.web.security import Guard, Secrets
         except ImportError as exc:  # the optional extra is missing
             raise ConfigError(
@@ -96,7 +98,12 @@ class WebServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=2,
+            # no local user may hold the process's descriptors: see syft_chat.web.limits
+            http=LimitedH11,
+            backlog=BACKLOG,
+            timeout_keep_alive=KEEP_ALIVE,
         )
+        self._backlog = BACKLOG
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
         folder = Path(client.syft.workspace.data_dir) / ".syft-chat" / client.app_name
@@ -118,7 +125,7 @@ class WebServer:
     def start(self, timeout: float = 10.0) -> str:
         """Start serving in a thread; return :attr:`url` once it answers."""
         self.hub.start()
-        self._socket.listen(128)
+        self._socket.listen(self._backlog)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},
