@@ -405,7 +405,7 @@ def run_service(
         for failure in client.plugin_failures:
             env.note(f"plugin failed: {printable(str(failure))}")
         if web:
-            page = _start_page(env, client, port, open_browser)
+            page = _start_page(env, client, port, open_browser, quiet=quiet)
         try:
             service = importlib.import_module("syft_chat.service")
         except ModuleNotFoundError as exc:
@@ -423,18 +423,35 @@ def run_service(
     env.note("stopped")
 
 
-def _start_page(env: Env, client: SyftChatClient, port: int | None, open_browser: bool) -> Any:
+def _start_page(
+    env: Env,
+    client: SyftChatClient,
+    port: int | None,
+    open_browser: bool,
+    *,
+    quiet: bool = False,
+) -> Any:
+    """Serve the page and say where. The secret goes to a terminal only: with ``--quiet`` (as
+    the SyftBox client runs the app, keeping its output in a log) or with output to a file
+    or pipe, the line names the address without it and the 0600 file that has it all."""
     from syft_chat.web import WebServer
 
     page = WebServer(client, port)
     url = page.start()
-    env.out(f"chat page: {url}")
+    if not quiet and sys.stdout.isatty():
+        env.out(f"chat page: {url}")
+        env.note(f"(the address is also in {page.url_file}, readable by you only)")
+    else:
+        env.out(
+            f"chat page: http://{page.address[0]}:{page.port}/ (the address with its secret "
+            f"is in {page.url_file}, readable by you only)"
+        )
     sys.stdout.flush()
-    env.note(f"(the address is also in {page.url_file}, readable by you only)")
     if open_browser:
         import webbrowser
 
-        webbrowser.open(url)
+        # a browser's command line is public (ps): it gets a private file that redirects
+        webbrowser.open(page.write_open_file().as_uri())
     return page
 
 

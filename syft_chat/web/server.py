@@ -6,11 +6,14 @@ known before the first request. Its connections are capped and timed out
 (:mod:`syft_chat.web.limits`). Its :attr:`~WebServer.url` is what the user opens; the same
 address is written to :attr:`~WebServer.url_file` (mode 0600, in the datasite's private
 ``.syft-chat`` folder, removed on stop) for an app started by the SyftBox client, whose
-output nobody reads.
+output nobody reads. :meth:`~WebServer.write_open_file` writes a 0600 HTML file beside it
+that redirects to the address: what ``--open`` hands the browser, since a browser's command
+line (``ps``) is readable by every local user and must not carry the secret.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import socket
@@ -106,6 +109,7 @@ class WebServer:
         self._backlog = BACKLOG
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+        self._open_file: Path | None = None
         folder = Path(client.syft.workspace.data_dir) / ".syft-chat" / client.app_name
         self.url_file: Path | None = (
             url_file or folder / f"{client.email}.web-url" if write_url_file else None
@@ -144,11 +148,30 @@ class WebServer:
         return self.url
 
     def _write_url_file(self, path: Path) -> None:
+        self._write_private(path, self.url + "\n")
+
+    @staticmethod
+    def _write_private(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(self.url + "\n")
+            out.write(text)
         os.chmod(path, 0o600)
+
+    def write_open_file(self) -> Path:
+        """A private (0600) HTML file that sends the browser on to :attr:`url`, for a
+        browser started with a file's path instead of the secret; removed on :meth:`stop`."""
+        folder = Path(self.client.syft.workspace.data_dir) / ".syft-chat" / self.client.app_name
+        path = folder / f"{self.client.email}.web-open-{self.port}.html"
+        target = html.escape(self.url, quote=True)
+        page = (
+            '<!doctype html><meta charset="utf-8"><title>syft-chat</title>'
+            f'<meta http-equiv="refresh" content="0;url={target}">'
+            f'<a href="{target}">Open the chat page</a>\n'
+        )
+        self._write_private(path, page)
+        self._open_file = path
+        return path
 
     def stop(self) -> None:
         """End the event streams and stop serving (idempotent)."""
@@ -157,6 +180,9 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self._socket.close()
+        if self._open_file is not None:
+            self._open_file.unlink(missing_ok=True)
+            self._open_file = None
         if self.url_file is not None:
             try:
                 if self.url_file.read_text(encoding="utf-8").strip() == self.url:

@@ -24,7 +24,10 @@ from syft_chat.testing import make_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 ALICE = "alice@openmined.org"
-URL = re.compile(r"chat page: (http://127\.0\.0\.1:(\d+)/\?token=[\w-]+)")
+# output to a pipe (or --quiet) names the address without its secret, and the file with it
+URL = re.compile(
+    r"chat page: http://127\.0\.0\.1:(\d+)/ \(the address with its secret is in (\S+),"
+)
 #: the app's virtualenv, kept between runs (run.sh reinstalls when the package changed)
 APP_VENV = Path(
     os.environ.get("SYFT_CHAT_TEST_APP_VENV") or "~/.cache/syft-chat/app-venv"
@@ -48,7 +51,10 @@ def _wait_for_url(proc: subprocess.Popen[str], timeout: float) -> tuple[str, int
             continue
         found = URL.search(line)
         if found:
-            return found.group(1), int(found.group(2))
+            assert "token=" not in line
+            url = Path(found.group(2)).read_text(encoding="utf-8").strip()
+            assert url.startswith(f"http://127.0.0.1:{found.group(1)}/?token=")
+            return url, int(found.group(1))
     raise AssertionError("no address printed")
 
 

@@ -309,3 +309,20 @@ def test_the_conversation_list_comes_in_pages_newest_first(served, pair):
     status, _, answer = web.request("GET", "/api/conversations", headers=cookie)
     rows = json.loads(answer)["items"]
     assert rows[0]["title"] == "group 3" and rows[0]["last_message"]["content"] == "hello group 3"
+
+
+def test_the_file_open_hands_the_browser_is_private_and_goes_on_stop(pair):
+    """``--open`` gives the browser a file's path, not the secret (a command line is public):
+    the file is 0600, sends the browser on to the address, and is removed on stop."""
+    ws, alice, bob = pair
+    server = WebServer(alice, port=0, write_url_file=False)
+    server.start()
+    try:
+        path = server.write_open_file()
+        assert server.secrets.token not in str(path)
+        assert path.stat().st_mode & 0o777 == 0o600
+        text = path.read_text(encoding="utf-8")
+        assert f'content="0;url={server.url}"' in text
+    finally:
+        server.stop()
+    assert not path.exists()
