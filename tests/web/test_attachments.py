@@ -61,6 +61,12 @@ def test_a_picked_file_and_an_image_arrive(net, open_page, shot, tmp_path):
     assert Path(net[BOB].attachment_path(message.msg_id, item.id, sender=ALICE)).read_bytes() == (
         report.read_bytes()
     )
+    # a download is an API call too: fetched with the secret's header, saved from a blob
+    with bob.page.expect_download(timeout=5_000) as download:
+        link.click()
+    assert download.value.suggested_filename == "report.csv"
+    assert Path(download.value.path()).read_bytes() == report.read_bytes()
+    assert "token" not in bob.page.url  # the secret left the address bar
 
     picture = tmp_path / "picture.png"
     picture.write_bytes(_png())
