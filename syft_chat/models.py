@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 __all__ = [
     "AUTO_REPLY_KEY",
     "CLAIMED_AUTO_REPLY_KEY",
+    "GROUP_NAME_MAX",
     "MAX_ATTACHMENTS",
     "PROTOCOL_VERSION",
     "WIRE_KINDS",
@@ -29,6 +31,7 @@ __all__ = [
     "MessageKind",
     "MessageStatus",
     "RosterEntry",
+    "check_group_name",
     "claims_auto_reply",
     "describe_error",
     "is_auto_reply",
@@ -415,6 +418,26 @@ class RosterEntry(BaseModel):
 
     def newer_than(self, other: RosterEntry | None) -> bool:
         return other is None or (self.v, self.change) > (other.v, other.change)
+
+
+#: characters a group name may have
+GROUP_NAME_MAX = 200
+# control, format (zero-width, bidi overrides and isolates), surrogate, private-use,
+# unassigned, line and paragraph separators: nothing a reader can see for what it is
+_UNSEEN_IN_NAMES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def check_group_name(name: object) -> str:
+    """``name`` stripped, if it can name a group: 1 to :data:`GROUP_NAME_MAX` characters, none
+    of them a control, format (bidi override, zero-width), private-use or unassigned
+    character, or a line separator; else ``ValueError`` saying which character. Checked when
+    a group is created here and when a peer's group change arrives."""
+    if not isinstance(name, str) or not name.strip() or len(name) > GROUP_NAME_MAX:
+        raise ValueError(f"a group name is 1 to {GROUP_NAME_MAX} characters")
+    for char in name:
+        if unicodedata.category(char) in _UNSEEN_IN_NAMES:
+            raise ValueError(f"a group name cannot hold the invisible character U+{ord(char):04X}")
+    return name.strip()
 
 
 class Group(BaseModel):

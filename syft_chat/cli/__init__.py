@@ -3,7 +3,7 @@
 Commands that only read (``history``, ``thread``, ``status``, ``search``,
 ``conversations``) open the SQLite file read-only and never start a client, so
 they are fast and never touch the workspace. Commands that talk to other
-datasites (``send``, ``users``, ``tail``, ``serve``) start a
+datasites (``send``, ``users``, ``tail``, ``serve``, ``web``) start a
 :class:`~syft_chat.SyftChatClient`.
 
 Output for people goes to stdout (aligned, coloured on a terminal, plain when
@@ -28,6 +28,7 @@ from syft_chat.cli.env import CONFIG_ENV, DB_ENV, DEFAULT_APP, Env, _fail, defau
 from syft_chat.cli.files import attachments, save
 from syft_chat.cli.online import allow, block, contacts, send, serve, tail, unblock, users
 from syft_chat.cli.reading import conversations, history, parse_since, search, status, thread
+from syft_chat.cli.web import web
 from syft_chat.errors import SyftChatError
 
 __all__ = ["DEFAULT_APP", "cli", "default_db_path", "main", "parse_since"]
@@ -118,6 +119,7 @@ for _command in (
     allow,
     tail,
     serve,
+    web,
     plugins,
     hooks,
     demo,

@@ -28,6 +28,7 @@ __all__ = [
     "allow",
     "block",
     "contacts",
+    "run_service",
     "send",
     "serve",
     "tail",
@@ -352,12 +353,29 @@ def tail(env: Env, with_user: str | None, thread_id: str | None, last: int, as_j
 
 @click.command()
 @click.option("--quiet", "-q", is_flag=True, help="Do not print a line per incoming message.")
+@click.option("--web", is_flag=True, help="Also serve the chat page on 127.0.0.1.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="The page's port [default: $SYFTBOX_ASSIGNED_PORT, else a free one].",
+)
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @pass_env
-def serve(env: Env, quiet: bool) -> None:
+def serve(env: Env, quiet: bool, web: bool, port: int | None, open_browser: bool) -> None:
     """Serve this datasite's chat and run its plugins and bots until stopped.
 
-    Stops cleanly on Ctrl-C or SIGTERM (for a service manager).
+    With --web, the same process also serves the chat page on 127.0.0.1 and prints its
+    address (with the secret that signs the browser in). Stops cleanly on Ctrl-C or
+    SIGTERM (for a service manager).
     """
+    run_service(env, quiet=quiet, web=web or open_browser, port=port, open_browser=open_browser)
+
+
+def run_service(
+    env: Env, *, quiet: bool, web: bool, port: int | None = None, open_browser: bool = False
+) -> None:
+    """What ``serve`` (and ``web``) run: the client, optionally the page, until a signal."""
     from syft_chat.display import format_message
 
     # stop cleanly on a signal from the very start, also one while the client starts
@@ -372,6 +390,7 @@ def serve(env: Env, quiet: bool) -> None:
     except BaseException:
         restore()
         raise
+    page = None
     try:
         names = [
             n
@@ -385,6 +404,8 @@ def serve(env: Env, quiet: bool) -> None:
         _note_role(env, client)
         for failure in client.plugin_failures:
             env.note(f"plugin failed: {printable(str(failure))}")
+        if web:
+            page = _start_page(env, client, port, open_browser, quiet=quiet)
         try:
             service = importlib.import_module("syft_chat.service")
         except ModuleNotFoundError as exc:
@@ -396,8 +417,42 @@ def serve(env: Env, quiet: bool) -> None:
             service.serve_forever(client, install_signal_handlers=False, stop=stop)
     finally:
         restore()
+        if page is not None:
+            page.stop()
         client.close()
     env.note("stopped")
+
+
+def _start_page(
+    env: Env,
+    client: SyftChatClient,
+    port: int | None,
+    open_browser: bool,
+    *,
+    quiet: bool = False,
+) -> Any:
+    """Serve the page and say where. The secret goes to a terminal only: with ``--quiet`` (as
+    the SyftBox client runs the app, keeping its output in a log) or with output to a file
+    or pipe, the line names the address without it and the 0600 file that has it all."""
+    from syft_chat.web import WebServer
+
+    page = WebServer(client, port)
+    url = page.start()
+    if not quiet and sys.stdout.isatty():
+        env.out(f"chat page: {url}")
+        env.note(f"(the address is also in {page.url_file}, readable by you only)")
+    else:
+        env.out(
+            f"chat page: http://{page.address[0]}:{page.port}/ (the address with its secret "
+            f"is in {page.url_file}, readable by you only)"
+        )
+    sys.stdout.flush()
+    if open_browser:
+        import webbrowser
+
+        # a browser's command line is public (ps): it gets a private file that redirects
+        webbrowser.open(page.write_open_file().as_uri())
+    return page
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:

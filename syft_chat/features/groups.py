@@ -66,6 +66,7 @@ from syft_chat.models import (
     MessageKind,
     MessageStatus,
     RosterEntry,
+    check_group_name,
     describe_error,
 )
 
@@ -359,14 +360,16 @@ class Groups:
 
     def create_group(self, name: str, members: Iterable[str]) -> Group:
         self._core.check_open()
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise InvalidMessageError("a group name is 1 to 200 characters")
+        try:
+            name = check_group_name(name)
+        except ValueError as exc:
+            raise InvalidMessageError(str(exc)) from None
         me = self._core.email
         people = self._people([me, *members])
         if len(people) < 2:
             raise InvalidMessageError("a group needs at least one other member")
         updates = {m: (True, False) for m in people}
-        return self._change("create", new_group_id(me), updates, name=name.strip(), created_by=me)
+        return self._change("create", new_group_id(me), updates, name=name, created_by=me)
 
     def get_group(self, group_id: str) -> Group:
         self._core.check_open()

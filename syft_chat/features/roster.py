@@ -15,11 +15,11 @@ import re
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from syft_chat.identity import is_canonical
 from syft_chat.messaging.kinds import Refusal
-from syft_chat.models import ChatMessage, Group, RosterEntry
+from syft_chat.models import ChatMessage, Group, RosterEntry, check_group_name
 
 __all__ = [
     "MAX_STEP",
@@ -78,6 +78,11 @@ class GroupChange(BaseModel):
     #: the members after the change (for readers of the raw table; the roster decides)
     members: list[str] = Field(default_factory=list, max_length=_MAX_MEMBERS)
     version: int = Field(default=1, ge=1, lt=2**40)
+
+    @field_validator("name")
+    @classmethod
+    def _visible_name(cls, name: str) -> str:  # a peer's name, like one made here
+        return check_group_name(name)
 
 
 def parse_change(message: ChatMessage) -> GroupChange:
