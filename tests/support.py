@@ -1,5 +1,6 @@
 """Helpers shared by the test modules: datasite names, a workspace with a client factory,
-hand-written request files (for playing an attacker) and waiting for a condition.
+hand-written request files (for playing an attacker), raw HTTP requests to a local page
+server (every header under the test's control) and waiting for a condition.
 
 Imported as ``from support import ...`` (not from conftest: every suite's conftest.py is
 imported under the same module name when several suites run in one pytest invocation).
@@ -7,6 +8,7 @@ imported under the same module name when several suites run in one pytest invoca
 
 from __future__ import annotations
 
+import http.client
 import json
 import uuid
 from pathlib import Path
@@ -141,3 +143,41 @@ def send_group_change(
     """Write a ``group`` request by hand from ``sender``'s folder; its (status, answer)."""
     body = envelope_body(sender, to, content, kind="group", group_id=gid, **extra)
     return read_response(write_raw_request(ws, to=to, folder=sender, body=body))
+
+
+class RawHttp:
+    """Raw HTTP requests to one server on 127.0.0.1, with full control of every header
+    (``Host`` included): what a browser's rules would forbid, a local process can send."""
+
+    def __init__(self, port: int, *, timeout: float = 5) -> None:
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
+        self.origin = f"http://127.0.0.1:{port}"
+        self.timeout = timeout
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``(status, headers with lower-case names, body)``; ``headers`` may replace Host."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            sent = {"Host": self.host, **(headers or {})}
+            if body is not None and "Transfer-Encoding" not in sent:
+                sent.setdefault("Content-Length", str(len(body)))
+            for name, value in sent.items():
+                conn.putheader(name, value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+        finally:
+            conn.close()

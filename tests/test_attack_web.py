@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import RawHttp
 
 from syft_chat.web import WebServer
 from syft_chat.web.security import Guard, Secrets
@@ -46,16 +47,18 @@ def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
         return b"".join(chunks)
 
 
-class _Http:
+class _Http(RawHttp):
+    """A signed-in page session: the shell's cookie and the API's secret header on every
+    request (``cookie=False`` leaves both out), the page's Origin on a POST."""
+
     def __init__(self, server: WebServer) -> None:
+        super().__init__(server.port, timeout=10)
         self.server = server
-        self.port = server.port
-        self.origin = f"http://127.0.0.1:{server.port}"
         status, headers, _ = self.get(f"/?token={server.secrets.token}", cookie=False)
         assert status == 303
         self.cookie = headers["set-cookie"].split(";", 1)[0]
 
-    def request(
+    def request(  # type: ignore[override]
         self,
         method: str,
         path: str,
@@ -63,31 +66,14 @@ class _Http:
         headers: dict[str, str] | None = None,
         cookie: bool = True,
     ) -> tuple[int, dict[str, str], bytes]:
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            sent = {"Host": f"127.0.0.1:{self.port}"}
-            if cookie:  # the page's session: the shell's cookie and the API's secret header
-                sent["Cookie"] = self.cookie
-                sent["X-Syft-Chat-Token"] = self.server.secrets.token
-            if method == "POST":
-                sent.update({"Origin": self.origin, "X-Syft-Chat": "1"})
-            sent.update(headers or {})
-            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            if body is not None:
-                sent.setdefault("Content-Length", str(len(body)))
-            for name, value in sent.items():
-                conn.putheader(name, value)
-            conn.endheaders(body)
-            response = conn.getresponse()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            conn.close()
+        sent: dict[str, str] = {}
+        if cookie:  # the page's session: the shell's cookie and the API's secret header
+            sent["Cookie"] = self.cookie
+            sent["X-Syft-Chat-Token"] = self.server.secrets.token
+        if method == "POST":
+            sent.update({"Origin": self.origin, "X-Syft-Chat": "1"})
+        sent.update(headers or {})
+        return super().request(method, path, body=body, headers=sent)
 
     def get(self, path: str, cookie: bool = True) -> tuple[int, dict[str, str], bytes]:
         return self.request("GET", path, cookie=cookie)

@@ -3,13 +3,13 @@ rebinding) and a foreign Origin (CSRF), with a plain HTTP client: no browser rul
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import RawHttp
 
 from syft_chat import hookimpl
 from syft_chat.testing import register_plugin, wait_for
@@ -20,39 +20,11 @@ ALICE = "alice@openmined.org"
 BOB = "bob@openmined.org"
 
 
-class Http:
-    """Raw requests to one server, with full control of every header."""
+class Http(RawHttp):
+    """Raw requests to one page server, with full control of every header."""
 
     def __init__(self, server: WebServer) -> None:
-        self.port = server.port
-        self.host = f"127.0.0.1:{server.port}"
-        self.origin = f"http://127.0.0.1:{server.port}"
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-            sent = {"Host": self.host, **(headers or {})}
-            if body is not None and "Transfer-Encoding" not in sent:
-                sent.setdefault("Content-Length", str(len(body)))
-            for name, value in sent.items():
-                conn.putheader(name, value)
-            conn.endheaders(body)
-            response = conn.getresponse()
-            return (
-                response.status,
-                {k.lower(): v for k, v in response.getheaders()},
-                response.read(),
-            )
-        finally:
-            conn.close()
+        super().__init__(server.port)
 
     def sign_in(self, token: str) -> str:
         status, headers, _ = self.request("GET", f"/?token={token}")
