@@ -115,8 +115,12 @@ def make_app(client: SyftChatClient, hub: EventHub) -> Starlette:
     me = client.email
 
     def conversations(offset: int, limit: int) -> dict[str, Any]:
-        # the store gives the whole list, newest first; the page asks for it in pages
-        items = client.list_conversations()
+        # newest first, from the store's summary: only as many as this page reaches (one
+        # more says whether there is a next page)
+        reach = offset + limit + 1
+        items = client.list_conversations(limit=reach) if reach <= 10_000 else None
+        if items is None:  # a page that deep: the whole list
+            items = client.list_conversations()
         names = {f"group:{g.group_id}": g.name for g in client.list_groups()}
         blocked = client.contact_policy.blocked
         page = [conversation_json(c, me, names) for c in items[offset : offset + limit]]
