@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ALICE, BOB, Workspace
+from support import ALICE, BOB, CHROMIUM, Workspace
 
 from syft_chat.testing import isolate_plugins
 
@@ -45,3 +45,17 @@ def workspace(tmp_path: Path) -> Iterator[Callable[..., Workspace]]:
 def pair(workspace: Callable[..., Workspace]) -> tuple[Workspace, Any, Any]:
     ws = workspace(ALICE, BOB)
     return ws, ws.client(ALICE), ws.client(BOB)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """The system Chromium driven by Playwright, one for the whole run (two Playwright
+    sessions in one process clash); skipped, saying why, only when it is not installed."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()

@@ -145,6 +145,10 @@ def send_group_change(
     return read_response(write_raw_request(ws, to=to, folder=sender, body=body))
 
 
+#: the system Chromium the page's browser tests drive (Debian's package)
+CHROMIUM = "/usr/bin/chromium"
+
+
 class RawHttp:
     """Raw HTTP requests to one server on 127.0.0.1, with full control of every header
     (``Host`` included): what a browser's rules would forbid, a local process can send."""

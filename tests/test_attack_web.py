@@ -24,7 +24,6 @@ from syft_chat.web.security import Guard, Secrets
 
 ALICE = "alice@openmined.org"
 BOB = "bob@openmined.org"
-CHROMIUM = "/usr/bin/chromium"
 
 
 # ------------------------------------------------------------------ helpers
@@ -92,18 +91,6 @@ def served(pair: Any) -> Iterator[tuple[WebServer, _Http, Any, Any]]:
         yield server, _Http(server), alice, bob
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

@@ -7,8 +7,6 @@ from typing import Any
 
 from syft_chat.web import WebServer
 
-CHROMIUM = "/usr/bin/chromium"
-
 
 class ChatPage:
     """One browser context (its own cookie jar) showing one datasite's page."""

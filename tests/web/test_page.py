@@ -306,3 +306,23 @@ def test_offline_mode_loses_nothing(net, open_page):
     wait_for(
         lambda: any(m.content == "typed while offline" for m in net[BOB].get_chat_history()), 5
     )
+
+
+def test_text_typed_while_a_message_is_on_its_way_is_kept(net, open_page):
+    """The composer empties when a message is sent, not when the server answers: what is
+    typed meanwhile is the next message (it used to be wiped by the earlier answer)."""
+    net[ALICE].send_message(BOB, "hello alice")
+    alice = open_page(ALICE)
+    alice.open(BOB)
+    held: list = []
+    alice.page.route("**/api/send", lambda route: held.append(route))  # held until let go
+    alice.type_and_send("first, on its way")
+    alice.page.wait_for_timeout(300)
+    assert held, "the send did not go out"
+    box = alice.page.locator("#input")
+    assert box.input_value() == ""
+    box.fill("second, being typed")
+    held[0].continue_()
+    alice.wait_for_text("first, on its way")
+    alice.page.wait_for_timeout(300)
+    assert box.input_value() == "second, being typed"

@@ -536,18 +536,27 @@
     const content = input.value;
     if (!content.trim() || !state.current) return;
     const body = { conversation: state.current, content };
-    if (state.replyTo) body.reply_to = state.replyTo.msg_id;
-    $("send").disabled = true;
+    const replyTo = state.replyTo;
+    if (replyTo) body.reply_to = replyTo.msg_id;
+    // the composer empties at once: what is typed while this one is on its way is the
+    // next message, never wiped when this one's answer comes
+    input.value = "";
+    autosize();
+    state.replyTo = null;
+    renderReply();
     try {
       const m = await api("/api/send", body);
-      input.value = "";
-      autosize();
-      state.replyTo = null;
-      renderReply();
       if (belongsHere(m)) upsert(m, true);
       refreshConversations();
-    } catch (error) { showError(error); }
-    finally { $("send").disabled = false; input.focus(); }
+    } catch (error) {
+      showError(error);
+      if (!input.value) {  // not sent: the text comes back, unless something new is typed
+        input.value = content;
+        autosize();
+        state.replyTo = replyTo;
+        renderReply();
+      }
+    } finally { input.focus(); }
   }
 
   async function upload(file) {
@@ -559,15 +568,21 @@
     const params = new URLSearchParams({ conversation: state.current, name: file.name });
     const text = $("input").value;
     if (text.trim()) params.set("content", text);
-    if (state.replyTo) params.set("reply_to", state.replyTo.msg_id);
+    const replyTo = state.replyTo;
+    if (replyTo) params.set("reply_to", replyTo.msg_id);
+    if (text.trim()) $("input").value = "";  // it goes with the file (see send())
+    state.replyTo = null;
+    renderReply();
     try {
       const m = await api("/api/upload?" + params, file);
-      $("input").value = "";
-      state.replyTo = null;
-      renderReply();
       if (m && m.msg_id && belongsHere(m)) upsert(m, true);
       refreshConversations();
-    } catch (error) { showError(error); }
+    } catch (error) {
+      showError(error);
+      if (text.trim() && !$("input").value) $("input").value = text;
+      state.replyTo = replyTo;
+      renderReply();
+    }
   }
 
   // mark a conversation read (once per burst of messages, per conversation)
