@@ -45,6 +45,12 @@ class AttachmentWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._dated = False
+        # nothing pending at the last look (then the store is read again only every
+        # _RECHECK_SECONDS, for what another process may have left: an idle client does
+        # not query its store every second)
+        self._empty_since: float | None = None
+        self._tracked = 0  # how many track() calls so far (an empty look is only trusted
+        # if none came while it looked)
 
     def track(self, message: ChatMessage) -> None:
         """An incoming message with attachments was stored (inside its transaction):
@@ -55,6 +61,8 @@ class AttachmentWatch:
                 pending.append((message.sender, message.msg_id, time.time()))
                 del pending[: max(0, len(pending) - self.core.settings.attachment_watch_max)]
                 self.core.store.set_setting(_PENDING_KEY, _dump(pending))
+                self._tracked += 1
+                self._empty_since = None
 
     def _pending(self) -> list[tuple[str, str, float]]:
         """``[sender, msg_id, since]`` of each watched message, oldest first (an entry
@@ -95,6 +103,9 @@ class AttachmentWatch:
             except Exception:
                 log.exception("attachment start-up work failed")
         while not self._stop.wait(self.core.settings.attachment_check_interval):
+            empty_since = self._empty_since
+            if empty_since is not None and time.monotonic() - empty_since < _RECHECK_SECONDS:
+                continue
             try:
                 self.check_pending()
             except StorageError as exc:
@@ -112,7 +123,11 @@ class AttachmentWatch:
                 with store.transaction():
                     store.set_setting(_PENDING_KEY, _dump(self._pending()))
             cutoff = time.time() - self.core.settings.attachment_watch_seconds
-            for sender, msg_id, since in self._pending():
+            tracked = self._tracked
+            pending = self._pending()
+            if not pending and self._empty_since is None and tracked == self._tracked:
+                self._empty_since = time.monotonic()
+            for sender, msg_id, since in pending:
                 fresh: list[Attachment] = []
                 message: ChatMessage | None = None
                 if since < cutoff:  # it never came whole: no longer watched
@@ -173,6 +188,10 @@ class AttachmentWatch:
             elif state in (AttachmentState.PENDING, AttachmentState.CORRUPT):
                 waiting = True  # a corrupt copy may still be replaced by the right one
         return not waiting, fresh
+
+
+#: how often (seconds) an idle checker reads the store anyway (see ``_empty_since``)
+_RECHECK_SECONDS = 30.0
 
 
 def _dump(value: object) -> str:
