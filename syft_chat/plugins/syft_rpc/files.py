@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the whole new one, never a part."""
+"""Atomic file writes (readers see the old file or the whole new one, never a part), and
+which folder is at a path (to notice one deleted and re-created)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "replacing", "temp_name"]
+__all__ = ["atomic_write", "folder_id", "replacing", "temp_name"]
 
 
 def atomic_write(
@@ -85,3 +86,12 @@ def _fsync_dir(folder: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def folder_id(path: Path) -> tuple[int, int] | None:
+    """Which folder is at ``path`` (device and inode), ``None`` if none is."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

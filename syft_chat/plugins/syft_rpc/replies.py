@@ -43,6 +43,8 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from syft_chat.plugins.syft_rpc.files import folder_id
+
 log = logging.getLogger(__name__)
 
 #: what the watches and the sweeper report: a file's name in a peer's answer folder
@@ -69,14 +71,6 @@ class _Watch:
     def __init__(self) -> None:
         self.watch: ObservedWatch | None = None
         self.folder_id: tuple[int, int] | None = None
-
-
-def _folder_id(folder: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(folder)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 class ReplyWatches:
@@ -181,7 +175,7 @@ class ReplyWatches:
             if current is not None:
                 self._watches.move_to_end(peer)
                 self._last_sent[peer] = now
-                if current.watch is None or current.folder_id == _folder_id(folder):
+                if current.watch is None or current.folder_id == folder_id(folder):
                     return
                 stale, current.watch = current.watch, None  # a dead watch: make it again
                 slot = current
@@ -201,7 +195,7 @@ class ReplyWatches:
         if stale is not None:
             with contextlib.suppress(KeyError, RuntimeError):  # the observer already stopped
                 observer.unschedule(stale)
-        folder_id = _folder_id(folder)
+        made_on = folder_id(folder)
         try:
             watch = observer.schedule(
                 _Watcher(self._seen, peer),
@@ -218,7 +212,7 @@ class ReplyWatches:
             return
         with self._lock:
             if self._watches.get(peer) is slot and not self._closed:
-                slot.watch, slot.folder_id = watch, folder_id
+                slot.watch, slot.folder_id = watch, made_on
                 if peer in self._unanswered:  # what came before the watch: the sweeper
                     self._look_soon(peer)
                     self._wake.set()

@@ -72,7 +72,7 @@ from syft_chat.interfaces import (
     ReplyHandler,
 )
 from syft_chat.models import describe_error
-from syft_chat.plugins.syft_rpc.files import atomic_write
+from syft_chat.plugins.syft_rpc.files import atomic_write, folder_id
 from syft_chat.plugins.syft_rpc.peers import PeerDirectory
 from syft_chat.plugins.syft_rpc.permissions import write_permission_files
 from syft_chat.plugins.syft_rpc.replies import ReplyWatches
@@ -153,15 +153,6 @@ def _is_request_id(name: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _folder_id(path: Path) -> tuple[int, int] | None:
-    """Which folder is at ``path`` (device and inode), ``None`` if none is."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _json_reply(status_code: int, **fields: Any) -> Reply:
@@ -332,7 +323,7 @@ class RpcTransport:
                 f"could not start serving chat in {self.my_endpoint}: {exc}{full}"
             ) from exc
         self._started = True
-        self._endpoint_id = _folder_id(self.my_endpoint)
+        self._endpoint_id = folder_id(self.my_endpoint)
         guard = threading.Thread(
             target=self._guard_endpoint, name=f"syft-chat-endpoint[{self.email}]", daemon=True
         )
@@ -423,7 +414,7 @@ class RpcTransport:
         """The folder we watch is still there (same inode, the watch on it alive: a folder
         re-created at once may get the old inode number back) and so is the schema."""
         events = self._events
-        if events is None or _folder_id(self.my_endpoint) != self._endpoint_id:
+        if events is None or folder_id(self.my_endpoint) != self._endpoint_id:
             return False
         if not (self.my_endpoint.parent / "rpc.schema.json").is_file():
             return False
@@ -459,7 +450,7 @@ class RpcTransport:
             recursive=True,
             event_filter=[FileCreatedEvent, FileMovedEvent],
         )
-        self._endpoint_id = _folder_id(self.my_endpoint)
+        self._endpoint_id = folder_id(self.my_endpoint)
         events.process_pending_requests()
 
     def stop(self) -> None:
