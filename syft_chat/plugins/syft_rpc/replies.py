@@ -10,14 +10,15 @@ process by one thread per peer, for good. Instead:
   of 50 does not move watches around on every message);
 * one sweeper thread looks at every peer with something unanswered, watched or not: one
   ``stat`` of the folder, and a listing only when its modification time moved (a file
-  was created, renamed or removed in it) or moved less than a second ago. A peer is
-  looked at ``sweep_seconds`` after a request to it, then less and less often, up to
-  every ``max_sweep_seconds``. So an answer from a peer without a watch is found within
-  moments, and nothing a watch missed (a file that came before the watch, a folder
-  deleted and re-created under it, a rotated refusal marker) waits for a retry: it is
-  found within ``max_sweep_seconds``. The sweeper takes only the peers that are due (a
-  heap of times), so a thousand peers offline for hours cost a thousand ``stat`` calls a
-  second;
+  was created, renamed or removed in it) or moved less than a second ago. A peer without
+  a watch is looked at ``sweep_seconds`` after a request to it, then less and less often,
+  up to every ``max_sweep_seconds``; a watched one every ``max_sweep_seconds`` (its watch
+  sees the answer at once: the sweeper is the net under it). So an answer from a peer
+  without a watch is found within moments, and nothing a watch missed (a file that came
+  before the watch, a folder deleted and re-created under it, a rotated refusal marker)
+  waits for a retry: it is found within ``max_sweep_seconds``. The sweeper takes only the
+  peers that are due (a heap of times), so a thousand peers offline for hours cost a
+  thousand ``stat`` calls a second;
 * a peer with nothing unanswered costs nothing: the sweeper sleeps until it has work.
 
 Threads and file descriptors therefore stay constant however many peers there are.
@@ -125,7 +126,11 @@ class ReplyWatches:
             if self._closed:
                 return
             self._unanswered.setdefault(peer, set()).add(request_id)
-            self._look_soon(peer)
+            current = self._watches.get(peer)
+            if current is not None and current.watch is not None:
+                self._look_later(peer)  # its watch sees the answer: the sweeper is a net
+            else:
+                self._look_soon(peer)
             self._start_sweeper_locked()
         self._watch(peer)
         self._wake.set()
@@ -221,6 +226,15 @@ class ReplyWatches:
             observer.unschedule(watch)
 
     # ------------------------------------------------------------------ the sweeper
+
+    def _look_later(self, peer: str) -> None:
+        """(Under the lock.) Look at a watched ``peer``'s folder within ``max_sweep_seconds``
+        (what its watch may have missed), unless a look is planned sooner."""
+        planned = self._next_look.get(peer)
+        when = time.monotonic() + self._max_sweep
+        if planned is None or planned[0] > when:
+            self._next_look[peer] = (when, self._max_sweep)
+            heapq.heappush(self._due, (when, peer))
 
     def _look_soon(self, peer: str) -> None:
         """(Under the lock.) Look at ``peer``'s folder now, then back off again."""
