@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from support import ALICE, BOB, CAROL, wait_for
+from support import ALICE, BOB, CAROL, envelope_body, wait_for, write_raw_request
+from syft_rpc.protocol import SyftRequest
+from syft_rpc.rpc import make_url
 
 import syft_chat
 from syft_chat import ChatMessage, MessageStatus
@@ -195,3 +198,35 @@ def test_concurrent_senders(workspace):
     assert len({m.msg_id for m in got}) == 50
     assert len(bob.get_chat_history(limit=1000)) == 50
     assert all(m.status == MessageStatus.DELIVERED for m in alice.get_chat_history(limit=100))
+
+
+def test_month_old_requests_are_cleaned_up_only_after_the_waiting_ones_are_answered(workspace):
+    """syft-event's periodic cleanup (requests older than 30 days) still runs, but its
+    first pass, which loads every request file, waits for the backlog."""
+    ws = workspace(ALICE, BOB)
+    ws.client(BOB).close()  # published; nobody serves it now
+    waiting = [
+        write_raw_request(ws, to=BOB, folder=ALICE, body=envelope_body(ALICE, BOB, f"w{i}"))
+        for i in range(150)
+    ]
+    month_ago = datetime.now(timezone.utc) - timedelta(days=31)
+    old = SyftRequest(
+        sender=ALICE,
+        method="POST",
+        url=make_url(BOB, "syft_chat", "chat"),
+        body=b"{}",
+        created=month_ago,
+        expires=month_ago + timedelta(minutes=5),
+    )
+    old_path = ws.endpoint(BOB) / ALICE / f"{old.id}.request"
+    old_path.write_text(old.model_dump_json())
+
+    ws.client(BOB)
+    answered_when_cleaned = -1
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not old_path.exists():
+            answered_when_cleaned = sum(p.with_suffix(".response").exists() for p in waiting)
+            break
+        time.sleep(0.002)
+    assert answered_when_cleaned == len(waiting)

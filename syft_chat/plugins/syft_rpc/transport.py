@@ -43,7 +43,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from loguru import logger as _loguru
 from syft_core import Client as SyftClient
@@ -202,6 +202,8 @@ class _ChatEvents(SyftEvents):
     def __init__(self, transport: RpcTransport, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._chat_transport = transport
+        self.held_cleanup = _HeldCleanup(self._periodic_cleanup)
+        self._periodic_cleanup = cast(Any, self.held_cleanup)  # what start()/stop() call
 
     def init(self) -> None:
         super().init()
@@ -210,6 +212,41 @@ class _ChatEvents(SyftEvents):
 
     def _SyftEvents__handle_rpc(self, path: Path, func: Any) -> None:
         self._chat_transport._handle_request_file(Path(path))
+
+
+class _HeldCleanup:
+    """syft-event's periodic cleanup (it deletes requests older than 30 days), held back
+    until the requests that waited for us are answered: its first pass loads every
+    request file in the app's folder, which at start competed with the backlog for the
+    interpreter (10,000 waiting: drained at ~430 msg/s with it, ~500 without)."""
+
+    def __init__(self, cleanup: Any) -> None:
+        self._cleanup = cleanup
+        self._lock = threading.Lock()
+        self._wanted = self._released = self._stopped = False
+
+    def start(self) -> None:  # syft-event's start()
+        with self._lock:
+            self._wanted = True
+            go = self._released and not self._stopped
+        if go:
+            self._cleanup.start()
+
+    def release(self) -> None:
+        """The backlog is answered: start the cleanup if syft-event asked for it."""
+        with self._lock:
+            self._released = True
+            go = self._wanted and not self._stopped
+        if go:
+            self._cleanup.start()
+
+    def stop(self) -> None:  # syft-event's stop()
+        with self._lock:
+            self._stopped = True
+        self._cleanup.stop()
+
+    def is_running(self) -> bool:
+        return bool(self._cleanup.is_running())
 
 
 if not hasattr(SyftEvents, "_SyftEvents__handle_rpc"):  # pragma: no cover
@@ -350,6 +387,8 @@ class RpcTransport:
         except Exception:
             if not self._stopped:
                 log.exception("could not answer the requests that waited in %s", self.my_endpoint)
+        finally:
+            events.held_cleanup.release()
 
     def _answer_waiting(self) -> None:
         """Answer every request waiting in our endpoint, oldest first: each sender's
