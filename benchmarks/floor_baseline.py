@@ -14,9 +14,10 @@ benchmark can say what the folder transport itself costs on this machine:
   ``COMMIT`` into a WAL database with ``synchronous=FULL`` (the pragmas of
   ``syft_chat.plugins.sqlite.store``); the sender stores before it writes, the
   receiver stores what it read (one way ends after that commit, as syft-chat's
-  listener hears a message once it is committed); and the answer is ``fsync``\\ ed,
-  file before the rename and folder after it (``syft_chat.plugins.syft_rpc.files``,
-  like syft-chat's response files; request files are not synced, there either).
+  listener hears a message once it is committed); and the answer file is ``fsync``\\ ed
+  before its rename (``syft_chat.plugins.syft_rpc.files``, like syft-chat's response
+  files, whose folder is not synced: a lost rename is answered again; request files are
+  not synced, there either).
 
 Both ends run in one process, so one way is measured with shared
 ``time.perf_counter()`` stamps. The exchange's files are removed once the answer
@@ -65,14 +66,6 @@ SCHEMA = (
 )
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, tmp_dir: Path, data: bytes, *, durable: bool = False) -> None:
     """Write ``data`` to ``tmp_dir`` (unwatched), then ``os.replace`` it to ``path``."""
     tmp = tmp_dir / f".{path.name}.tmp"
@@ -82,8 +75,6 @@ def atomic_write(path: Path, tmp_dir: Path, data: bytes, *, durable: bool = Fals
             fh.flush()
             os.fsync(fh.fileno())
     os.replace(tmp, path)
-    if durable:
-        _fsync_dir(path.parent)
 
 
 class _Store:

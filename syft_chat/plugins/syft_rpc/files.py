@@ -15,13 +15,20 @@ __all__ = ["atomic_write", "folder_id", "replacing", "temp_name"]
 
 
 def atomic_write(
-    path: Path, data: bytes, *, tmp_dir: Path | None = None, durable: bool = False
+    path: Path,
+    data: bytes,
+    *,
+    tmp_dir: Path | None = None,
+    durable: bool = False,
+    sync_folder: bool = True,
 ) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     ``durable``: ``fsync`` the file before the rename and ``path``'s folder after it, so
     that the new file survives a power cut once this returns (not only a crash of the
-    process); for files that carry a confirmation.
+    process); for files that carry a confirmation. ``sync_folder=False`` syncs only the
+    file: after a power cut ``path`` is then either whole or (the rename lost) absent,
+    never empty or torn; for a file that is written again when found missing.
 
     ``tmp_dir`` should be an *unwatched* folder on the same filesystem: a
     rename within a watched folder makes watchdog hold the event for up to
@@ -34,13 +41,13 @@ def atomic_write(
     if tmp_dir is not None:
         tmp = tmp_dir / name
         try:
-            _write_and_rename(tmp, path, data, durable)
+            _write_and_rename(tmp, path, data, durable, sync_folder)
             return
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.ENOENT):
                 raise
             # another filesystem, or the temp folder is gone: fall back below
-    _write_and_rename(path.with_name(name), path, data, durable)
+    _write_and_rename(path.with_name(name), path, data, durable, sync_folder)
 
 
 def temp_name(path: Path) -> str:
@@ -49,10 +56,13 @@ def temp_name(path: Path) -> str:
 
 
 @contextmanager
-def replacing(path: Path, *, tmp: Path | None = None, durable: bool = False) -> Iterator[BinaryIO]:
+def replacing(
+    path: Path, *, tmp: Path | None = None, durable: bool = False, sync_folder: bool = True
+) -> Iterator[BinaryIO]:
     """Write ``path`` through the temporary file ``tmp`` (default: beside it) opened for the
     block: renamed over ``path`` when the block ends, removed if it raises. ``durable``:
-    the file, then ``path``'s folder, are ``fsync``-ed (see :func:`atomic_write`)."""
+    the file, then (``sync_folder``) ``path``'s folder, are ``fsync``-ed (see
+    :func:`atomic_write`)."""
     tmp = tmp if tmp is not None else path.with_name(temp_name(path))
     try:
         with open(tmp, "wb") as fh:
@@ -64,12 +74,12 @@ def replacing(path: Path, *, tmp: Path | None = None, durable: bool = False) -> 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if durable:
+    if durable and sync_folder:
         _fsync_dir(path.parent)
 
 
-def _write_and_rename(tmp: Path, path: Path, data: bytes, durable: bool) -> None:
-    with replacing(path, tmp=tmp, durable=durable) as fh:
+def _write_and_rename(tmp: Path, path: Path, data: bytes, durable: bool, sync_folder: bool) -> None:
+    with replacing(path, tmp=tmp, durable=durable, sync_folder=sync_folder) as fh:
         fh.write(data)
 
 
