@@ -225,25 +225,25 @@ class _HeldCleanup:
         self._lock = threading.Lock()
         self._wanted = self._released = self._stopped = False
 
+    # under the lock throughout: a start racing a stop must not leave a cleanup thread
+    # running after it (starting one only spawns its thread)
     def start(self) -> None:  # syft-event's start()
         with self._lock:
             self._wanted = True
-            go = self._released and not self._stopped
-        if go:
-            self._cleanup.start()
+            if self._released and not self._stopped:
+                self._cleanup.start()
 
     def release(self) -> None:
         """The backlog is answered: start the cleanup if syft-event asked for it."""
         with self._lock:
             self._released = True
-            go = self._wanted and not self._stopped
-        if go:
-            self._cleanup.start()
+            if self._wanted and not self._stopped:
+                self._cleanup.start()
 
     def stop(self) -> None:  # syft-event's stop()
         with self._lock:
             self._stopped = True
-        self._cleanup.stop()
+            self._cleanup.stop()
 
     def is_running(self) -> bool:
         return bool(self._cleanup.is_running())
