@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 from support import ALICE, BOB
 
 import syft_chat
+from syft_chat.cli import main as cli_main
 from syft_chat.cli import parse_since
 from syft_chat.display import (
     ChatHistory,
@@ -462,3 +464,16 @@ def test_contact_policy_from_the_command_line(tmp_path):
     assert "mallory@evil.org" in perms and "disallow" in perms
     assert run("unblock", "mallory@evil.org").returncode == 0
     assert run("block", "not-an-email").returncode == 1
+
+
+def test_the_command_line_does_not_print_watchdogs_benign_warning(capsys: Any) -> None:
+    """watchdog warns, harmlessly, when a peer's folder appears during its own walk; a
+    ``syft-chat`` user is not shown it (any other warning still shows)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert cli_main(["--help"]) == 0
+        noise = "Callback with id '7' already exists for watch <w>. It will be Overwritten."
+        warnings.warn(noise, RuntimeWarning, stacklevel=1)
+        warnings.warn("something else", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else"]
+    assert "Usage" in capsys.readouterr().out

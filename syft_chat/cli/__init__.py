@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,8 +131,15 @@ for _command in (
 # --------------------------------------------------------------------------- entry point
 
 
+#: watchdog's inotify thread warns when a peer's folder appears while it is still walking
+#: the folder above it, and then watches it anyway (the same callback, overwritten by
+#: itself): nothing is wrong, so the command line does not print it
+WATCHDOG_NOISE = r"Callback with id .* already exists for watch"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (the ``syft-chat`` console script)."""
+    warnings.filterwarnings("ignore", message=WATCHDOG_NOISE, category=RuntimeWarning)
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         result = cli.main(args=args, prog_name="syft-chat", standalone_mode=False)
