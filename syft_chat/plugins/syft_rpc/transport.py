@@ -240,6 +240,12 @@ class _HeldCleanup:
             if self._wanted and not self._stopped:
                 self._cleanup.start()
 
+    def hold(self) -> None:
+        """The server is stopping: no start from now on (a backlog that ends meanwhile
+        must not begin a first pass that :meth:`stop` would then wait for)."""
+        with self._lock:
+            self._stopped = True
+
     def stop(self) -> None:  # syft-event's stop()
         with self._lock:
             self._stopped = True
@@ -499,6 +505,8 @@ class RpcTransport:
                 return
             self._stopped = True
             events, observer = self._events, self._observer
+        if events is not None:  # before the backlog thread, seeing the stop, releases it
+            events.held_cleanup.hold()
         self._replies.close()
         self._peers.close()
         try:
