@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from support import ALICE, BOB, CAROL, envelope_body, wait_for, write_raw_request
+from support import ALICE, BOB, CAROL, envelope_body, read_response, wait_for, write_raw_request
 from syft_rpc.protocol import SyftRequest
 from syft_rpc.rpc import make_url
 
@@ -259,3 +259,16 @@ def test_a_close_during_the_backlog_never_starts_the_cleanup(workspace):
         bob.close()
         assert not all(p.with_suffix(".response").exists() for p in waiting)  # closed early
         assert old_path.exists()  # no cleanup pass ran
+
+
+def test_an_unreadable_file_in_the_endpoint_top_folder_does_not_stop_the_backlog(workspace):
+    """syft-event's move of old-layout requests (``rpc/chat/<id>.request``) raised at a file
+    it could not parse, and the requests that waited in the senders' folders were then never
+    answered, at this start or any later one."""
+    ws = workspace(ALICE, BOB)
+    ws.client(BOB).close()
+    waiting = write_raw_request(ws, to=BOB, folder=ALICE, body=envelope_body(ALICE, BOB, "hi"))
+    (ws.endpoint(BOB) / "stray.request").write_text("not a request")
+    bob = ws.client(BOB)
+    assert read_response(waiting)[0] == 200
+    assert [m.content for m in bob.get_chat_history()] == ["hi"]
