@@ -181,6 +181,8 @@ def chat_accept_message(message: ChatMessage, sender: str, client: SyftChatClien
     Called on the transport's serving thread before the message is stored.
     Stops at the first refusal. Decision, fails closed: a raising
     implementation refuses the message, with a reason naming the plugin.
+    A refused resend of a message stored earlier (its answer was lost) is
+    confirmed all the same: it was accepted, stored and announced then.
     """
 
 

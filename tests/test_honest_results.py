@@ -292,6 +292,30 @@ def test_an_answer_lost_to_a_power_cut_is_given_again_at_start(workspace: Any) -
     assert [m.content for m in bob.get_chat_history()] == ["survive"]
 
 
+def test_an_answer_lost_then_the_sender_blocked_is_still_a_confirmation(workspace: Any) -> None:
+    """Bob stored alice's message, its answer was lost (a power cut, a crash before the
+    response file), then bob blocked alice: the request answered again at start is a 200,
+    not a refusal, which alice would record as "failed" for a message bob has. A new
+    message from her is still refused."""
+    ws = workspace(ALICE, BOB)
+    ws.client(BOB).close()
+    request = write_raw_request(ws, to=BOB, folder=ALICE, body=envelope_body(ALICE, BOB, "kept"))
+    saved = request.read_bytes()
+    bob = ws.client(BOB, settings=FAST)
+    assert read_response(request)[0] == 200
+    bob.block(ALICE)
+    bob.close()
+    request.with_suffix(".response").unlink()  # the answer that did not reach the disk
+    request.write_bytes(saved)
+    bob = ws.client(BOB, settings=FAST)
+    status, body = read_response(request)
+    assert (status, body["status"]) == (200, "delivered"), body
+    assert bob.failed_messages() == []
+    new = write_raw_request(ws, to=BOB, folder=ALICE, body=envelope_body(ALICE, BOB, "new"))
+    assert read_response(new)[0] == 403
+    assert [m.content for m in bob.get_chat_history()] == ["kept"]
+
+
 # --------------------------------------------------------------------------- 5. full disk, signals
 
 

@@ -74,6 +74,11 @@ def _answer(code: int, **fields: object) -> Reply:
     return Reply(code, json.dumps(fields).encode())
 
 
+def _delivered(msg_id: str) -> Reply:
+    response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
+    return Reply(200, response.model_dump_json().encode())
+
+
 class Incoming:
     """The receive path of one client."""
 
@@ -180,9 +185,13 @@ class Incoming:
         try:
             refusal = core.hooks.accept_message(message, request.sender, core.client)
         except HookDecisionError as exc:  # fail closed; the details stay local
+            if self._stored(request.sender, msg_id):
+                return _delivered(msg_id)
             public = f"refused: {exc.public or 'refused by a plugin'}"
             return self._refuse(request, Refusal(403, f"refused: {exc}"), msg_id, public=public)
         if refusal:
+            if self._stored(request.sender, msg_id):
+                return _delivered(msg_id)
             return self._refuse(request, Refusal(403, f"refused: {refusal}"), msg_id)
         rule = core.kinds.get(message.kind)
         if rule is None:
@@ -237,8 +246,17 @@ class Incoming:
                 rule.after(record)
             except Exception:  # the message is stored and answered: never undone
                 log.exception("after storing %s from %s", msg_id, request.sender)
-        response = ChatResponse(status=MessageStatus.DELIVERED.value, message_id=msg_id)
-        return Reply(200, response.model_dump_json().encode())
+        return _delivered(msg_id)
+
+    def _stored(self, sender: str, msg_id: str) -> bool:
+        """Whether ``sender``'s ``msg_id`` is stored here: a resend of what was accepted
+        before (its answer lost to a crash or a power cut) is confirmed, even if the
+        sender was blocked since, never refused: the sender would record as failed a
+        message that was stored and announced here."""
+        try:
+            return self._store.get(msg_id, sender=sender) is not None
+        except StorageError:
+            return False
 
     def _own_reply(self, message: ChatMessage) -> ChatMessage:
         """``message`` answering nothing if its ``reply_to`` names a message stored here of

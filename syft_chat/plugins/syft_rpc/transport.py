@@ -240,6 +240,12 @@ class _HeldCleanup:
             if self._wanted and not self._stopped:
                 self._cleanup.start()
 
+    def hold(self) -> None:
+        """The server is stopping: no start from now on (a backlog that ends meanwhile
+        must not begin a first pass that :meth:`stop` would then wait for)."""
+        with self._lock:
+            self._stopped = True
+
     def stop(self) -> None:  # syft-event's stop()
         with self._lock:
             self._stopped = True
@@ -378,9 +384,7 @@ class RpcTransport:
         running, answers the new ones; a request both see is answered once) and collect
         the answers that came for ``awaiting`` meanwhile."""
         try:
-            move = getattr(events, "_SyftEvents__move_legacy_requests", None)
-            if move is not None:
-                move()
+            self._move_legacy_requests(events)
             self._answer_waiting()
             if awaiting and not self._stopped:
                 self._collect_replies(awaiting)
@@ -389,6 +393,23 @@ class RpcTransport:
                 log.exception("could not answer the requests that waited in %s", self.my_endpoint)
         finally:
             events.held_cleanup.release()
+
+    def _move_legacy_requests(self, events: _ChatEvents) -> None:
+        """syft-event's move of requests left directly in the endpoint folder (its old
+        layout) into their sender's folder. It stops at the first file it cannot read: that
+        is logged, and the requests that waited are answered all the same."""
+        move = getattr(events, "_SyftEvents__move_legacy_requests", None)
+        if move is None:  # pragma: no cover - a syft-event without the old layout
+            return
+        try:
+            move()
+        except Exception as exc:
+            log.warning(
+                "could not move the requests left in %s's top folder into their senders' "
+                "folders (%s); answering the others",
+                self.my_endpoint,
+                describe_error(exc),
+            )
 
     def _answer_waiting(self) -> None:
         """Answer every request waiting in our endpoint, oldest first: each sender's
@@ -499,6 +520,8 @@ class RpcTransport:
                 return
             self._stopped = True
             events, observer = self._events, self._observer
+        if events is not None:  # before the backlog thread, seeing the stop, releases it
+            events.held_cleanup.hold()
         self._replies.close()
         self._peers.close()
         try:
