@@ -14,7 +14,7 @@ from pathlib import Path
 
 from support import ALICE, BOB
 
-from syft_chat.testing import make_workspace
+from syft_chat.testing import make_workspace, wait_for
 
 PEER = Path(__file__).with_name("chaos_peer.py")
 SETTINGS = {"retry_initial": 0.3, "retry_max": 1.0, "order_gap_timeout": 600}
@@ -114,3 +114,24 @@ def test_thousand_messages_with_receiver_and_sender_killed(tmp_path):
         f"\n{n} messages, bob killed {kills['bob']}x, alice {kills['alice']}x: "
         f"0 lost, 0 duplicated, {len(lines) - n} repeated announcements, {took:.1f}s"
     )
+
+
+def test_temporary_files_left_by_interrupted_writes_are_swept_at_start(workspace) -> None:
+    """A crash (or a full disk) between writing a request's or answer's temporary file and
+    its rename leaves the file in ``data_dir/.syft-chat/tmp``; the next start removes those
+    older than an hour, never one a write may still be using, nor anything else."""
+    ws = workspace(ALICE, BOB)
+    bob = ws.client(BOB)
+    tmp = Path(bob.syft.workspace.data_dir) / ".syft-chat" / "tmp"
+    bob.close()
+    hours_ago = time.time() - 2 * 3600
+    stale = [tmp / ".0b9a.request.1f2e3d4c5b6a.tmp", tmp / ".77aa.response.a1b2c3d4e5f6.tmp"]
+    fresh = tmp / ".5c5c.response.0a0b0c0d0e0f.tmp"
+    other = tmp / "notes.txt"
+    for path in [*stale, fresh, other]:
+        path.write_bytes(b"partial")
+    for path in [*stale, other]:
+        os.utime(path, (hours_ago, hours_ago))
+    ws.client(BOB)
+    wait_for(lambda: not any(p.exists() for p in stale))
+    assert fresh.exists() and other.exists()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "folder_id", "replacing", "temp_name"]
+__all__ = ["atomic_write", "folder_id", "replacing", "sweep_temp_files", "temp_name"]
 
 
 def atomic_write(
@@ -96,6 +97,29 @@ def _fsync_dir(folder: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def sweep_temp_files(folder: Path, older_than: float) -> int:
+    """Remove the temporary files (:func:`temp_name`) in ``folder`` last written more than
+    ``older_than`` seconds ago: a write that a crash (or a full disk) interrupted left them;
+    a write under way takes milliseconds. Returns how many were removed."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove
+    return removed
 
 
 def folder_id(path: Path) -> tuple[int, int] | None:

@@ -72,7 +72,7 @@ from syft_chat.interfaces import (
     ReplyHandler,
 )
 from syft_chat.models import describe_error
-from syft_chat.plugins.syft_rpc.files import atomic_write, folder_id
+from syft_chat.plugins.syft_rpc.files import atomic_write, folder_id, sweep_temp_files
 from syft_chat.plugins.syft_rpc.peers import PeerDirectory
 from syft_chat.plugins.syft_rpc.permissions import write_permission_files
 from syft_chat.plugins.syft_rpc.replies import ReplyWatches
@@ -111,6 +111,9 @@ _MAX_PENDING_REREADS = 64
 #: how often (seconds) a serving transport checks that its endpoint folder is still the one
 #: it watches (one ``stat``); a deleted one is re-created and published again
 _ENDPOINT_CHECK_SECONDS = 1.0
+#: a temporary file (``data_dir/.syft-chat/tmp``) older than this was left by a write that a
+#: crash or a full disk interrupted (each takes milliseconds): removed once the backlog is done
+_STALE_TEMP_SECONDS = 3600.0
 _REJECTION_MARKER = re.compile(r"^(?P<id>[^.]+)\.(?:syftrejected|rejected)(?:\.\d+)?\.request$")
 
 
@@ -386,6 +389,9 @@ class RpcTransport:
         try:
             self._move_legacy_requests(events)
             self._answer_waiting()
+            swept = sweep_temp_files(self._tmp_dir, _STALE_TEMP_SECONDS)
+            if swept:
+                log.info("removed %d temporary files left by interrupted writes", swept)
             if awaiting and not self._stopped:
                 self._collect_replies(awaiting)
         except Exception:
