@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -272,3 +273,38 @@ def test_an_unreadable_file_in_the_endpoint_top_folder_does_not_stop_the_backlog
     bob = ws.client(BOB)
     assert read_response(waiting)[0] == 200
     assert [m.content for m in bob.get_chat_history()] == ["hi"]
+
+
+def test_the_cleanup_never_loads_a_file_over_the_request_limit(workspace):
+    """A request file over ``max_request_bytes`` was refused unread when it came; the
+    cleanup does not load it either (a peer could make every pass read gigabytes): it goes
+    by the file's age, not by the ``created`` written inside it."""
+    ws = workspace(ALICE, BOB)
+    limit = 4096
+    ws.client(BOB, settings={"max_request_bytes": limit}).close()
+    now = datetime.now(timezone.utc)
+    month_ago = time.time() - 31 * 86400
+
+    def big(created: datetime) -> Path:
+        request = SyftRequest(
+            sender=ALICE,
+            method="POST",
+            url=make_url(BOB, "syft_chat", "chat"),
+            body=b"{}",
+            created=created,
+            expires=created + timedelta(minutes=5),
+        )
+        path = ws.endpoint(BOB) / ALICE / f"{request.id}.request"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(request.model_dump_json() + " " * limit)  # valid JSON, too large
+        return path
+
+    old_file = big(created=now)  # says it is new; the file is a month old
+    os.utime(old_file, (month_ago, month_ago))
+    new_file = big(created=now - timedelta(days=31))  # says it is old; the file is new
+    marker = _month_old_request(ws)  # a small one the same pass deletes
+    ws.client(BOB, settings={"max_request_bytes": limit})
+    wait_for(lambda: not marker.exists(), 10)
+    wait_for(lambda: not old_file.exists(), 5)
+    assert not old_file.with_suffix(".response").exists()
+    assert new_file.exists()

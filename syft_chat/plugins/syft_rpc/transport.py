@@ -72,6 +72,7 @@ from syft_chat.interfaces import (
     ReplyHandler,
 )
 from syft_chat.models import describe_error
+from syft_chat.plugins.syft_rpc.cleanup import HeldCleanup
 from syft_chat.plugins.syft_rpc.files import atomic_write, folder_id, sweep_temp_files
 from syft_chat.plugins.syft_rpc.peers import PeerDirectory
 from syft_chat.plugins.syft_rpc.permissions import write_permission_files
@@ -199,13 +200,15 @@ class _ChatEvents(SyftEvents):
     syft-event's ``__handle_rpc`` writes responses in place and lets
     exceptions escape; it is the one method we replace. Everything else
     (watchdog observer, start-up scan of pending requests, schema, cleanup) is
-    syft-event's own.
+    syft-event's own; its cleanup runs through :class:`HeldCleanup` (cleanup.py).
     """
 
     def __init__(self, transport: RpcTransport, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._chat_transport = transport
-        self.held_cleanup = _HeldCleanup(self._periodic_cleanup)
+        self.held_cleanup = HeldCleanup(
+            self._periodic_cleanup, max_bytes=transport.settings.max_request_bytes
+        )
         self._periodic_cleanup = cast(Any, self.held_cleanup)  # what start()/stop() call
 
     def init(self) -> None:
@@ -215,47 +218,6 @@ class _ChatEvents(SyftEvents):
 
     def _SyftEvents__handle_rpc(self, path: Path, func: Any) -> None:
         self._chat_transport._handle_request_file(Path(path))
-
-
-class _HeldCleanup:
-    """syft-event's periodic cleanup (it deletes requests older than 30 days), held back
-    until the requests that waited for us are answered: its first pass loads every
-    request file in the app's folder, which at start competed with the backlog for the
-    interpreter (10,000 waiting: drained at ~430 msg/s with it, ~500 without)."""
-
-    def __init__(self, cleanup: Any) -> None:
-        self._cleanup = cleanup
-        self._lock = threading.Lock()
-        self._wanted = self._released = self._stopped = False
-
-    # under the lock throughout: a start racing a stop must not leave a cleanup thread
-    # running after it (starting one only spawns its thread)
-    def start(self) -> None:  # syft-event's start()
-        with self._lock:
-            self._wanted = True
-            if self._released and not self._stopped:
-                self._cleanup.start()
-
-    def release(self) -> None:
-        """The backlog is answered: start the cleanup if syft-event asked for it."""
-        with self._lock:
-            self._released = True
-            if self._wanted and not self._stopped:
-                self._cleanup.start()
-
-    def hold(self) -> None:
-        """The server is stopping: no start from now on (a backlog that ends meanwhile
-        must not begin a first pass that :meth:`stop` would then wait for)."""
-        with self._lock:
-            self._stopped = True
-
-    def stop(self) -> None:  # syft-event's stop()
-        with self._lock:
-            self._stopped = True
-            self._cleanup.stop()
-
-    def is_running(self) -> bool:
-        return bool(self._cleanup.is_running())
 
 
 if not hasattr(SyftEvents, "_SyftEvents__handle_rpc"):  # pragma: no cover
