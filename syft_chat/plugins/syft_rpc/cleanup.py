@@ -7,13 +7,15 @@ folder, once at start and then every hour, by loading each request file whole to
 * its first pass waits until the requests that waited for us are answered (it competed
   with that backlog for the interpreter: 10,000 waiting drained at ~390 msg/s with it,
   ~480 without);
-* a file over the transport's request limit is never loaded (a peer could otherwise make
-  every pass read gigabytes): it was refused unread when it came, and is deleted, with its
-  answer, once its modification time is past the cutoff.
+* a file over the transport's request limit, or anything but a plain file (a symlink to
+  ``/dev/zero``...), is never loaded (a peer could otherwise make every pass read
+  gigabytes): it was refused unread when it came, and is deleted, with its answer, once
+  its own modification time is past the cutoff.
 """
 
 from __future__ import annotations
 
+import stat
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -67,11 +69,11 @@ class HeldCleanup:
 
     def _cleanup_one(self, request_path: Path, cutoff_date: datetime) -> None:
         try:
-            st = request_path.stat()
+            st = request_path.lstat()
         except OSError:
             return  # gone meanwhile
-        if st.st_size <= self._max_bytes:
+        if stat.S_ISREG(st.st_mode) and st.st_size <= self._max_bytes:
             self._one(request_path, cutoff_date)
-        elif st.st_mtime < cutoff_date.timestamp():
+        elif st.st_mtime < cutoff_date.timestamp():  # too large, a symlink, a device...
             request_path.unlink(missing_ok=True)
             request_path.with_suffix(".response").unlink(missing_ok=True)
