@@ -52,3 +52,24 @@ def test_a_symlinked_request_is_never_followed_and_goes_by_its_own_age(tmp_path:
     os.utime(link, (old, old), follow_symlinks=False)
     cleanup.perform_cleanup()
     assert not link.is_symlink() and target.exists()  # the link went by its own age
+
+
+def test_a_request_that_landed_a_month_ago_goes_whatever_created_it_claims(tmp_path: Path) -> None:
+    configs = make_workspace(tmp_path / "ws", [ALICE, BOB])
+    syft = SyftClient.load(configs[BOB])
+    cleanup = PeriodicCleanup("syft_chat", client=syft)
+    HeldCleanup(cleanup, max_bytes=4096)
+    folder = syft.app_data("syft_chat") / "rpc" / "chat" / ALICE
+    folder.mkdir(parents=True)
+    future = folder / "3f1b2c4d-0000-4000-8000-000000000003.request"
+    future.write_text(_request_text(datetime.now(timezone.utc) + timedelta(days=3650)))
+    answer = future.with_suffix(".response")
+    answer.write_text("{}")
+    recent = folder / "3f1b2c4d-0000-4000-8000-000000000004.request"
+    recent.write_text(_request_text(datetime.now(timezone.utc)))
+    old = time.time() - MONTH
+    os.utime(future, (old, old))
+
+    cleanup.perform_cleanup()
+    assert not future.exists() and not answer.exists()  # a future date kept it forever
+    assert recent.exists()

@@ -9,8 +9,10 @@ folder, once at start and then every hour, by loading each request file whole to
   ~480 without);
 * a file over the transport's request limit, or anything but a plain file (a symlink to
   ``/dev/zero``...), is never loaded (a peer could otherwise make every pass read
-  gigabytes): it was refused unread when it came, and is deleted, with its answer, once
-  its own modification time is past the cutoff.
+  gigabytes): it was refused unread when it came;
+* a file whose own modification time is past the cutoff is deleted, with its answer,
+  whatever ``created`` it carries (a sender's future date no longer keeps it forever), and
+  without being loaded.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class HeldCleanup:
             st = request_path.lstat()
         except OSError:
             return  # gone meanwhile
-        if stat.S_ISREG(st.st_mode) and st.st_size <= self._max_bytes:
-            self._one(request_path, cutoff_date)
-        elif st.st_mtime < cutoff_date.timestamp():  # too large, a symlink, a device...
+        if st.st_mtime >= cutoff_date.timestamp():
+            if stat.S_ISREG(st.st_mode) and st.st_size <= self._max_bytes:
+                self._one(request_path, cutoff_date)  # judged by the created inside it
+        else:  # landed here over 30 days ago, whatever it says (or too large, a symlink...)
             request_path.unlink(missing_ok=True)
             request_path.with_suffix(".response").unlink(missing_ok=True)
