@@ -17,14 +17,11 @@ statuses are bookkeeping, and hooks hear of the group message only.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +30,14 @@ from pydantic import ValidationError
 from syft_chat.dispatch import HookDecisionError
 from syft_chat.errors import DeliveryError, StorageError
 from syft_chat.interfaces import MessageQuery, Reply, StoredMessage
+from syft_chat.messaging.flights import (
+    Flight,
+    Floors,
+    RequestKey,
+    new_request,
+    request_key,
+    request_text,
+)
 from syft_chat.messaging.retry import Outbox, RoundTrips
 from syft_chat.messaging.status import PENDING, group_status
 from syft_chat.models import (
@@ -63,79 +68,6 @@ def _parse_json(data: bytes) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-@dataclass(slots=True)
-class _Flight:
-    """What is known in memory about an unconfirmed outgoing message: its keys and its
-    attempts, never its text (the store has it; an outbox of 100,000 messages for an
-    offline peer then costs a few hundred bytes each)."""
-
-    msg_id: str
-    peer: str
-    seq: int | None
-    copy_of: str | None  # a group member's copy (``MessageKind.COPY``): the group message
-    request_id: str | None = None  # the latest attempt
-    attempts: int = 0
-    sent_at: float | None = None  # monotonic time the latest attempt was written
-    unrecorded: bool = False  # the latest attempt is not in the store yet (it refused)
-    #: set when settled; made only for a caller that waits (most flights are never waited for)
-    settled: threading.Event | None = None
-    #: the earlier attempts still answerable (their ids are in ``Outgoing._requests``)
-    earlier: list[str] | None = None
-
-    @classmethod
-    def of(
-        cls, message: ChatMessage, peer: str, request_id: str | None = None, attempts: int = 0
-    ) -> _Flight:
-        copy_of = message.target if message.kind is MessageKind.COPY else None
-        return cls(message.msg_id, peer, message.seq, copy_of, request_id, attempts)
-
-    @property
-    def is_copy(self) -> bool:
-        return self.copy_of is not None
-
-
-class _Floors:
-    """Per peer, the unconfirmed sequence numbers in a heap: the lowest in O(1) (amortised),
-    adding and settling in O(log n) of that peer's outbox, whatever the whole outbox holds.
-
-    Settled numbers leave lazily (when they reach the top), and the heap is rebuilt once
-    more than half of it is settled, so it never holds more than twice the live ones.
-    """
-
-    def __init__(self) -> None:
-        self._heaps: dict[str, list[int]] = {}
-        self._live: dict[str, dict[int, int]] = {}  # peer -> seq -> how many flights hold it
-
-    def add(self, peer: str, seq: int) -> None:
-        live = self._live.setdefault(peer, {})
-        live[seq] = live.get(seq, 0) + 1
-        heapq.heappush(self._heaps.setdefault(peer, []), seq)
-
-    def remove(self, peer: str, seq: int) -> None:
-        live = self._live.get(peer)
-        if live is None or seq not in live:
-            return
-        if live[seq] > 1:
-            live[seq] -= 1
-        else:
-            del live[seq]
-        heap = self._heaps[peer]
-        if not live:
-            del self._live[peer], self._heaps[peer]
-        elif len(heap) > 2 * len(live) + 16:
-            heap[:] = [s for s, n in live.items() for _ in range(n)]
-            heapq.heapify(heap)
-
-    def lowest(self, peer: str) -> int | None:
-        live = self._live.get(peer)
-        if not live:
-            return None
-        heap = self._heaps[peer]
-        while heap[0] not in live:
-            heapq.heappop(heap)
-        return heap[0]
-
-
 class Outgoing:
     """Everything that happens to a message after it is stored for sending.
 
@@ -149,9 +81,10 @@ class Outgoing:
         self._transport = core.transport
         self._settings = core.settings
         self._lock = threading.Lock()
-        self._flights: dict[str, _Flight] = {}  # msg_id -> flight, until settled
-        self._requests: dict[str, str] = {}  # request id -> msg_id, every live attempt
-        self._floors = _Floors()  # per peer: the unconfirmed seqs of the flights
+        self._flights: dict[str, Flight] = {}  # msg_id -> flight, until settled
+        self._requests: dict[RequestKey, str] = {}  # request -> msg_id, every live attempt
+        self._unrecorded: set[str] = set()  # msg_ids whose latest attempt the store lacks
+        self._floors = Floors()  # per peer: the unconfirmed seqs of the flights
         #: clear while the start-up backlog is being tracked again (on the resume thread)
         self.resumed = threading.Event()
         self.resumed.set()
@@ -175,7 +108,7 @@ class Outgoing:
         """Number and store a new outgoing message (status ``queued``), in one transaction
         (so two processes sharing a store never hand out the same number)."""
         store = self._store
-        flight: _Flight | None = None
+        flight: Flight | None = None
         try:
             with store.transaction():
                 seq = store.max_seq(peer, Direction.OUTGOING) + 1
@@ -183,7 +116,7 @@ class Outgoing:
                 store.insert(StoredMessage(numbered, Direction.OUTGOING, peer))
                 # tracked before the commit: the resume thread (which reads committed rows)
                 # never takes a message sent since the start for one of before it
-                flight = _Flight.of(numbered, peer)
+                flight = Flight.of(numbered, peer)
                 with self._lock:
                     self._track(flight)
         except BaseException:
@@ -193,7 +126,7 @@ class Outgoing:
             raise
         return numbered
 
-    def _track(self, flight: _Flight) -> None:
+    def _track(self, flight: Flight) -> None:
         """Keep ``flight`` in memory (the caller holds the lock)."""
         msg_id = flight.msg_id
         old = self._flights.get(msg_id)
@@ -202,19 +135,21 @@ class Outgoing:
         self._flights[msg_id] = flight
         if flight.seq:
             self._floors.add(flight.peer, flight.seq)
-        if flight.request_id:
-            self._requests[flight.request_id] = msg_id
+        if flight.request is not None:
+            self._requests[flight.request] = msg_id
 
-    def _untrack(self, flight: _Flight) -> None:
+    def _untrack(self, flight: Flight) -> None:
         """Forget ``flight`` and its attempts (the caller holds the lock)."""
         msg_id = flight.msg_id
-        if self._flights.get(msg_id) is flight:
-            del self._flights[msg_id]
+        if self._flights.get(msg_id) is not flight:
+            return  # not tracked (or no longer): nothing of it is kept
+        del self._flights[msg_id]
+        self._unrecorded.discard(msg_id)
         if flight.seq:
             self._floors.remove(flight.peer, flight.seq)
-        for request_id in (flight.request_id, *(flight.earlier or ())):
-            if request_id is not None and self._requests.get(request_id) == msg_id:
-                del self._requests[request_id]
+        for request in flight.requests():
+            if self._requests.get(request) == msg_id:
+                del self._requests[request]
 
     def resume(self) -> list[str]:
         """At start: track every unconfirmed message again; the peers that owe answers."""
@@ -227,7 +162,7 @@ class Outgoing:
                 rows = [r for r in found if r.msg_id not in self._flights]
                 for row in rows:
                     assert row.peer is not None
-                    self._track(_Flight.of(row.message, row.peer, row.request_id, row.attempts))
+                    self._track(Flight.of(row.message, row.peer, row.request_id, row.attempts))
         finally:
             self.resumed.set()
         for row in rows:
@@ -282,18 +217,21 @@ class Outgoing:
             self._set(msg_id, flight.is_copy, MessageStatus.FAILED, str(exc))
             self.settle(msg_id)
             raise DeliveryError(f"not sent: {exc}", msg_id=msg_id) from exc
-        request_id = str(uuid.uuid4())
+        request = new_request()
         with self._lock:
             if self._flights.get(msg_id) is not flight:
                 return  # settled meanwhile
-            previous, flight.request_id = flight.request_id, request_id
+            previous_id = flight.request_id
+            previous, flight.request = flight.request, request
             if previous is not None:
-                if flight.earlier is None:
-                    flight.earlier = []
-                flight.earlier.append(previous)
+                rare = flight.more()
+                if rare.earlier is None:
+                    rare.earlier = []
+                rare.earlier.append(previous)
             flight.attempts += 1
             flight.sent_at = time.monotonic()
-            self._requests[request_id] = msg_id
+            self._requests[request] = msg_id
+        request_id = request_text(request)
         # the next attempt, unless an answer settles it first
         self.schedule.track(msg_id, initial=self.round_trips.first_delay(peer))
         try:
@@ -302,15 +240,15 @@ class Outgoing:
                 body,
                 request_id=request_id,
                 expires=utcnow() + timedelta(seconds=self._settings.request_expiry),
-                replaces=previous,
+                replaces=previous_id,
             )
         except Exception as exc:
             log.warning("could not write a request for %s: %s (will retry)", msg_id, exc)
             raise DeliveryError(f"could not write the request: {exc}", msg_id=msg_id) from exc
         # handed over: from here on nothing may raise (a caller retrying on an error would
         # send the message twice); a failure to record the attempt is recorded later
-        flight.unrecorded = True
-        deferred: list[_Flight] | None = getattr(self._deferred, "flights", None)
+        self._mark_unrecorded([flight])
+        deferred: list[Flight] | None = getattr(self._deferred, "flights", None)
         if deferred is not None:
             deferred.append(flight)
         else:
@@ -324,7 +262,7 @@ class Outgoing:
         if getattr(self._deferred, "flights", None) is not None:
             yield  # nested: the outer block records
             return
-        flights: list[_Flight] = []
+        flights: list[Flight] = []
         self._deferred.flights = flights
         try:
             yield
@@ -333,7 +271,7 @@ class Outgoing:
             if flights:
                 self._record_all(flights)
 
-    def _record_all(self, flights: list[_Flight]) -> None:
+    def _record_all(self, flights: list[Flight]) -> None:
         sent: list[str] = []
         try:
             with self._store.transaction():
@@ -342,13 +280,17 @@ class Outgoing:
                         sent.append(flight.msg_id)
         except StorageError as exc:
             log.warning("recording %d attempts failed: %s (recorded later)", len(flights), exc)
-            for flight in flights:
-                flight.unrecorded = True
+            self._mark_unrecorded(flights)
             return
         for msg_id in sent:
             self._core.notify_status(msg_id, MessageStatus.SENT, None)
 
-    def _record_attempt(self, flight: _Flight, *, notify: bool = True) -> bool:
+    def _mark_unrecorded(self, flights: list[Flight]) -> None:
+        """The latest attempts of ``flights`` are not in the store (yet)."""
+        with self._lock:  # (a flight settled meanwhile is left alone)
+            self._unrecorded.update(f.msg_id for f in flights if self._flights.get(f.msg_id) is f)
+
+    def _record_attempt(self, flight: Flight, *, notify: bool = True) -> bool:
         """Record the latest attempt (request id, count, ``sent``); on a storage failure,
         log it and leave it to the next retry (or the answer) to record. Whether the
         message became ``sent`` and should be announced so (with ``notify``, it is)."""
@@ -374,7 +316,7 @@ class Outgoing:
                 exc,
             )
             return False
-        flight.unrecorded = False
+        self._unrecorded.discard(msg_id)
         return became_sent
 
     def _retry(self, msg_id: str) -> None:
@@ -383,7 +325,7 @@ class Outgoing:
             flight = self._flights.get(msg_id)
         if flight is None or self._core.closed:
             return
-        if flight.unrecorded:
+        if msg_id in self._unrecorded:
             self._record_attempt(flight)
         if flight.request_id is not None:
             self._transport.collect_reply(flight.peer, flight.request_id)
@@ -399,7 +341,7 @@ class Outgoing:
         with contextlib.suppress(DeliveryError):  # logged; a write error is retried
             self.attempt(msg_id)
 
-    def _still_waiting(self, flight: _Flight) -> bool:
+    def _still_waiting(self, flight: Flight) -> bool:
         """Whether the latest request is still on its way and valid past the next retry."""
         if flight.request_id is None:
             return False
@@ -421,9 +363,10 @@ class Outgoing:
         """
         body = _parse_json(reply.body)
         with self._lock:
-            msg_id = self._requests.get(request_id) or str(body.get("message_id") or "")
+            request = request_key(request_id)
+            msg_id = self._requests.get(request) or str(body.get("message_id") or "")
             flight = self._flights.get(msg_id)
-            latest = flight is not None and flight.request_id == request_id
+            latest = flight is not None and flight.request == request
             sent_at = flight.sent_at if flight is not None and latest else None
         core = self._core
         copy_of: str | None
@@ -530,7 +473,7 @@ class Outgoing:
         with self._lock:  # (settle() untracks under this lock: the event cannot be missed)
             flight = self._flights.get(msg_id)
             if flight is not None and flight.settled is None:
-                flight.settled = threading.Event()
+                flight.more().settled = threading.Event()
             event = flight.settled if flight is not None else None
         while flight is not None and event is not None and not self._core.closed:
             remaining = end - time.monotonic()
