@@ -84,6 +84,31 @@ def write_raw_request(
     return path
 
 
+def dated_request(
+    folder: Path, created: Any, *, sender: str = ALICE, to: str = BOB, pad: int = 0
+) -> Path:
+    """A request file from ``sender`` in ``folder`` (its sender folder in ``to``'s endpoint)
+    whose ``created`` field says ``created`` (a datetime); ``pad`` spaces make it larger and
+    keep it valid JSON. For syft-event's cleanup, which judges a request by that field."""
+    from datetime import timedelta
+
+    from syft_rpc.protocol import SyftRequest
+    from syft_rpc.rpc import make_url
+
+    request = SyftRequest(
+        sender=sender,
+        method="POST",
+        url=make_url(to, "syft_chat", "chat"),
+        body=b"{}",
+        created=created,
+        expires=created + timedelta(minutes=5),
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{request.id}.request"
+    path.write_text(request.model_dump_json() + " " * pad)
+    return path
+
+
 def envelope_body(sender: str, recipient: str, content: str, **extra: Any) -> bytes:
     env = {
         "v": 1,

@@ -10,9 +10,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from support import ALICE, BOB, CAROL, envelope_body, read_response, wait_for, write_raw_request
-from syft_rpc.protocol import SyftRequest
-from syft_rpc.rpc import make_url
+from support import (
+    ALICE,
+    BOB,
+    CAROL,
+    dated_request,
+    envelope_body,
+    read_response,
+    wait_for,
+    write_raw_request,
+)
 
 import syft_chat
 from syft_chat import ChatMessage, MessageStatus
@@ -204,19 +211,7 @@ def test_concurrent_senders(workspace):
 
 def _month_old_request(ws) -> Path:
     """A request from alice in bob's endpoint that syft-event's cleanup deletes (31 days old)."""
-    month_ago = datetime.now(timezone.utc) - timedelta(days=31)
-    old = SyftRequest(
-        sender=ALICE,
-        method="POST",
-        url=make_url(BOB, "syft_chat", "chat"),
-        body=b"{}",
-        created=month_ago,
-        expires=month_ago + timedelta(minutes=5),
-    )
-    old_path = ws.endpoint(BOB) / ALICE / f"{old.id}.request"
-    old_path.parent.mkdir(parents=True, exist_ok=True)
-    old_path.write_text(old.model_dump_json())
-    return old_path
+    return dated_request(ws.endpoint(BOB) / ALICE, datetime.now(timezone.utc) - timedelta(days=31))
 
 
 def test_month_old_requests_are_cleaned_up_only_after_the_waiting_ones_are_answered(workspace):
@@ -285,19 +280,8 @@ def test_the_cleanup_never_loads_a_file_over_the_request_limit(workspace):
     now = datetime.now(timezone.utc)
     month_ago = time.time() - 31 * 86400
 
-    def big(created: datetime) -> Path:
-        request = SyftRequest(
-            sender=ALICE,
-            method="POST",
-            url=make_url(BOB, "syft_chat", "chat"),
-            body=b"{}",
-            created=created,
-            expires=created + timedelta(minutes=5),
-        )
-        path = ws.endpoint(BOB) / ALICE / f"{request.id}.request"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(request.model_dump_json() + " " * limit)  # valid JSON, too large
-        return path
+    def big(created: datetime) -> Path:  # valid JSON, too large
+        return dated_request(ws.endpoint(BOB) / ALICE, created, pad=limit)
 
     old_file = big(created=now)  # says it is new; the file is a month old
     os.utime(old_file, (month_ago, month_ago))
