@@ -288,3 +288,25 @@ def test_idle_schedule_does_not_spin(
     assert clock.reads - before <= 2, f"the idle thread read the clock {clock.reads - before}x"
     assert _blocked_in_wait(outbox._thread)
     assert outbox._thread.is_alive()
+
+
+@pytest.mark.parametrize("far", [1e10, 1e307, float("inf")])
+def test_a_delay_too_far_to_wait_for_is_kept_without_stopping_the_schedule(
+    outboxes: list[Outbox], far: float
+) -> None:
+    # ChatSettings accepts any positive retry_initial / retry_max (inf included): a message
+    # whose next step is that far away is simply not retried in this process's lifetime,
+    # it must neither raise out of track() (send_message would fail after storing) nor
+    # kill the thread (no message would be retried again)
+    calls = Calls()
+    outbox = make(outboxes, calls, initial=far, maximum=far)
+    start = time.monotonic()
+    outbox.track("far")
+    due = outbox.due("far")
+    assert due is not None and due - start > 3.0e7  # years away
+    time.sleep(0.05)  # the thread now waits for the far due time
+    outbox.track("near", delay=0.02)
+    [(msg_id, _)] = calls.wait_for(1)
+    assert msg_id == "near"
+    assert outbox._thread.is_alive()
+    assert outbox.pending() == 1

@@ -32,6 +32,10 @@ log = logging.getLogger("syft_chat.messaging.retry")
 
 #: the resolution of due times, in seconds
 TICK = 1 / 64
+#: the furthest a message is scheduled ahead, in seconds (about 34 years): any positive
+#: delay is accepted (``retry_max`` may be ``inf``), but a due time must stay a number of
+#: ticks and a time the thread can wait for
+LONGEST = float(2**30)
 
 
 class _Slot:
@@ -100,6 +104,7 @@ class Outbox:
                     first = self._initial if initial is None else initial
                 delay = first if step is None else min(step * 2, self._maximum)
                 steps[msg_id] = delay
+            delay = min(delay, LONGEST)
             now = time.monotonic()
             # rounded up (never early); "now" is the current tick (not a tick late)
             tick = math.ceil((now + delay) / TICK) if delay > 0 else math.floor(now / TICK)
