@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
 import uuid
 
 import pytest
@@ -67,3 +68,23 @@ def test_floors_match_a_plain_multiset_under_random_settling() -> None:
         while live and rng.random() < 0.45:
             floors.remove("bob", live.pop(rng.randrange(len(live))))
         assert floors.lowest("bob") == (min(live) if live else None)
+
+
+def test_floors_stay_small_when_one_number_is_settled_again_and_again() -> None:
+    # a flight re-tracked many times (same seq) behind a stuck lower one: the settled
+    # copies must not pile up in the heap (they are counted by holders, not by number)
+    floors = Floors()
+    floors.add("bob", 1)  # never confirmed: stays the floor
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100_000):
+            floors.add("bob", 2)
+            floors.remove("bob", 2)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert floors.lowest("bob") == 1
+    assert grown < 20_000, f"{grown} bytes kept for one unconfirmed number"
+    floors.remove("bob", 1)
+    assert floors.lowest("bob") is None

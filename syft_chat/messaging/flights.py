@@ -121,6 +121,7 @@ class Floors:
     def __init__(self) -> None:
         self._heaps: dict[str, list[int]] = {}
         self._gone: dict[str, dict[int, int]] = {}  # peer -> settled seq -> count, in the heap
+        self._settled: dict[str, int] = {}  # peer -> the counts of _gone[peer] added up
 
     def add(self, peer: str, seq: int) -> None:
         heapq.heappush(self._heaps.setdefault(peer, []), seq)
@@ -129,17 +130,20 @@ class Floors:
         heap = self._heaps[peer]
         gone = self._gone.setdefault(peer, {})
         gone[seq] = gone.get(seq, 0) + 1
+        settled = self._settled.get(peer, 0) + 1
         while heap and heap[0] in gone:  # the top is unconfirmed again
             top = heapq.heappop(heap)
+            settled -= 1
             if gone[top] > 1:
                 gone[top] -= 1
             else:
                 del gone[top]
+        self._settled[peer] = settled
         if not heap:
-            del self._heaps[peer], self._gone[peer]
+            del self._heaps[peer], self._gone[peer], self._settled[peer]
         elif not gone:
-            del self._gone[peer]
-        elif len(gone) > len(heap) // 2 + 16:
+            del self._gone[peer], self._settled[peer]
+        elif settled > len(heap) // 2 + 16:  # (holders, not numbers: one may be held often)
             left = dict(gone)
             live = []
             for s in heap:
@@ -149,7 +153,7 @@ class Floors:
                     live.append(s)
             heapq.heapify(live)
             self._heaps[peer] = live
-            del self._gone[peer]
+            del self._gone[peer], self._settled[peer]
 
     def lowest(self, peer: str) -> int | None:
         heap = self._heaps.get(peer)
