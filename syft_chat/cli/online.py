@@ -351,16 +351,26 @@ def tail(env: Env, with_user: str | None, thread_id: str | None, last: int, as_j
     env.note("stopped")
 
 
-@click.command()
-@click.option("--quiet", "-q", is_flag=True, help="Do not print a line per incoming message.")
-@click.option("--web", is_flag=True, help="Also serve the chat page on 127.0.0.1.")
-@click.option(
+#: the chat page's options, shared by ``serve --web`` and ``web``
+port_option = click.option(
     "--port",
     type=click.IntRange(0, 65535),
     metavar="PORT",
     help="The page's port [default: $SYFTBOX_ASSIGNED_PORT, else a free one].",
 )
-@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+open_option = click.option(
+    "--open", "open_browser", is_flag=True, help="Open the page in a browser."
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="Do not print a line per incoming message."
+)
+
+
+@click.command()
+@quiet_option
+@click.option("--web", is_flag=True, help="Also serve the chat page on 127.0.0.1.")
+@port_option
+@open_option
 @pass_env
 def serve(env: Env, quiet: bool, web: bool, port: int | None, open_browser: bool) -> None:
     """Serve this datasite's chat and run its plugins and bots until stopped.

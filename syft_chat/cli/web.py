@@ -5,20 +5,15 @@ from __future__ import annotations
 import click
 
 from syft_chat.cli.env import Env, pass_env
-from syft_chat.cli.online import run_service
+from syft_chat.cli.online import open_option, port_option, quiet_option, run_service
 
 __all__ = ["web"]
 
 
 @click.command()
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    metavar="PORT",
-    help="The page's port [default: $SYFTBOX_ASSIGNED_PORT, else a free one].",
-)
-@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
-@click.option("--quiet", "-q", is_flag=True, help="Do not print a line per incoming message.")
+@port_option
+@open_option
+@quiet_option
 @pass_env
 def web(env: Env, port: int | None, open_browser: bool, quiet: bool) -> None:
     """Serve this datasite and its chat page on 127.0.0.1 until stopped.
