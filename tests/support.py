@@ -109,6 +109,20 @@ def dated_request(
     return path
 
 
+def command_env(config: Path, db: Path) -> dict[str, str]:
+    """The environment of a ``syft-chat`` child process for one datasite: its SyftBox
+    config and database, no installed plugins, this checkout first on the path."""
+    import os
+
+    return {
+        **os.environ,
+        "SYFTBOX_CLIENT_CONFIG_PATH": str(config),
+        "SYFT_CHAT_DB": str(db),
+        "SYFT_CHAT_LOAD_PLUGINS": "",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+
+
 def envelope_body(sender: str, recipient: str, content: str, **extra: Any) -> bytes:
     env = {
         "v": 1,

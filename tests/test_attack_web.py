@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import RawHttp
+from support import RawHttp, command_env
 
 from syft_chat.web import WebServer
 from syft_chat.web.security import Guard, Secrets
@@ -198,22 +198,14 @@ def test_quiet_app_output_does_not_carry_the_secret(tmp_path):
     per-run secret lands in a log file with whatever mode the client gives it, which outlives
     the run. Fix: with --quiet (or stdout not a TTY) print the address without the token and
     point to the 0600 .web-url file."""
-    import os
     import signal
     import subprocess
     import sys
 
     from syft_chat.testing import make_workspace
 
-    root = Path(__file__).resolve().parents[1]
     configs = make_workspace(tmp_path / "ws", [ALICE])
-    env = {
-        **os.environ,
-        "SYFTBOX_CLIENT_CONFIG_PATH": str(configs[ALICE]),
-        "SYFT_CHAT_DB": str(tmp_path / "alice.db"),
-        "SYFT_CHAT_LOAD_PLUGINS": "",
-        "PYTHONPATH": str(root),
-    }
+    env = command_env(configs[ALICE], tmp_path / "alice.db")
     env.pop("SYFTBOX_ASSIGNED_PORT", None)
     url_file = tmp_path / "ws" / ".syft-chat" / "syft_chat" / f"{ALICE}.web-url"
     out, err = tmp_path / "out.log", tmp_path / "err.log"

@@ -19,6 +19,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 import pytest
+from support import command_env
 
 from syft_chat.testing import make_workspace
 
@@ -90,13 +91,7 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 @pytest.mark.parametrize("command", [["web"], ["serve", "--web"]])
 def test_syft_chat_web_prints_its_address_and_stops_on_sigterm(tmp_path, command):
     configs = make_workspace(tmp_path / "ws", [ALICE])
-    env = {
-        **os.environ,
-        "SYFTBOX_CLIENT_CONFIG_PATH": str(configs[ALICE]),
-        "SYFT_CHAT_DB": str(tmp_path / "alice.db"),
-        "SYFT_CHAT_LOAD_PLUGINS": "",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = command_env(configs[ALICE], tmp_path / "alice.db")
     env.pop("SYFTBOX_ASSIGNED_PORT", None)
     with (tmp_path / "stderr.txt").open("w") as stderr:
         proc = subprocess.Popen(
@@ -167,13 +162,7 @@ def test_the_web_guide_snippet_runs(tmp_path):
     """docs/web.md's Python block, run as written (the config from the environment)."""
     code = (ROOT / "docs" / "web.md").read_text().split("```python", 1)[1].split("```", 1)[0]
     configs = make_workspace(tmp_path / "ws", [ALICE])
-    env = {
-        **os.environ,
-        "SYFTBOX_CLIENT_CONFIG_PATH": str(configs[ALICE]),
-        "SYFT_CHAT_DB": str(tmp_path / "alice.db"),
-        "SYFT_CHAT_LOAD_PLUGINS": "",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = command_env(configs[ALICE], tmp_path / "alice.db")
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
@@ -183,13 +172,7 @@ def test_the_web_guide_snippet_runs(tmp_path):
 
 def test_a_port_in_use_is_a_clear_error(tmp_path):
     configs = make_workspace(tmp_path / "ws", [ALICE])
-    env = {
-        **os.environ,
-        "SYFTBOX_CLIENT_CONFIG_PATH": str(configs[ALICE]),
-        "SYFT_CHAT_DB": str(tmp_path / "alice.db"),
-        "SYFT_CHAT_LOAD_PLUGINS": "",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = command_env(configs[ALICE], tmp_path / "alice.db")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

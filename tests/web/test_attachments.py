@@ -166,12 +166,7 @@ def test_uploads_are_limited_and_leave_nothing_behind(net, serve_page, tmp_path,
     server = serve_page(ALICE)
     net[BOB]
     web = Http(server)
-    ok = {
-        "Cookie": web.sign_in(server.secrets.token),
-        "X-Syft-Chat-Token": server.secrets.token,
-        "X-Syft-Chat": "1",
-        "Origin": web.origin,
-    }
+    ok = web.signed_in(server.secrets.token)
     url = f"/api/upload?conversation={BOB}&name=notes.txt"
     status, _, _ = web.request("POST", url, body=b"x" * 1001, headers=ok)
     assert status == 413  # declared too large: refused before reading

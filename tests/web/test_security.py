@@ -31,6 +31,16 @@ class Http(RawHttp):
         assert status == 303
         return headers["set-cookie"].split(";", 1)[0]
 
+    def signed_in(self, token: str) -> dict[str, str]:
+        """The headers of a state change the page itself would send: its session cookie,
+        the token header, the custom header and the page's Origin."""
+        return {
+            "Cookie": self.sign_in(token),
+            "X-Syft-Chat-Token": token,
+            "X-Syft-Chat": "1",
+            "Origin": self.origin,
+        }
+
 
 @pytest.fixture
 def served(pair: Any) -> Iterator[tuple[WebServer, Http, Any]]:
@@ -181,13 +191,7 @@ def test_state_changes_need_this_origin_and_the_custom_header(served, pair):
 
 def test_bad_and_oversized_bodies_are_refused_and_lose_nothing(served):
     server, web, alice = served
-    cookie = web.sign_in(server.secrets.token)
-    ok = {
-        "Cookie": cookie,
-        "X-Syft-Chat-Token": server.secrets.token,
-        "X-Syft-Chat": "1",
-        "Origin": web.origin,
-    }
+    ok = web.signed_in(server.secrets.token)
     big = json.dumps({"conversation": BOB, "content": "x" * (JSON_LIMIT + 1)}).encode()
     status, _, _ = web.request("POST", "/api/send", body=big, headers=ok)
     assert status == 413
@@ -236,13 +240,7 @@ def test_a_send_that_fails_at_once_comes_back_as_a_failed_message(served):
     """send_message raises DeliveryError for a message it stored and could not send: the
     route answers with that stored message (status failed, its reason), not an error."""
     server, web, alice = served
-    cookie = web.sign_in(server.secrets.token)
-    ok = {
-        "Cookie": cookie,
-        "X-Syft-Chat-Token": server.secrets.token,
-        "X-Syft-Chat": "1",
-        "Origin": web.origin,
-    }
+    ok = web.signed_in(server.secrets.token)
     body = json.dumps({"conversation": BOB, "content": "never leaves"}).encode()
     with register_plugin(alice, _BrokenEncoder()):
         status, _, answer = web.request("POST", "/api/send", body=body, headers=ok)
